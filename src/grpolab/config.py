@@ -1,0 +1,272 @@
+"""The typed configuration tree: every knob of a run, its type, default and one-line meaning.
+
+Loading (presets, .env, environment, dotted overrides) lives in `config_load.py`; this module only
+says what a valid config is. Cross-field rules (batch divisibility, sampling temperature, files that
+must exist) are checked here so that a bad config fails before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelConfig(Section):
+    name: str = Field("tiny", description="'tiny' (embedded), a local directory, or a hub model id")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype; auto = float32 on CPU, bfloat16 on GPU"
+    )
+    finetune: Literal["full", "lora"] = Field("full", description="train all weights or a LoRA adapter")
+    lora_rank: int = Field(16, gt=0, description="LoRA rank r")
+    lora_alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA branch")
+    lora_target_modules: list[str] | str = Field(
+        "all-linear", description="module names to adapt, or 'all-linear'"
+    )
+    trust_remote_code: bool = Field(False, description="allow model code from the hub")
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    attn_implementation: str | None = Field(None, description="e.g. sdpa, eager, flash_attention_2")
+
+
+class DataConfig(Section):
+    task: Literal["arithmetic", "small_numbers", "mixed", "gsm8k", "jsonl", "hf"] = Field(
+        "arithmetic", description="task family"
+    )
+    train_size: int = Field(2000, gt=0, description="number of training questions")
+    val_size: int = Field(100, gt=0, description="size of the validation split (eval.size is drawn from it)")
+    test_size: int = Field(200, gt=0, description="size of the held-out test split")
+    min_num: int = Field(0, description="smallest operand (arithmetic tasks)")
+    max_num: int = Field(20, description="largest operand (arithmetic tasks)")
+    operations: list[Literal["+", "-", "*", "/"]] = Field(
+        ["+", "-", "*", "/"], description="arithmetic operations"
+    )
+    path: str | None = Field(None, description="local JSONL/Parquet file (jsonl, gsm8k)")
+    hf_name: str | None = Field(None, description="hub dataset id (hf, gsm8k)")
+    hf_config: str | None = Field(None, description="hub dataset config name")
+    hf_split: str = Field("train", description="hub split to draw questions from")
+    question_column: str = Field("question", description="column holding the question")
+    answer_column: str = Field("answer", description="column holding the gold answer")
+    category_column: str | None = Field(None, description="column holding a category for breakdowns")
+    system_prompt: str | None = Field(None, description="system message; None = the task's default")
+    prompt_template: str = Field("{question}", description="user message; {question} is replaced")
+
+    @model_validator(mode="after")
+    def _check_range(self) -> DataConfig:
+        if self.task in ("arithmetic", "small_numbers", "mixed") and self.min_num > self.max_num:
+            raise ValueError(f"data.min_num ({self.min_num}) must be <= data.max_num ({self.max_num})")
+        if self.task == "jsonl" and not self.path:
+            raise ValueError("data.path: the jsonl task needs a file (data.path=/path/to/file.jsonl)")
+        if self.task == "hf" and not self.hf_name:
+            raise ValueError("data.hf_name: the hf task needs a dataset id (data.hf_name=owner/name)")
+        if self.path and not Path(self.path).expanduser().exists():
+            raise ValueError(f"data.path: file not found: {self.path}")
+        return self
+
+
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(32, gt=0, description="tokens generated per completion (MAX_TOKENS)")
+    max_prompt_length: int = Field(512, gt=0, description="prompts longer than this are left-truncated")
+    temperature: float = Field(1.0, ge=0.0, description="sampling temperature for training rollouts")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling")
+    top_k: int = Field(0, ge=0, description="top-k sampling; 0 = off")
+    repetition_penalty: float = Field(1.0, gt=0.0, description="HF generate repetition penalty")
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive_temperature(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be > 0 for sampling rollouts (greedy rollouts give GRPO no variance)")
+        return value
+
+
+class GRPOConfig(Section):
+    num_generations: int = Field(8, ge=2, description="G: completions per question (NUM_GENERATIONS)")
+    beta: float = Field(0.04, ge=0.0, description="KL coefficient; 0 skips the reference model (BETA)")
+    epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="lower clip range of the ratio")
+    epsilon_high: float | None = Field(None, gt=0.0, description="upper clip range (DAPO); None = epsilon")
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field("dapo", description="loss normaliser")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="advantage scale")
+    num_iterations: int = Field(1, ge=1, description="policy updates per batch of rollouts (mu)")
+    mask_truncated_completions: bool = Field(False, description="exclude completions cut at the limit")
+    filter_zero_std_groups: bool = Field(False, description="drop groups whose rewards are all equal")
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-5, gt=0.0, description="peak learning rate (LEARNING_RATE)")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW beta1")
+    adam_beta2: float = Field(0.99, ge=0.0, lt=1.0, description="AdamW beta2")
+    warmup_ratio: float = Field(0.0, ge=0.0, le=1.0, description="fraction of steps spent warming up")
+    scheduler: Literal["constant", "linear", "cosine"] = Field("constant", description="LR schedule")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping norm")
+
+
+class TrainConfig(Section):
+    questions_per_step: int = Field(8, gt=0, description="B: questions per step (PER_DEVICE_TRAIN_BATCH_SIZE)")
+    micro_batch_size: int = Field(0, ge=0, description="sequences per forward/backward; 0 = whole batch")
+    max_steps: int = Field(100, gt=0, description="optimizer steps (MAX_STEPS)")
+    seed: int = Field(42, description="seed for data, sampling and init (SEED)")
+    output_dir: str = Field("outputs", description="root folder of run directories (OUTPUT_DIR)")
+    run_name: str = Field("grpo", description="run directory is output_dir/run_name/<timestamp>")
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps; 0 = only at the end")
+    keep_last: int = Field(2, ge=1, description="periodic checkpoints kept besides best")
+    patience: int = Field(5, ge=0, description="evaluations without improvement before stopping; 0 = off")
+    min_delta: float = Field(0.0, ge=0.0, description="improvement smaller than this does not count")
+    early_stopping_metric: str = Field("eval/accuracy", description="metric watched by early stopping")
+    resume: str | None = Field(None, description="'auto' (latest checkpoint of the run) or a checkpoint path")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch default")
+
+
+class EvalConfig(Section):
+    every_steps: int = Field(30, ge=0, description="validate every N steps; 0 = only before and after")
+    size: int = Field(100, gt=0, description="validation questions (EVAL_DATASET_SIZE)")
+    pass_k: list[int] = Field([], description="k values for pass@k (sampled); empty = greedy only")
+    num_samples: int = Field(0, ge=0, description="n samples per question for pass@k; 0 = max(pass_k)")
+    temperature: float = Field(0.8, gt=0.0, description="sampling temperature for pass@k")
+    batch_size: int = Field(64, gt=0, description="questions per generate call during evaluation")
+    format_reward: str | None = Field("format", description="reward whose value > 0 counts as well-formatted")
+    final_split: Literal["val", "test"] = Field("test", description="split of the before/after report")
+
+    @model_validator(mode="after")
+    def _check_k(self) -> EvalConfig:
+        if any(k <= 0 for k in self.pass_k):
+            raise ValueError(f"eval.pass_k: every k must be >= 1 (got {self.pass_k})")
+        n = self.num_samples or max(self.pass_k, default=0)
+        if self.pass_k and n < max(self.pass_k):
+            raise ValueError(f"eval.num_samples ({n}) must be >= the largest k in eval.pass_k ({max(self.pass_k)})")
+        return self
+
+
+class LoggingConfig(Section):
+    verbose: bool = Field(False, description="print sample completions with their rewards (VERBOSE)")
+    quiet: bool = Field(False, description="no progress bar; only warnings and the final summary")
+    log_every: int = Field(1, gt=0, description="write step metrics every N steps")
+    sample_every: int = Field(10, ge=0, description="write sample completions every N steps; 0 = never")
+    samples_per_step: int = Field(4, ge=0, description="completions written to samples.jsonl per logged step")
+    tensorboard: bool = Field(True, description="write TensorBoard event files")
+    wandb: bool = Field(False, description="log to Weights & Biases")
+    wandb_project: str = Field("grpolab", description="W&B project")
+    wandb_entity: str | None = Field(None, description="W&B entity (team or user)")
+    wandb_run_name: str | None = Field(None, description="W&B run name; None = the run directory's name")
+    wandb_tags: list[str] = Field([], description="W&B tags")
+    report: bool = Field(True, description="write report.html at the end of the run")
+
+
+class RewardSpec(BaseModel):
+    """One reward: a registered `name` or an import path `fn` ("pkg.module:function"), its weight, and
+    any further keys as the function's parameters (validated against the function when rewards load)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    fn: str | None = None
+    weight: float = 1.0
+    alias: str | None = Field(None, description="metric name; default = name or the function's name")
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_params(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        if isinstance(data, dict):
+            known = {"name", "fn", "weight", "alias", "params"}
+            extra = {k: v for k, v in data.items() if k not in known}
+            data = {k: v for k, v in data.items() if k in known}
+            data["params"] = {**data.get("params", {}), **extra}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RewardSpec:
+        if (self.name is None) == (self.fn is None):
+            raise ValueError("each reward needs exactly one of 'name' (built-in) or 'fn' (module:function)")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.alias:
+            return self.alias
+        if self.name:
+            return self.name
+        assert self.fn is not None
+        return self.fn.rsplit(":", 1)[-1]
+
+
+class RewardsConfig(Section):
+    functions: list[RewardSpec] = Field(
+        default_factory=lambda: [
+            RewardSpec(name="numeric", weight=1.0),
+            RewardSpec(name="format", weight=0.2),
+        ],
+        description="reward functions and weights; the total is their weighted sum",
+    )
+    on_error: Literal["raise", "skip"] = Field("raise", description="a reward that raises: stop, or count as None")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_list(cls, data: Any) -> Any:
+        # `rewards: [...]` (the short form users write) means `rewards: {functions: [...]}`.
+        return {"functions": data} if isinstance(data, list) else data
+
+
+class AgentConfig(Section):
+    enabled: bool = Field(False, description="multi-turn tool-using rollouts instead of single-turn")
+    mode: Literal["masked", "full"] = Field("masked", description="masked: train only model-sampled tokens")
+    max_turns: int = Field(4, gt=0, description="model turns per episode (MAX_TURNS)")
+    max_total_tokens: int = Field(1024, gt=0, description="cap on a whole trajectory's length")
+    env: str = Field("calculator", description="built-in env name or 'pkg.module:Class'")
+    env_params: dict[str, Any] = Field({}, description="keyword arguments of the environment")
+
+
+class DistributedConfig(Section):
+    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="torch.distributed backend")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="data parallel, or fully sharded")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Accelerate mixed precision")
+
+
+class Config(Section):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    generation: GenerationConfig = GenerationConfig()
+    grpo: GRPOConfig = GRPOConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    logging: LoggingConfig = LoggingConfig()
+    rewards: RewardsConfig = RewardsConfig()
+    agent: AgentConfig = AgentConfig()
+    distributed: DistributedConfig = DistributedConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        seqs = self.train.questions_per_step * self.grpo.num_generations
+        micro = self.train.micro_batch_size
+        if micro and seqs % micro:
+            divisors = [d for d in range(1, seqs + 1) if seqs % d == 0]
+            raise ValueError(
+                f"train.micro_batch_size ({micro}) must divide questions_per_step x num_generations "
+                f"= {self.train.questions_per_step} x {self.grpo.num_generations} = {seqs}; "
+                f"values that work: {divisors}"
+            )
+        if self.grpo.epsilon_high is not None and self.grpo.epsilon_high < self.grpo.epsilon:
+            raise ValueError("grpo.epsilon_high must be >= grpo.epsilon")
+        if self.data.task not in ("jsonl", "hf", "gsm8k") and self.data.train_size > 100_000:
+            raise ValueError("data.train_size: synthetic tasks are capped at 100000 questions")
+        if self.eval.size > self.data.val_size:
+            self.data.val_size = self.eval.size  # the validation split is drawn to fit eval.size
+        return self
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.train.questions_per_step * self.grpo.num_generations
+
+    @property
+    def micro_batch(self) -> int:
+        return self.train.micro_batch_size or self.sequences_per_step
