@@ -1,0 +1,303 @@
+"""Scoring a batch with several reward functions: the calling convention, None handling, errors.
+
+Every reward function, built-in or user-written, is called the way TRL calls it: keyword arguments,
+one list entry per sample. `completions`, `prompts`, `completion_ids`, `trajectories`,
+`completion_lengths` and every dataset column by name (`answer=[...]`, `category=[...]`) are offered;
+a function receives only the keywords it declares (all of them if it takes `**kwargs`), followed by
+its configured params. It returns one `float | None` per sample.
+
+How this departs from TRL, and why:
+- None is "could not score": excluded from that function's mean/std and from the total (TRL turns
+  None into NaN and nansums, which is the same total), and counted in `none_frac`.
+- A function that raises is re-run sample by sample so that the error names the first bad sample
+  (with `on_error="skip"` the failing samples become None and are counted instead of stopping).
+- A wrong-length result or a NaN/inf is always an error: that is a bug in the function, not a
+  sample that cannot be scored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+logger = logging.getLogger("grpolab.rewards")
+
+RewardValue = float | None
+# The keywords every function may ask for, besides dataset columns and its own params.
+STANDARD_INPUTS = ("completions", "prompts", "completion_ids", "trajectories", "completion_lengths")
+
+
+class RewardError(RuntimeError):
+    """A reward function failed or returned something that is not one score per sample."""
+
+
+@dataclass
+class RewardInputs:
+    """One batch of N samples to score (N = B questions x G completions)."""
+
+    prompts: list[str]
+    completions: list[str]
+    completion_ids: list[list[int]]
+    rows: list[dict[str, Any]]
+    trajectories: list[list[dict[str, Any]]] | None = None
+    completion_lengths: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.completions)
+        sizes = {
+            "prompts": len(self.prompts),
+            "completion_ids": len(self.completion_ids),
+            "rows": len(self.rows),
+        }
+        if self.trajectories is not None:
+            sizes["trajectories"] = len(self.trajectories)
+        if self.completion_lengths is not None:
+            sizes["completion_lengths"] = len(self.completion_lengths)
+        bad = {k: v for k, v in sizes.items() if v != n}
+        if bad:
+            raise ValueError(f"RewardInputs: {len(self.completions)} completions but {bad}")
+
+    def __len__(self) -> int:
+        return len(self.completions)
+
+    def keywords(self) -> dict[str, Any]:
+        """Standard inputs and dataset columns as TRL-style lists; a column missing from a row is None."""
+        columns: dict[str, list[Any]] = {}
+        for key in dict.fromkeys(k for row in self.rows for k in row):
+            columns[key] = [row.get(key) for row in self.rows]
+        lengths = self.completion_lengths
+        if lengths is None:
+            lengths = [len(ids) for ids in self.completion_ids]
+        standard = {
+            "completions": self.completions,
+            "prompts": self.prompts,
+            "completion_ids": self.completion_ids,
+            "trajectories": self.trajectories,
+            "completion_lengths": lengths,
+        }
+        return {**columns, **standard}
+
+
+@dataclass
+class RewardScores:
+    """Per-function scores of a batch and their weighted total."""
+
+    labels: list[str]
+    per_function: dict[str, list[RewardValue]]
+    total: list[RewardValue]
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """`rewards/{label}/mean`, `/std` (sample std, as TRL logs it) over the scored samples,
+        `/none_frac`, and `/errors` when some samples raised. Mean/std are left out when no sample
+        of that function was scored, rather than logged as NaN."""
+        out: dict[str, float] = {}
+        for label in self.labels:
+            values = self.per_function[label]
+            scored = [v for v in values if v is not None]
+            if scored:
+                mean = math.fsum(scored) / len(scored)
+                var = (
+                    math.fsum((v - mean) ** 2 for v in scored) / (len(scored) - 1) if len(scored) > 1 else 0.0
+                )
+                out[f"rewards/{label}/mean"] = mean
+                out[f"rewards/{label}/std"] = math.sqrt(var)
+            out[f"rewards/{label}/none_frac"] = (len(values) - len(scored)) / len(values) if values else 0.0
+            if self.errors.get(label, 0) > 0:
+                out[f"rewards/{label}/errors"] = float(self.errors[label])
+        return out
+
+    def breakdown(self, i: int) -> dict[str, RewardValue]:
+        return {label: self.per_function[label][i] for label in self.labels}
+
+
+@dataclass
+class BoundReward:
+    """A resolved reward: the callable, its label, weight and configured params."""
+
+    label: str
+    fn: Callable[..., Any]
+    weight: float
+    params: dict[str, Any]
+
+    def call_kwargs(self, available: dict[str, Any]) -> dict[str, Any]:
+        signature = inspect.signature(self.fn)
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        if takes_all:
+            chosen = dict(available)
+        else:
+            chosen = {k: v for k, v in available.items() if k in signature.parameters}
+            for name, p in signature.parameters.items():
+                missing = name not in chosen and name not in self.params and p.default is p.empty
+                if missing and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                    columns = sorted(k for k in available if k not in STANDARD_INPUTS)
+                    raise RewardError(
+                        f"reward '{self.label}' needs '{name}', which is neither a standard input nor a "
+                        f"dataset column (columns: {', '.join(columns) or 'none'})"
+                    )
+        return {**chosen, **self.params}
+
+
+def _slice(kwargs: dict[str, Any], keys: Sequence[str], i: int) -> dict[str, Any]:
+    return {k: ([v[i]] if k in keys and isinstance(v, list) else v) for k, v in kwargs.items()}
+
+
+def _check(label: str, result: Any, n: int) -> list[RewardValue]:
+    if not isinstance(result, (list, tuple)):
+        raise RewardError(f"reward '{label}' must return a list of float|None, got {type(result).__name__}")
+    if len(result) != n:
+        raise RewardError(f"reward '{label}' returned {len(result)} values for {n} samples")
+    values: list[RewardValue] = []
+    for i, value in enumerate(result):
+        if value is None:
+            values.append(None)
+            continue
+        try:
+            if isinstance(value, (str, bytes)):
+                raise TypeError
+            number = float(value)
+        except (TypeError, ValueError):
+            raise RewardError(
+                f"reward '{label}' returned {value!r} for sample {i}; expected float|None"
+            ) from None
+        if not math.isfinite(number):
+            raise RewardError(f"reward '{label}' returned a non-finite value ({number}) for sample {i}")
+        values.append(number)
+    return values
+
+
+class RewardSet:
+    """The configured reward functions of a run; `score` turns a batch into `RewardScores`."""
+
+    def __init__(self, rewards: list[BoundReward], on_error: Literal["raise", "skip"] = "raise") -> None:
+        self.rewards = rewards
+        self.on_error = on_error
+
+    @property
+    def labels(self) -> list[str]:
+        return [r.label for r in self.rewards]
+
+    @property
+    def weights(self) -> list[float]:
+        return [r.weight for r in self.rewards]
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{r.label}x{r.weight:g}" for r in self.rewards)
+        return f"RewardSet({parts}; on_error={self.on_error})"
+
+    def score(self, inputs: RewardInputs) -> RewardScores:
+        n = len(inputs)
+        available = inputs.keywords()
+        per_sample_keys = [k for k, v in available.items() if isinstance(v, list) and len(v) == n]
+        results: dict[str, list[RewardValue]] = {}
+        errors = {r.label: 0 for r in self.rewards}
+        pending: list[tuple[BoundReward, dict[str, Any], Any]] = []
+        for reward in self.rewards:
+            kwargs = reward.call_kwargs(available)
+            try:
+                out = reward.fn(**kwargs)
+            except Exception as err:
+                results[reward.label] = self._recover(reward, kwargs, per_sample_keys, n, err, errors)
+                continue
+            if inspect.isawaitable(out):
+                pending.append((reward, kwargs, out))
+            else:
+                results[reward.label] = _check(reward.label, out, n)
+        if pending:
+            # Async rewards (judges, sandboxes) overlap their waiting; sync ones already ran in order.
+            outcomes = _run_async(_gather([aw for _, _, aw in pending]))
+            for (reward, kwargs, _), out in zip(pending, outcomes):
+                if isinstance(out, BaseException):
+                    if not isinstance(out, Exception):
+                        raise out
+                    results[reward.label] = self._recover(reward, kwargs, per_sample_keys, n, out, errors)
+                else:
+                    results[reward.label] = _check(reward.label, out, n)
+        per_function = {r.label: results[r.label] for r in self.rewards}
+        total: list[RewardValue] = []
+        for i in range(n):
+            # Like TRL's nansum: a None drops out of the sum, the other weights are not re-normalised.
+            terms = [r.weight * v for r in self.rewards if (v := per_function[r.label][i]) is not None]
+            total.append(math.fsum(terms) if terms else None)
+        return RewardScores(self.labels, per_function, total, errors)
+
+    def _recover(
+        self,
+        reward: BoundReward,
+        kwargs: dict[str, Any],
+        keys: list[str],
+        n: int,
+        err: Exception,
+        errors: dict[str, int],
+    ) -> list[RewardValue]:
+        """Re-run a failed vectorised call one sample at a time, to name (or skip) the failing ones.
+
+        For a batch-dependent function (length) the per-sample values of the surviving samples are
+        computed on a batch of one; that is the price of keeping the rest of the batch."""
+        if isinstance(err, RewardError):
+            raise err
+        values: list[RewardValue] = []
+        failed: list[tuple[int, Exception]] = []
+        for i in range(n):
+            try:
+                out = reward.fn(**_slice(kwargs, keys, i))
+                if inspect.isawaitable(out):
+                    out = _run_async(_gather([out]))[0]
+                    if isinstance(out, Exception):
+                        raise out
+                values.extend(_check(reward.label, out, 1))
+            except RewardError:
+                raise
+            except Exception as sample_err:
+                if self.on_error == "raise":
+                    raise RewardError(
+                        f"reward '{reward.label}' failed on sample {i}: {sample_err!r}"
+                    ) from sample_err
+                failed.append((i, sample_err))
+                values.append(None)
+        if not failed:
+            # Only the whole batch fails (a batch-level bug): nothing per sample can be trusted.
+            if self.on_error == "raise":
+                raise RewardError(f"reward '{reward.label}' failed on the batch: {err!r}") from err
+            failed = [(i, err) for i in range(n)]
+            values = [None] * n
+        errors[reward.label] += len(failed)
+        first, first_err = failed[0]
+        logger.warning(
+            "reward '%s' raised on %d of %d samples (first: sample %d, %r); counted as None",
+            reward.label, len(failed), n, first, first_err,
+        )  # fmt: skip
+        return values
+
+
+async def _gather(awaitables: list[Any]) -> list[Any]:
+    return list(await asyncio.gather(*awaitables, return_exceptions=True))
+
+
+def _run_async(coro: Any) -> list[Any]:
+    """Run a coroutine to completion, also when the caller already runs an event loop (a notebook,
+    an async trainer): then it gets its own loop in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)  # type: ignore[no-any-return]
+    box: dict[str, Any] = {}
+
+    def runner() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as err:
+            box["error"] = err
+
+    thread = threading.Thread(target=runner, name="grpolab-rewards-async")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
