@@ -10,23 +10,12 @@ import time
 from typing import Any
 
 import pytest
+from rewards_helpers import batch
 
 from grpolab.config import RewardsConfig
 from grpolab.config_load import ConfigError
-from grpolab.rewards import RewardError, RewardInputs, RewardSet, build_rewards, reward_registry
+from grpolab.rewards import RewardError, RewardSet, build_rewards, reward_registry
 from grpolab.rewards.api import BoundReward
-
-
-def batch(completions: list[str], answers: list[str] | None = None, **extra: list[Any]) -> RewardInputs:
-    answers = answers or ["42"] * len(completions)
-    rows = [{"question": "q", "answer": a, "category": "c"} for a in answers]
-    for key, values in extra.items():
-        for row, value in zip(rows, values):
-            row[key] = value
-    ids = [[1] * len(c) for c in completions]
-    return RewardInputs(
-        prompts=["q"] * len(completions), completions=completions, completion_ids=ids, rows=rows
-    )
 
 
 def reward_set(*fns: Any, weights: list[float] | None = None, on_error: str = "raise") -> RewardSet:
@@ -252,7 +241,7 @@ def test_registry_lists_every_builtin_with_description() -> None:
     expected = {
         "accuracy", "numeric", "format", "answer_format", "tag_count", "reasoning_steps", "cosine_scaled",
         "repetition_penalty", "length", "soft_overlong", "match_format_exactly", "match_format_approximately",
-        "check_answer", "check_numbers", "hard_format", "mark",
+        "check_answer", "check_numbers", "hard_format", "mark", "judge",
     }  # fmt: skip
     assert expected <= set(registry)
     for info in registry.values():

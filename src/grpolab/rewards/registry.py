@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from grpolab.config import RewardsConfig, RewardSpec
 from grpolab.config_load import ConfigError
-from grpolab.rewards import correctness, format, shaping
+from grpolab.rewards import correctness, format, judge, shaping
 from grpolab.rewards.api import STANDARD_INPUTS, BoundReward, RewardSet
 
 
@@ -89,6 +89,7 @@ _BUILTINS: dict[str, tuple[Callable[..., Any], str, Check | None, tuple[str, ...
         shaping.check_soft_overlong,
         ("max_completion_len", "cache"),
     ),
+    "judge": (judge.judge, "ours (LLM judge)", judge.check_params, ("model",)),
 }
 
 
