@@ -52,9 +52,10 @@ def _math_verify_correct(completion: str, gold: str) -> bool | None:
     if not gold_parsed:
         return None
     # Completion: LaTeX only, \boxed{} first (priority 0); nits/malformed operators off as in open-r1.
+    # (open-r1 also sets equations=True, which math-verify 0.9 deprecates: its parser handles `x = 3`.)
     answer_config = LatexExtractionConfig(
         normalization_config=NormalizationConfig(
-            nits=False, malformed_operators=False, basic_latex=True, equations=True, boxed="all", units=True
+            nits=False, malformed_operators=False, basic_latex=True, boxed="all", units=True
         ),
         boxed_match_priority=0,
         try_extract_without_anchor=False,
@@ -92,7 +93,10 @@ def math_correct(completion: str, gold: Any, timeout_s: float = MATH_TIMEOUT_S) 
     """math-verify correctness with a deadline: None for no gold, unparsable gold, or timeout."""
     if gold is None:
         return None
-    finished, value = run_with_deadline(_math_verify_correct, completion, str(gold), timeout_s=timeout_s)
+    # A GSM8K gold is a worked solution; its answer is what follows the last `####`.
+    finished, value = run_with_deadline(
+        _math_verify_correct, completion, gold_text(str(gold)), timeout_s=timeout_s
+    )
     return value if finished else None
 
 

@@ -49,8 +49,8 @@ def first_number(text: str) -> Fraction | None:
 
 
 def gold_text(answer: str) -> str:
-    """GSM8K keeps the final answer after the last `####`; other golds are used whole."""
-    return answer.rsplit("####", 1)[1] if "####" in answer else answer
+    """GSM8K keeps the final answer after the last `####` (stripped); other golds are used whole."""
+    return answer.rsplit("####", 1)[1].strip() if "####" in answer else answer
 
 
 def gold_number(answer: object) -> Fraction | None:
