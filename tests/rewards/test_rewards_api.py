@@ -13,7 +13,7 @@ import pytest
 from rewards_helpers import batch
 
 from grpolab.config import RewardsConfig
-from grpolab.config_load import ConfigError
+from grpolab.config_load import ConfigError, load_config
 from grpolab.rewards import RewardError, RewardSet, build_rewards, reward_registry
 from grpolab.rewards.api import BoundReward
 
@@ -210,6 +210,10 @@ def test_missing_column_is_a_clear_error() -> None:
             "reward 'cosine_scaled': param 'max_len': Input should be a valid integer",
         ),
         ([{"name": "repetition_penalty", "max_penalty": 0.5}], "max_penalty must be <= 0"),
+        (
+            [{"name": "length", "correctness": "exact"}],
+            "param 'correctness': Input should be 'accuracy' or 'numeric'",
+        ),
         ([{"name": "soft_overlong", "cache": 4}], "param 'max_completion_len' is required"),
         ([{"name": "soft_overlong", "max_completion_len": 10, "cache": 20}], "cache must be in"),
         ([{"name": "mark", "think_tag": "<think>"}], "think_tag must be a bare tag name"),
@@ -254,3 +258,22 @@ def test_build_is_cheap() -> None:
     start = time.perf_counter()
     build_rewards(RewardsConfig.model_validate(["accuracy", "format", "cosine_scaled", "length"]))
     assert time.perf_counter() - start < 0.5
+
+
+def test_openr1_preset_loads_and_builds() -> None:
+    cfg = load_config("openr1_rewards", env_file=None, environ={})
+    rewards = build_rewards(cfg.rewards)
+    assert rewards.labels == [
+        "accuracy",
+        "format",
+        "reasoning_steps",
+        "cosine_scaled",
+        "repetition_penalty",
+        "length",
+    ]
+    assert cfg.data.system_prompt is not None
+    assert cfg.data.system_prompt.endswith(
+        "Respond in the following format: <think>\n...\n</think>\n<answer>\n...\n</answer>"
+    )
+    assert cfg.model.finetune == "lora" and cfg.eval.format_reward == "format"
+    assert rewards.rewards[3].params["min_value_wrong"] == 0.0  # the open-r1 recipe value
