@@ -93,6 +93,10 @@ def math_correct(completion: str, gold: Any, timeout_s: float = MATH_TIMEOUT_S) 
     """math-verify correctness with a deadline: None for no gold, unparsable gold, or timeout."""
     if gold is None:
         return None
+    # Import sympy & co. here, outside the deadline: the first import alone can take a second or more.
+    import latex2sympy2_extended  # noqa: F401
+    import math_verify  # noqa: F401
+
     # A GSM8K gold is a worked solution; its answer is what follows the last `####`.
     finished, value = run_with_deadline(
         _math_verify_correct, completion, gold_text(str(gold)), timeout_s=timeout_s
