@@ -39,15 +39,15 @@ class DataConfig(Section):
     task: Literal["arithmetic", "small_numbers", "mixed", "gsm8k", "jsonl", "hf"] = Field(
         "arithmetic", description="task family"
     )
-    train_size: int = Field(2000, gt=0, description="number of training questions")
+    train_size: int = Field(1000, gt=0, description="number of training questions")
     val_size: int = Field(100, gt=0, description="size of the validation split (eval.size is drawn from it)")
     test_size: int = Field(200, gt=0, description="size of the held-out test split")
     min_num: int = Field(0, description="smallest operand (arithmetic tasks)")
     max_num: int = Field(20, description="largest operand (arithmetic tasks)")
     operations: list[Literal["+", "-", "*", "/"]] = Field(
-        ["+", "-", "*", "/"], description="arithmetic operations"
+        ["+", "-", "*", "/"], min_length=1, description="arithmetic operations"
     )
-    path: str | None = Field(None, description="local JSONL/Parquet file (jsonl, gsm8k)")
+    path: str | None = Field(None, description="local .jsonl/.json/.parquet/.csv file (jsonl, gsm8k)")
     hf_name: str | None = Field(None, description="hub dataset id (hf, gsm8k)")
     hf_config: str | None = Field(None, description="hub dataset config name")
     hf_split: str = Field("train", description="hub split to draw questions from")
@@ -132,7 +132,7 @@ class EvalConfig(Section):
     num_samples: int = Field(0, ge=0, description="n samples per question for pass@k; 0 = max(pass_k)")
     temperature: float = Field(0.8, gt=0.0, description="sampling temperature for pass@k")
     batch_size: int = Field(64, gt=0, description="questions per generate call during evaluation")
-    format_reward: str | None = Field("format", description="reward whose value > 0 counts as well-formatted")
+    format_reward: str | None = Field("answer_format", description="reward whose value > 0 counts as well-formatted")
     final_split: Literal["val", "test"] = Field("test", description="split of the before/after report")
 
     @model_validator(mode="after")
@@ -203,7 +203,7 @@ class RewardsConfig(Section):
     functions: list[RewardSpec] = Field(
         default_factory=lambda: [
             RewardSpec(name="numeric", weight=1.0),
-            RewardSpec(name="format", weight=0.2),
+            RewardSpec(name="answer_format", weight=0.2),
         ],
         description="reward functions and weights; the total is their weighted sum",
     )

@@ -1,0 +1,67 @@
+"""Group-relative advantages.
+
+GRPO replaces a learned value baseline with the mean reward of the G completions sampled for the
+same question: adv[b, g] = (r[b, g] - mean_g r[b]) / scale. How we depart from the paper:
+- scale is configurable: the group's std (paper), the whole batch's std (Dr. GRPO argues the
+  per-group std up-weights too-easy and too-hard questions), or 1 (no scaling).
+- an all-equal group carries no signal: its advantage is exactly 0 (not 0/0 = NaN, and not a
+  division by epsilon that turns float noise into a large number).
+- a completion no reward function could score (NaN reward) gets advantage 0 and is left out of its
+  group's statistics, so one unscorable sample never poisons the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+ZERO_STD_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class AdvantageStats:
+    frac_reward_zero_std: float  # fraction of groups whose (scored) rewards are all equal
+    reward_std: float  # mean over groups of the within-group std (TRL's `reward_std`)
+
+
+def group_advantages(
+    rewards: torch.Tensor, scale: Literal["group", "batch", "none"] = "group"
+) -> tuple[torch.Tensor, AdvantageStats]:
+    """rewards [B, G] (NaN = unscored) -> advantages [B, G].
+
+    Example: rewards [[1, 0, 0, 1]] -> mean 0.5, unbiased std 0.577 -> [[0.866, -0.866, -0.866, 0.866]].
+             rewards [[1, 1, 1, 1]] -> [[0, 0, 0, 0]], and the group counts in frac_reward_zero_std.
+    """
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must be [B, G], got shape {tuple(rewards.shape)}")
+    scored = ~torch.isnan(rewards)  # [B, G]
+    count = scored.sum(dim=1, keepdim=True)  # [B, 1]
+    filled = torch.where(scored, rewards, torch.zeros_like(rewards))
+    mean = filled.sum(dim=1, keepdim=True) / count.clamp(min=1)  # [B, 1]
+    centred = torch.where(scored, rewards - mean, torch.zeros_like(rewards))  # [B, G]
+    # Unbiased std, as torch.std and TRL use; a group with < 2 scored samples has no spread.
+    group_std = (centred.pow(2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()  # [B, 1]
+    group_std = torch.where(count > 1, group_std, torch.zeros_like(group_std))
+    zero_std = group_std.squeeze(1) <= ZERO_STD_TOLERANCE  # [B]
+
+    if scale == "group":
+        denominator = group_std
+    elif scale == "batch":
+        values = rewards[scored]
+        batch_std = values.std() if values.numel() > 1 else torch.tensor(0.0)
+        denominator = batch_std.expand_as(group_std)
+    elif scale == "none":
+        denominator = torch.ones_like(group_std)
+    else:
+        raise ValueError(f"unknown advantage scale '{scale}'")
+
+    safe = torch.where(denominator > ZERO_STD_TOLERANCE, denominator, torch.ones_like(denominator))
+    advantages = centred / safe  # [B, G]
+    advantages = torch.where(zero_std[:, None], torch.zeros_like(advantages), advantages)
+    stats = AdvantageStats(
+        frac_reward_zero_std=float(zero_std.float().mean()),
+        reward_std=float(group_std.mean()),
+    )
+    return advantages, stats

@@ -1,0 +1,388 @@
+"""Checkpoints: everything a run needs to continue exactly where it stopped, written atomically.
+
+Layout of `<run>/checkpoints/`:
+    step-N/   adapter (adapter_config.json + adapter_model.safetensors) or full weights
+              (config.json + model*.safetensors), optimizer.pt, scheduler.pt, rng_state.pt,
+              trainer_state.json (step, sampler position, early stopping, metric history), config.yaml,
+              tokenizer files when given
+    best/     a copy of the best step (hard links: no extra disk)
+    .tmp-*    a save in progress (or one killed mid-way); never read, cleaned by `prune_checkpoints`
+
+Why it is safe to kill at any moment: a checkpoint is written into a hidden sibling directory, its
+files and the directory are fsynced, and only then is it renamed into place. A rename within one
+directory is atomic on POSIX, so `step-N/` either does not exist or is complete. Replacing an
+existing directory needs two renames (the old one away, the new one in); a crash between them leaves
+`.old-NAME-PID`, which `prune_checkpoints` renames back.
+
+The checkpoint's model files sit at its top level, so `AutoPeftModelForCausalLM.from_pretrained(ckpt)`
+(adapter) or `AutoModelForCausalLM.from_pretrained(ckpt)` (full) load it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+RNG_FILE = "rng_state.pt"
+TRAINER_STATE_FILE = "trainer_state.json"
+CONFIG_FILE = "config.yaml"
+BEST = "best"
+# Files that only matter for resuming; an exported model leaves them out.
+TRAINING_FILES = frozenset({OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE, TRAINER_STATE_FILE})
+
+_STEP_RE = re.compile(r"step-(\d+)")
+_HIDDEN_RE = re.compile(r"\.(tmp|old|del)-(.+)-(\d+)")
+
+
+def step_dir(checkpoints_dir: Path, step: int) -> Path:
+    return Path(checkpoints_dir) / f"step-{step}"
+
+
+# --- atomic directories ---------------------------------------------------------------------------
+
+
+def _fsync(path: Path) -> None:
+    if path.is_dir() and os.name != "posix":
+        return  # directories cannot be opened for fsync on Windows
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    # Files first, then their directories: after this, a power cut cannot leave the renamed
+    # checkpoint with missing or truncated files.
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        _fsync(path)
+    _fsync(root)
+
+
+def _remove(path: Path) -> None:
+    # Rename before deleting: rmtree is not atomic, and a half-deleted step-N that still holds
+    # trainer_state.json would look like a checkpoint.
+    doomed = path.parent / f".del-{path.name}-{os.getpid()}"
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def _install(tmp: Path, target: Path) -> None:
+    """Rename the finished `tmp` to `target`, moving an existing `target` out of the way first."""
+    old = None
+    if target.exists():
+        # os.replace cannot replace a non-empty directory, hence two renames.
+        old = target.parent / f".old-{target.name}-{os.getpid()}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync(target.parent)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+@contextmanager
+def _atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty hidden sibling of `target`; on success it becomes `target`, on error it goes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        _install(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --- RNG ------------------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy, torch CPU and (if present) CUDA generators, in a form `torch.load(weights_only=True)`
+    accepts: numpy's state array becomes a list, so no pickled numpy objects are needed to resume."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": np.asarray(keys).tolist(),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np.asarray(np_state["keys"], dtype=np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        # A resume on fewer GPUs restores the ones that exist.
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
+
+
+# --- save / load ----------------------------------------------------------------------------------
+
+
+def _is_peft_model(model: Any) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def save_checkpoint(
+    ckpt_dir: Path,
+    *,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any | None,
+    trainer_state: dict[str, Any],
+    config_yaml: str,
+    is_peft: bool,
+    tokenizer: Any | None = None,
+) -> Path:
+    """Write a complete checkpoint to `ckpt_dir` atomically (replacing one that exists) and return it.
+
+    is_peft: save only the LoRA adapter (the base weights are the base model's); else the full weights.
+    trainer_state must be JSON-able. Call on the main process only, with the unwrapped model.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if is_peft != _is_peft_model(model):
+        kind = "a peft model" if _is_peft_model(model) else "a plain transformers model"
+        raise ValueError(f"save_checkpoint(is_peft={is_peft}) got {kind}")
+    # Serialise first: a state that is not JSON-able fails before anything touches the disk.
+    state_json = json.dumps(trainer_state, indent=2)
+    with _atomic_dir(ckpt_dir) as tmp:
+        # PeftModel.save_pretrained writes the adapter only; a PreTrainedModel its full weights.
+        # Both write safetensors (the default in transformers 5 and peft).
+        model.save_pretrained(str(tmp))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
+        torch.save(capture_rng_state(), tmp / RNG_FILE)
+        (tmp / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
+        (tmp / TRAINER_STATE_FILE).write_text(state_json, encoding="utf-8")
+    return ckpt_dir
+
+
+def _load_adapter(ckpt_dir: Path, model: Any) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    device = next(model.parameters()).device
+    weights = load_file(ckpt_dir / ADAPTER_WEIGHTS, device=str(device))
+    adapter = getattr(model, "active_adapter", "default")
+    result: Any = set_peft_model_state_dict(model, weights, adapter_name=adapter)
+    # load_state_dict(strict=False) underneath: the base weights are "missing" by design, but a LoRA
+    # weight that is missing or a key that matches nothing means a different adapter layout.
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        raise ValueError(
+            f"adapter in {ckpt_dir} does not fit the model: unexpected {result.unexpected_keys[:5]}, "
+            f"missing {missing[:5]} (different lora_rank or target modules?)"
+        )
+
+
+def _load_full(ckpt_dir: Path, model: Any) -> None:
+    # from_pretrained handles shards, tied weights and checkpoint key conventions; the fresh copy is
+    # built on CPU and copied into the existing model object (whose parameters the optimizer holds).
+    dtype = next(model.parameters()).dtype
+    fresh = type(model).from_pretrained(str(ckpt_dir), dtype=dtype)
+    model.load_state_dict(fresh.state_dict(), strict=True)
+    del fresh
+
+
+def load_checkpoint(
+    ckpt_dir: Path, *, model: Any, optimizer: torch.optim.Optimizer | None, scheduler: Any | None
+) -> dict[str, Any]:
+    """Restore weights (in place), optimizer, scheduler and RNG from `ckpt_dir`; return trainer_state."""
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / TRAINER_STATE_FILE).is_file():
+        raise FileNotFoundError(f"{ckpt_dir} is not a grpolab checkpoint (no {TRAINER_STATE_FILE})")
+    has_adapter = (ckpt_dir / ADAPTER_CONFIG).is_file()
+    if has_adapter != _is_peft_model(model):
+        saved = "a LoRA adapter" if has_adapter else "full weights"
+        raise ValueError(
+            f"{ckpt_dir} holds {saved}, but the model is "
+            f"{'a peft model' if _is_peft_model(model) else 'a plain model'} (model.finetune changed?)"
+        )
+    if has_adapter:
+        _load_adapter(ckpt_dir, model)
+    else:
+        _load_full(ckpt_dir, model)
+    if optimizer is not None:
+        # map_location cpu: Optimizer.load_state_dict moves each state tensor to its parameter's device.
+        optimizer.load_state_dict(
+            torch.load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        )
+    if scheduler is not None:
+        scheduler.load_state_dict(torch.load(ckpt_dir / SCHEDULER_FILE, weights_only=True))
+    state: dict[str, Any] = json.loads((ckpt_dir / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+    # Last, on purpose: the resumed run must continue from the state captured at save time, even if
+    # loading drew random numbers (a model class whose from_pretrained initialises weights).
+    restore_rng_state(torch.load(ckpt_dir / RNG_FILE, weights_only=True))
+    return state
+
+
+# --- listing, pruning, best -----------------------------------------------------------------------
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
+    """Complete `step-N` checkpoints, oldest first (hidden temp dirs and `best` are not listed)."""
+    root = Path(checkpoints_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _STEP_RE.fullmatch(path.name)
+        if match and (path / TRAINER_STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The checkpoint with the highest step (by number: step-10 is after step-9), or None."""
+    found = list_checkpoints(checkpoints_dir)
+    return found[-1][1] if found else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale(checkpoints_dir: Path) -> None:
+    """Finish what a killed save left behind: delete `.tmp-`/`.del-` dirs of dead processes and put an
+    `.old-NAME` back where NAME is missing (a crash between the two renames of `_install`)."""
+    root = Path(checkpoints_dir)
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        match = _HIDDEN_RE.fullmatch(path.name)
+        if not match or not path.is_dir():
+            continue
+        kind, name, pid = match.group(1), match.group(2), int(match.group(3))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue  # a save in progress (ours or another live process's)
+        if kind == "old" and not (root / name).exists():
+            os.replace(path, root / name)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` step checkpoints (never `best`); return what was deleted."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1 (got {keep_last}): the newest checkpoint is never deleted")
+    clean_stale(checkpoints_dir)
+    doomed = [path for _, path in list_checkpoints(checkpoints_dir)[:-keep_last]]
+    for path in doomed:
+        _remove(path)
+    return doomed
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    # Checkpoint files are never modified in place (every save writes a new directory), so sharing
+    # them through hard links is safe, and `best` costs no disk; fall back to copying across devices.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def copy_as(ckpt: Path, name: str = BEST) -> Path:
+    """Atomically make `<checkpoints>/<name>` a copy of checkpoint `ckpt` (the best checkpoint)."""
+    ckpt = Path(ckpt)
+    target = ckpt.parent / name
+    if target.resolve() == ckpt.resolve():
+        return target
+    with _atomic_dir(target) as tmp:
+        shutil.copytree(ckpt, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+    return target
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+def export_model(
+    ckpt_dir: Path,
+    out_dir: Path,
+    merge: bool = False,
+    base_model_name: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a checkpoint's model to `out_dir` without the training state.
+
+    Adapter + merge: load the base (`base_model_name`, default the adapter config's
+    base_model_name_or_path), apply the adapter, `merge_and_unload()`, save a plain transformers model.
+    Adapter without merge: the adapter files (base_model_name, if given, is written into its config).
+    Full weights: copied. Tokenizer files in the checkpoint come along in every case.
+    An existing non-empty `out_dir` is replaced only with overwrite=True (it is deleted).
+    """
+    ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose another directory or overwrite")
+    if not (ckpt_dir / ADAPTER_CONFIG).is_file() and not (ckpt_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{ckpt_dir} holds neither an adapter nor a model")
+    is_adapter = (ckpt_dir / ADAPTER_CONFIG).is_file()
+    skip = set(TRAINING_FILES)
+    with _atomic_dir(out_dir) as tmp:
+        if is_adapter and merge:
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM
+
+            adapter_cfg = json.loads((ckpt_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+            base_name = base_model_name or adapter_cfg["base_model_name_or_path"]
+            base = AutoModelForCausalLM.from_pretrained(base_name, dtype="auto")
+            merged = PeftModel.from_pretrained(base, str(ckpt_dir)).merge_and_unload()
+            merged.save_pretrained(str(tmp))
+            skip |= {ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md"}  # README is peft's adapter card
+        for path in ckpt_dir.iterdir():
+            if path.is_file() and path.name not in skip and not (tmp / path.name).exists():
+                shutil.copy2(path, tmp / path.name)
+        if is_adapter and not merge and base_model_name:
+            cfg_path = tmp / ADAPTER_CONFIG
+            adapter_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            adapter_cfg["base_model_name_or_path"] = base_model_name
+            cfg_path.write_text(json.dumps(adapter_cfg, indent=2), encoding="utf-8")
+    return out_dir

@@ -1,0 +1,189 @@
+"""The embedded default model: a ~1M-parameter Llama with a character-level tokenizer.
+
+Why these choices:
+- Llama architecture: in transformers 5 the Qwen2 model type forces its own tokenizer class, which
+  silently drops spaces and newlines from a custom tokenizer; Llama takes whatever tokenizer we save.
+- Character-level vocabulary (printable ASCII + newline + 4 specials): any text round-trips, and
+  digits are single tokens, so arithmetic is learnable by a tiny model.
+- Warm start by supervised fine-tuning on the task formats, stopped at a target held-out accuracy
+  (about half): GRPO needs reward variance inside a group, which a model at 0% or 100% cannot give.
+
+The build is deterministic for a given seed and thread count (CPU). `grpolab make-tiny-model` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+TINY_DIR = Path(__file__).resolve().parent / "tiny"
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|unk|>"]
+
+# ChatML with tool support: the tool list is rendered into the system turn, tool results come
+# back as `tool` turns, and an assistant's structured tool_calls are rendered as Hermes
+# <tool_call> blocks (the model itself writes them as plain text).
+CHAT_TEMPLATE = (
+    "{%- set ns = namespace(tools_done=false) -%}"
+    "{%- for message in messages -%}"
+    "{%- if loop.first and tools and message.role != 'system' -%}"
+    "<|im_start|>system\nTools: {% for t in tools %}{{ (t.function or t).name }}"
+    "{{ ' ' if not loop.last }}{% endfor %}<|im_end|>\n"
+    "{%- endif -%}"
+    "<|im_start|>{{ message.role }}\n{{ message.content or '' }}"
+    "{%- if loop.first and tools and message.role == 'system' -%}"
+    "\nTools: {% for t in tools %}{{ (t.function or t).name }}{{ ' ' if not loop.last }}{% endfor %}"
+    "{%- endif -%}"
+    "{%- if message.tool_calls -%}{%- for call in message.tool_calls -%}"
+    "<tool_call>{{ (call.function or call) | tojson }}</tool_call>"
+    "{%- endfor -%}{%- endif -%}"
+    "<|im_end|>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    chars = ["\n"] + [chr(i) for i in range(32, 127)]
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + chars)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    core.add_special_tokens(SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|unk|>",
+        padding_side="left",
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=1024,
+    )
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, seed: int, size: str = "default") -> LlamaForCausalLM:
+    hidden, layers, heads = {"default": (128, 4, 4), "test": (32, 2, 2)}[size]
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    return model
+
+
+@dataclass(frozen=True)
+class WarmStartExample:
+    messages: list[dict[str, str]]  # system?/user turns
+    target: str  # the assistant reply to imitate (plain text, no end-of-turn token)
+    answer: str
+
+
+@dataclass
+class WarmStartResult:
+    steps: int
+    seconds: float
+    heldout_accuracy: float
+    history: list[dict[str, float]]
+
+
+def encode_example(tok: PreTrainedTokenizerFast, example: WarmStartExample) -> tuple[list[int], int]:
+    """Token ids of prompt + reply + <|im_end|>, and where the reply starts (loss starts there)."""
+    prompt = tok.apply_chat_template(example.messages, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    reply_ids = tok(example.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return prompt_ids + reply_ids, len(prompt_ids)
+
+
+def _batch(encoded: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    width = max(len(ids) for ids, _ in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for row, (seq, start) in enumerate(encoded):
+        offset = width - len(seq)  # left padding, as in rollouts
+        ids[row, offset:] = torch.tensor(seq)
+        attn[row, offset:] = 1
+        labels[row, offset + start :] = torch.tensor(seq[start:])
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    return ids, attn, labels, positions
+
+
+def warm_start(
+    model: LlamaForCausalLM,
+    tok: PreTrainedTokenizerFast,
+    sample_batch: Callable[[random.Random, int], list[WarmStartExample]],
+    heldout_accuracy: Callable[[LlamaForCausalLM], float],
+    *,
+    seed: int,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    max_steps: int = 3000,
+    eval_every: int = 50,
+    target_accuracy: float = 0.5,
+    log: Callable[[str], None] = print,
+) -> WarmStartResult:
+    """Supervised next-token training on sampled replies until held-out accuracy reaches the target."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    warmup = 50
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, step / max_steps)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    accuracy = 0.0
+    step = 0
+    for step in range(1, max_steps + 1):
+        model.train()
+        encoded = [encode_example(tok, ex) for ex in sample_batch(rng, batch_size)]
+        ids, attn, labels, positions = _batch(encoded, tok.pad_token_id)
+        loss = model(input_ids=ids, attention_mask=attn, position_ids=positions, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if step % eval_every == 0:
+            accuracy = heldout_accuracy(model)
+            elapsed = time.perf_counter() - start
+            history.append({"step": step, "loss": float(loss), "accuracy": accuracy, "seconds": elapsed})
+            log(f"warm start step {step}: loss {float(loss):.3f}  held-out accuracy {accuracy:.1%}  ({elapsed:.0f}s)")
+            if accuracy >= target_accuracy:
+                break
+    return WarmStartResult(step, time.perf_counter() - start, accuracy, history)
+
+
+def save_tiny(
+    model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, out_dir: Path, card: dict[str, Any]
+) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    (out_dir / "build.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -1,0 +1,333 @@
+"""The GRPO training loop. It composes the pieces (tasks, rollouts, rewards, advantages, update,
+evaluation, checkpoints, tracking) and owns no math of its own.
+
+One step: B questions -> G rollouts each -> rewards r[B, G] -> advantages -> policy update.
+Every `eval.every_steps` (and at step 0): validation; early stopping watches it and the best
+checkpoint follows it. `run_training(cfg)` is the whole run, from config to summary.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+
+from grpolab.algo.advantages import group_advantages
+from grpolab.checkpoint import latest_checkpoint
+from grpolab.config import Config
+from grpolab.control import TrainingControl
+from grpolab.evaluate import EvalResult, evaluate
+from grpolab.models.loading import LoadedModel, load_model, pick_device
+from grpolab.rewards import RewardInputs, RewardScores, build_rewards
+from grpolab.rollout.backend import HFGenerator, SamplingParams
+from grpolab.rollout.single_turn import prompt_ids, sample_completions
+from grpolab.rollout.types import Rollout, collate
+from grpolab.sampler import QuestionSampler
+from grpolab.schedule import build_optimizer
+from grpolab.tasks import build_splits
+from grpolab.tasks.base import Example, Splits
+from grpolab.tracking import Tracker
+from grpolab.update import policy_update
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    status: str  # finished | stopped_early | interrupted
+    steps: int
+    best_accuracy: float | None
+    best_step: int | None
+    final_reward: float | None
+    seconds: float
+    before: dict[str, float] = field(default_factory=dict)  # final-split metrics before training
+    after: dict[str, float] = field(default_factory=dict)  # final-split metrics of the exported model
+    stop_reason: str = ""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def new_run_dir(cfg: Config) -> Path:
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    run_dir = Path(cfg.train.output_dir) / cfg.train.run_name / stamp
+    suffix = 1
+    while run_dir.exists():  # two runs started in the same second (sweeps, tests)
+        run_dir = Path(cfg.train.output_dir) / cfg.train.run_name / f"{stamp}_{suffix}"
+        suffix += 1
+    return run_dir
+
+
+def find_resume_point(cfg: Config) -> Path | None:
+    if cfg.train.resume in (None, ""):
+        return None
+    if cfg.train.resume != "auto":
+        return Path(cfg.train.resume)
+    runs = sorted((Path(cfg.train.output_dir) / cfg.train.run_name).glob("*/checkpoints"))
+    for checkpoints in reversed(runs):
+        found = latest_checkpoint(checkpoints)
+        if found is not None:
+            return found
+    return None
+
+
+def reward_tensor(scores: RewardScores, num_questions: int, group: int) -> torch.Tensor:
+    """Weighted totals as [B, G], NaN where no reward function could score the sample."""
+    values = [math.nan if v is None else float(v) for v in scores.total]
+    return torch.tensor(values, dtype=torch.float32).view(num_questions, group)
+
+
+def reward_statistics(rewards: torch.Tensor) -> dict[str, float]:
+    scored = rewards[~torch.isnan(rewards)].tolist()
+    if not scored:
+        return {"reward": math.nan}
+    return {
+        "reward": statistics.fmean(scored),
+        "reward/median": statistics.median(scored),
+        "reward/min": min(scored),
+        "reward/max": max(scored),
+        "reward/batch_std": statistics.pstdev(scored),
+    }
+
+
+def completion_statistics(rollouts: list[Rollout]) -> dict[str, float]:
+    lengths = [sum(r.completion_mask) for r in rollouts]
+    totals = [len(r.completion_ids) for r in rollouts]
+    return {
+        "completions/mean_length": statistics.fmean(lengths),
+        "completions/min_length": float(min(lengths)),
+        "completions/max_length": float(max(lengths)),
+        "completions/clipped_ratio": statistics.fmean(float(r.truncated) for r in rollouts),
+        "tokens/trainable": float(sum(lengths)),
+        "tokens/total": float(sum(totals) + sum(len(r.prompt_ids) for r in rollouts)),
+    }
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        if cfg.train.torch_threads:
+            torch.set_num_threads(cfg.train.torch_threads)
+        self.resume_from = find_resume_point(cfg)
+        self.run_dir = run_dir or (self.resume_from.parents[1] if self.resume_from else new_run_dir(cfg))
+        seed_everything(cfg.train.seed)
+        self.rewards = build_rewards(cfg.rewards)
+        self.splits: Splits = build_splits(cfg.data, cfg.train.seed)
+        self.val = self.splits.val[: cfg.eval.size]
+        self.device = pick_device(cfg.train.device)
+        self.loaded: LoadedModel = load_model(cfg.model, beta=cfg.grpo.beta, device=self.device)
+        self.model = self.loaded.model
+        self.tokenizer = self.loaded.tokenizer
+        self.generator = HFGenerator(self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids)
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
+        self.sampler = QuestionSampler(len(self.splits.train), cfg.train.questions_per_step, cfg.train.seed)
+        self.tracker = Tracker(self.run_dir, cfg, total_steps=cfg.train.max_steps)
+        self.control = TrainingControl(self, self.run_dir / "checkpoints")
+        self.step = 0
+        self._stop_signal: str | None = None
+
+    # -- pieces of a step -------------------------------------------------------------------
+    def prompt_ids(self, example: Example) -> list[int]:
+        return prompt_ids(self.tokenizer, example, self.cfg.data, self.cfg.generation.max_prompt_length)
+
+    def sampling_params(self) -> SamplingParams:
+        g = self.cfg.generation
+        return SamplingParams(
+            max_new_tokens=g.max_new_tokens,
+            temperature=g.temperature,
+            top_p=g.top_p,
+            top_k=g.top_k,
+            num_samples=self.cfg.grpo.num_generations,
+            repetition_penalty=g.repetition_penalty,
+        )
+
+    def score(self, examples: list[Example], rollouts: list[Rollout]) -> RewardScores:
+        rows = [examples[r.question_index].row() for r in rollouts]
+        return self.rewards.score(
+            RewardInputs(
+                prompts=[examples[r.question_index].question for r in rollouts],
+                completions=[r.text for r in rollouts],
+                completion_ids=[r.completion_ids for r in rollouts],
+                rows=rows,
+                trajectories=[r.messages for r in rollouts] if rollouts and rollouts[0].messages else None,
+                completion_lengths=[sum(r.completion_mask) for r in rollouts],
+            )
+        )
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        group = cfg.grpo.num_generations
+        indices, epoch_ends = self.sampler.next_batch()
+        examples = [self.splits.train[i] for i in indices]
+        started = time.perf_counter()
+        rollouts = sample_completions(
+            self.generator,
+            self.tokenizer,
+            [self.prompt_ids(e) for e in examples],
+            self.sampling_params(),
+            self.loaded.stop_ids,
+        )
+        generated = time.perf_counter()
+        scores = self.score(examples, rollouts)
+        rewards = reward_tensor(scores, len(examples), group)  # [B, G]
+        adv, adv_stats = group_advantages(rewards, cfg.grpo.scale_rewards)  # [B, G]
+        scored = time.perf_counter()
+
+        batch = collate(rollouts, self.tokenizer.pad_token_id)
+        flat_adv = adv.reshape(-1)  # [B*G], row k*G + g as in rollouts
+        if cfg.grpo.mask_truncated_completions:
+            truncated = torch.tensor([r.truncated for r in rollouts])
+            batch.completion_mask[truncated] = 0.0
+        if cfg.grpo.filter_zero_std_groups:
+            keep = (adv.abs().sum(dim=1) > 0).repeat_interleave(group)
+            batch, flat_adv = batch.select(keep), flat_adv[keep]
+        metrics: dict[str, float] = {}
+        if len(batch) and float(batch.completion_mask.sum()) > 0:
+            result = policy_update(
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                batch.to(self.device),
+                flat_adv.to(self.device),
+                cfg,
+                self.loaded.as_reference if cfg.grpo.beta > 0 else None,
+            )
+            metrics.update(result.metrics)
+            if result.skipped_nonfinite:
+                metrics["train/skipped_nonfinite"] = 1.0
+                self.tracker.warning(f"step {self.step + 1}: non-finite gradient, optimizer step skipped")
+        else:
+            metrics["train/skipped_empty"] = 1.0
+        updated = time.perf_counter()
+
+        metrics.update(reward_statistics(rewards))
+        metrics.update(scores.metrics())
+        metrics.update(completion_statistics(rollouts))
+        metrics["reward_std"] = adv_stats.reward_std
+        metrics["frac_reward_zero_std"] = adv_stats.frac_reward_zero_std
+        metrics["num_tokens"] = metrics["tokens/total"]
+        metrics["time/generation"] = generated - started
+        metrics["time/reward"] = scored - generated
+        metrics["time/train_step"] = updated - scored
+        metrics["epoch"] = float(self.sampler.epoch)
+        self.control.record_rewards(rewards, epoch_ends)
+        self.log_samples(examples, rollouts, scores, flat_adv)
+        return metrics
+
+    def log_samples(
+        self, examples: list[Example], rollouts: list[Rollout], scores: RewardScores, adv: torch.Tensor
+    ) -> None:
+        every = self.cfg.logging.sample_every
+        if not every or (self.step + 1) % every and self.step != 0:
+            return
+        records = []
+        for i, rollout in enumerate(rollouts[: self.cfg.logging.samples_per_step]):
+            example = examples[rollout.question_index]
+            records.append(
+                {
+                    "prompt": example.question,
+                    "completion": rollout.text,
+                    "answer": example.answer,
+                    "category": example.category,
+                    "rewards": scores.breakdown(i),
+                    "reward": scores.total[i],
+                    "advantage": float(adv[i]),
+                    "truncated": rollout.truncated,
+                }
+            )
+        self.tracker.log_samples(records, self.step + 1)
+
+    def evaluate(self, examples: list[Example]) -> EvalResult:
+        e = self.cfg.eval
+        return evaluate(
+            self.generator,
+            self.tokenizer,
+            examples,
+            self.prompt_ids,
+            self.rewards,
+            max_new_tokens=self.cfg.generation.max_new_tokens,
+            batch_size=e.batch_size,
+            pass_k=e.pass_k,
+            num_samples=e.num_samples or max(e.pass_k, default=0),
+            temperature=e.temperature,
+            top_p=self.cfg.generation.top_p,
+            format_reward=e.format_reward,
+            stop_ids=self.loaded.stop_ids,
+            seed=self.cfg.train.seed,
+        )
+
+    # -- the run ----------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._stop_signal = signal.Signals(signum).name
+
+    def run(self) -> RunSummary:
+        cfg = self.cfg
+        started = time.perf_counter()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.tracker.set_status("running", step=0, pid=os.getpid())
+        try:
+            if self.resume_from is not None:
+                self.control.resume(self.resume_from)
+                self.tracker.info(f"resumed from {self.resume_from} at step {self.step}")
+            else:
+                self.control.baseline()
+            reason = self._loop()
+            status = {"signal": "interrupted", "early": "stopped_early"}.get(reason.split(":")[0], "finished")
+            after = self.control.finish(reason)
+        except BaseException as err:
+            self.tracker.set_status("crashed", step=self.step, error=repr(err))
+            self.tracker.close({"status": "crashed", "error": repr(err)})
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        summary = RunSummary(
+            run_dir=self.run_dir,
+            status=status,
+            steps=self.step,
+            best_accuracy=self.control.best_accuracy,
+            best_step=self.control.best_step,
+            final_reward=self.control.last_reward,
+            seconds=time.perf_counter() - started,
+            before=self.control.before,
+            after=after,
+            stop_reason=reason,
+        )
+        self.tracker.set_status(status, step=self.step, stop_reason=reason, **self.control.status_fields())
+        self.tracker.close({**summary.__dict__, "run_dir": str(self.run_dir)})
+        return summary
+
+    def _loop(self) -> str:
+        cfg = self.cfg
+        while self.step < cfg.train.max_steps:
+            metrics = self.train_step()
+            self.step += 1
+            if self.step % cfg.logging.log_every == 0 or self.step == cfg.train.max_steps:
+                self.tracker.log_metrics(metrics, self.step)
+            self.tracker.advance(self.step)
+            if not math.isfinite(metrics.get("loss", 0.0)):
+                self.tracker.warning(f"step {self.step}: loss is not finite ({metrics.get('loss')})")
+            decision = self.control.after_step(metrics)
+            if decision:
+                return decision
+            if self._stop_signal:
+                self.control.save_periodic(force=True)
+                return f"signal: {self._stop_signal} received, checkpoint saved at step {self.step}"
+        return f"max_steps: reached train.max_steps={cfg.train.max_steps}"
+
+
+def run_training(cfg: Config) -> RunSummary:
+    return Trainer(cfg).run()
