@@ -39,7 +39,7 @@ def fmt(value: Any) -> str:
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds < 0:
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
@@ -112,7 +112,9 @@ class ConsoleView:
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task("train", total=self.total, eta=eta, stats=stats)
+            self._task = self._progress.add_task(
+                "train", total=self.total, completed=step, eta=eta, stats=stats
+            )
         assert self._task is not None
         self._progress.update(self._task, completed=step, eta=eta, stats=stats)
 

@@ -164,7 +164,7 @@ class WandbSink(_Sink):
     def log_samples(self, records: list[dict[str, Any]], step: int) -> None:
         if not self.active or not records:
             return
-        columns = ["step", "category", "prompt", "completion", "reward", "advantage", "answer"]
+        columns: list[Any] = ["step", "category", "prompt", "completion", "reward", "advantage", "answer"]
         rows = [
             [
                 step,
