@@ -228,9 +228,17 @@ def _load_full(ckpt_dir: Path, model: Any) -> None:
 
 
 def load_checkpoint(
-    ckpt_dir: Path, *, model: Any, optimizer: torch.optim.Optimizer | None, scheduler: Any | None
+    ckpt_dir: Path,
+    *,
+    model: Any,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    restore_rng: bool = True,
 ) -> dict[str, Any]:
-    """Restore weights (in place), optimizer, scheduler and RNG from `ckpt_dir`; return trainer_state."""
+    """Restore weights (in place), optimizer, scheduler and RNG from `ckpt_dir`; return trainer_state.
+
+    optimizer/scheduler None: not restored. restore_rng=False: weights only (loading the best model at
+    the end of a run should not rewind the random streams)."""
     ckpt_dir = Path(ckpt_dir)
     if not (ckpt_dir / TRAINER_STATE_FILE).is_file():
         raise FileNotFoundError(f"{ckpt_dir} is not a grpolab checkpoint (no {TRAINER_STATE_FILE})")
@@ -255,7 +263,8 @@ def load_checkpoint(
     state: dict[str, Any] = json.loads((ckpt_dir / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
     # Last, on purpose: the resumed run must continue from the state captured at save time, even if
     # loading drew random numbers (a model class whose from_pretrained initialises weights).
-    restore_rng_state(torch.load(ckpt_dir / RNG_FILE, weights_only=True))
+    if restore_rng:
+        restore_rng_state(torch.load(ckpt_dir / RNG_FILE, weights_only=True))
     return state
 
 

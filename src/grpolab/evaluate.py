@@ -22,6 +22,7 @@ import torch
 
 from grpolab.rewards import RewardInputs, RewardScores
 from grpolab.rollout.backend import Generator, SamplingParams
+from grpolab.rollout.single_turn import completion_text
 from grpolab.tasks.base import Example
 
 
@@ -122,6 +123,7 @@ def _generate_and_score(
     reward_set: Scorer,
     params: SamplingParams,
     batch_size: int,
+    stop_ids: list[int],
 ) -> _Scored:
     scored = _Scored([], [], defaultdict(list), [])
     s = params.num_samples
@@ -130,10 +132,11 @@ def _generate_and_score(
         out = generator.generate(prompt_ids[start : start + batch_size], params)
         if len(out.completions) != len(chunk) * s:
             raise RuntimeError(f"generator returned {len(out.completions)} rows for {len(chunk)} x {s}")
-        # Rewards see one entry per completion: repeat each question's prompt and row S times.
+        # Rewards see exactly what they see in training (trainer.score): one entry per completion,
+        # the question as the prompt, the text decoded without its stop token.
         rows = [ex.row() for ex in chunk for _ in range(s)]
-        prompts = [tokenizer.decode(ids) for ids in prompt_ids[start : start + batch_size] for _ in range(s)]
-        texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in out.completions]
+        prompts = [ex.question for ex in chunk for _ in range(s)]
+        texts = [completion_text(tokenizer, ids, stop_ids) for ids in out.completions]
         lengths = [len(ids) for ids in out.completions]
         scores = reward_set.score(
             RewardInputs(
@@ -175,14 +178,17 @@ def evaluate(
     top_p: float,
     format_reward: str | None,
     correctness_reward: str = "numeric",
+    stop_ids: list[int] | None = None,
     seed: int,
 ) -> EvalResult:
     """Evaluate `examples`: greedy accuracy, format rate, mean reward, per category; pass@k sampled.
 
     `reward_set.score(RewardInputs) -> RewardScores` (grpolab.rewards) must include the
     `correctness_reward` label; `format_reward` is reported only if it is in the set. num_samples = 0
-    means max(pass_k). The global torch RNG is the same afterwards as before.
+    means max(pass_k). stop_ids: the generator's stop tokens, stripped from the text the rewards see.
+    The global torch RNG is the same afterwards as before.
     """
+    stops = list(stop_ids or [])
     if not examples:
         raise ValueError("evaluate: no examples")
     if batch_size < 1:
@@ -202,6 +208,7 @@ def evaluate(
             reward_set,
             SamplingParams(max_new_tokens=max_new_tokens, greedy=True),
             batch_size,
+            stops,
         )
         if correctness_reward not in greedy.per_function:
             raise ValueError(
@@ -214,7 +221,7 @@ def evaluate(
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, num_samples=n
             )
             sampled = _generate_and_score(
-                generator, tokenizer, examples, prompt_ids, reward_set, params, batch_size
+                generator, tokenizer, examples, prompt_ids, reward_set, params, batch_size, stops
             )
     return _summarise(examples, greedy, sampled, n, pass_k, correctness_reward, format_reward)
 
