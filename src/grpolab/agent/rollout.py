@@ -194,7 +194,7 @@ def run_agent_rollouts(
 
 def _start(env: Environment, tokenizer: Any, row: dict[str, Any], index: int) -> _Episode:
     messages = env.reset(row)
-    tools = env.tools or None
+    tools = getattr(env, "tools", None) or None  # duck-typed environments may have no tools at all
     prompt_ids = _as_ids(
         tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=True)
     )
@@ -240,7 +240,7 @@ def _advance(
         return
     stop_text = tokenizer.decode(ids[-1:], skip_special_tokens=False)
     delta_text = observation_delta(
-        tokenizer, history, result.observations, episode.env.tools or None, stop_text
+        tokenizer, history, result.observations, getattr(episode.env, "tools", None) or None, stop_text
     )
     delta = [int(t) for t in tokenizer.encode(delta_text, add_special_tokens=False)]
     if episode.length + len(delta) >= max_total_tokens:
