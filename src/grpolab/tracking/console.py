@@ -168,7 +168,7 @@ class ConsoleView:
     def summary(self, rows: list[tuple[str, str]]) -> None:
         table = Table(title="run summary", title_justify="left", show_header=False)
         table.add_column("what", style="bold")
-        table.add_column("value")
+        table.add_column("value", overflow="fold")  # paths must stay whole to be copied
         for name, value in rows:
             table.add_row(name, value)
         self.print(table, always=True)
