@@ -45,12 +45,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         grid = [o for o in overrides if "," in o.split("=", 1)[-1] and not o.split("=", 1)[-1].startswith("[")]
         fixed = [o for o in overrides if o not in grid]
-        cfg = resolve_config(args.config, fixed)  # validate the fixed part before the first run
+        cfg = resolve_config(args.config or "default", fixed)  # validate the fixed part before the first run
         parse_grid(grid)
         sweep_dir = Path(cfg.train.output_dir) / "sweeps" / cfg.train.run_name
-        rows = run_sweep(args.config, fixed, grid, sweep_dir, default_run_one(args.config))
+        rows = run_sweep(args.config or "default", fixed, grid, sweep_dir, default_run_one(args.config or "default"))
         return 0 if all(str(r.get("status", "")).startswith(("finished", "stopped")) for r in rows) else 1
-    cfg = resolve_config(args.config, overrides)
+    cfg = resolve_config(args.config or "default", overrides)
     from grpolab.trainer import run_training
 
     summary = run_training(cfg)
@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     overrides = [f"model.name={args.model}", *args.overrides]
-    cfg = resolve_config(args.config, overrides)
+    cfg = resolve_config(args.config or "default", overrides)
     from grpolab.eval_cli import run_eval
 
     result = run_eval(cfg, adapter=args.adapter, split=args.split)

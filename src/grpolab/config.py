@@ -133,6 +133,7 @@ class EvalConfig(Section):
     temperature: float = Field(0.8, gt=0.0, description="sampling temperature for pass@k")
     batch_size: int = Field(64, gt=0, description="questions per generate call during evaluation")
     format_reward: str | None = Field("answer_format", description="reward whose value > 0 counts as well-formatted")
+    correctness_reward: str = Field("numeric", description="reward whose value > 0.5 counts as correct")
     final_split: Literal["val", "test"] = Field("test", description="split of the before/after report")
 
     @model_validator(mode="after")

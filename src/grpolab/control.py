@@ -167,7 +167,7 @@ class TrainingControl:
         self.save_periodic(force=True)
         best = self.checkpoints_dir / BEST
         if best.is_dir() and self.best_step != t.step:
-            load_checkpoint(best, model=t.model, optimizer=None, scheduler=None)
+            load_checkpoint(best, model=t.model, optimizer=None, scheduler=None, restore_rng=False)
             t.tracker.info(f"exporting the best model (step {self.best_step}), not the last")
         final_dir = t.run_dir / "final"
         t.model.save_pretrained(str(final_dir))

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers.utils import logging as hf_logging
 
 from grpolab.algo.advantages import group_advantages
 from grpolab.checkpoint import latest_checkpoint
-from grpolab.config import Config
+from grpolab.config import Config, RewardsConfig, RewardSpec
 from grpolab.control import TrainingControl
 from grpolab.evaluate import EvalResult, evaluate
 from grpolab.models.loading import LoadedModel, load_model, pick_device
@@ -53,6 +54,18 @@ class RunSummary:
     before: dict[str, float] = field(default_factory=dict)  # final-split metrics before training
     after: dict[str, float] = field(default_factory=dict)  # final-split metrics of the exported model
     stop_reason: str = ""
+
+
+def evaluation_rewards(cfg: Config) -> RewardsConfig:
+    """The training rewards, plus the correctness and format rewards that evaluation reads (weight 0,
+    so they add to the breakdown but not to the reward being optimised)."""
+    functions = list(cfg.rewards.functions)
+    labels = {spec.label for spec in functions}
+    for name in (cfg.eval.correctness_reward, cfg.eval.format_reward):
+        if name and name not in labels:
+            functions.append(RewardSpec(name=name, weight=0.0))
+            labels.add(name)
+    return RewardsConfig(functions=functions, on_error=cfg.rewards.on_error)
 
 
 def seed_everything(seed: int) -> None:
@@ -119,12 +132,15 @@ def completion_statistics(rollouts: list[Rollout]) -> dict[str, float]:
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path | None = None) -> None:
         self.cfg = cfg
+        # transformers 5 draws a progress bar on every save/load; checkpoints happen often here
+        hf_logging.disable_progress_bar()
         if cfg.train.torch_threads:
             torch.set_num_threads(cfg.train.torch_threads)
         self.resume_from = find_resume_point(cfg)
         self.run_dir = run_dir or (self.resume_from.parents[1] if self.resume_from else new_run_dir(cfg))
         seed_everything(cfg.train.seed)
         self.rewards = build_rewards(cfg.rewards)
+        self.eval_rewards = build_rewards(evaluation_rewards(cfg))
         self.splits: Splits = build_splits(cfg.data, cfg.train.seed)
         self.val = self.splits.val[: cfg.eval.size]
         self.device = pick_device(cfg.train.device)
@@ -257,7 +273,7 @@ class Trainer:
             self.tokenizer,
             examples,
             self.prompt_ids,
-            self.rewards,
+            self.eval_rewards,
             max_new_tokens=self.cfg.generation.max_new_tokens,
             batch_size=e.batch_size,
             pass_k=e.pass_k,
@@ -265,6 +281,7 @@ class Trainer:
             temperature=e.temperature,
             top_p=self.cfg.generation.top_p,
             format_reward=e.format_reward,
+            correctness_reward=e.correctness_reward,
             stop_ids=self.loaded.stop_ids,
             seed=self.cfg.train.seed,
         )

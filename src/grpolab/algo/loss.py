@@ -121,8 +121,8 @@ def grpo_loss(
         return float((values * mask).sum() / tokens)
 
     metrics = {
-        "loss/policy": float(policy_loss),
-        "loss/kl": float(kl_loss),
+        "loss/policy": float(policy_loss.detach()),
+        "loss/kl": float(kl_loss.detach()),
         "clip_ratio/low_mean": masked_mean(diag["low_clipped"]),
         "clip_ratio/high_mean": masked_mean(diag["high_clipped"]),
         "clip_ratio/region_mean": masked_mean(diag["low_clipped"] + diag["high_clipped"]),

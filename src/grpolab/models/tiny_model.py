@@ -33,22 +33,26 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|unk|>"]
 # back as `tool` turns, and an assistant's structured tool_calls are rendered as Hermes
 # <tool_call> blocks (the model itself writes them as plain text).
 CHAT_TEMPLATE = (
-    "{%- set ns = namespace(tools_done=false) -%}"
-    "{%- for message in messages -%}"
-    "{%- if loop.first and tools and message.role != 'system' -%}"
-    "<|im_start|>system\nTools: {% for t in tools %}{{ (t.function or t).name }}"
-    "{{ ' ' if not loop.last }}{% endfor %}<|im_end|>\n"
-    "{%- endif -%}"
-    "<|im_start|>{{ message.role }}\n{{ message.content or '' }}"
-    "{%- if loop.first and tools and message.role == 'system' -%}"
-    "\nTools: {% for t in tools %}{{ (t.function or t).name }}{{ ' ' if not loop.last }}{% endfor %}"
-    "{%- endif -%}"
-    "{%- if message.tool_calls -%}{%- for call in message.tool_calls -%}"
-    "<tool_call>{{ (call.function or call) | tojson }}</tool_call>"
-    "{%- endfor -%}{%- endif -%}"
-    "<|im_end|>\n"
+    # Every newline is emitted as an expression ({{ nl }}): whitespace control ({%- -%}) would
+    # otherwise eat newlines written as template text.
+    "{%- set nl = '\n' -%}"
+    "{%- set ns = namespace(names='') -%}"
+    "{%- for t in tools or [] -%}{%- set ns.names = ns.names + (' ' if ns.names else '') + (t.function or t).name -%}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{%- if loop.first and ns.names and message.role != 'system' -%}"
+    "{{ '<|im_start|>system' + nl + 'Tools: ' + ns.names + '<|im_end|>' + nl }}"
+    "{%- endif -%}"
+    "{{ '<|im_start|>' + message.role + nl + (message.content or '') }}"
+    "{%- if loop.first and ns.names and message.role == 'system' -%}"
+    "{{ nl + 'Tools: ' + ns.names }}"
+    "{%- endif -%}"
+    "{%- for call in message.tool_calls or [] -%}"
+    "{{ '<tool_call>' + ((call.function or call) | tojson) + '</tool_call>' }}"
+    "{%- endfor -%}"
+    "{{ '<|im_end|>' + nl }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant' + nl }}{%- endif -%}"
 )
 
 
@@ -95,9 +99,16 @@ def build_model(tokenizer: PreTrainedTokenizerFast, seed: int, size: str = "defa
 
 @dataclass(frozen=True)
 class WarmStartExample:
-    messages: list[dict[str, str]]  # system?/user turns
-    target: str  # the assistant reply to imitate (plain text, no end-of-turn token)
+    """A conversation to imitate. messages: the prompt turns; target: the assistant reply (plain text,
+    no end-of-turn token). For a tool-use trace, `observations[i]` is the tool result that follows
+    reply i and `later_targets[i]` the assistant reply after it; only replies are trained."""
+
+    messages: list[dict[str, Any]]
+    target: str
     answer: str
+    tools: list[dict[str, Any]] | None = None
+    observations: tuple[str, ...] = ()
+    later_targets: tuple[str, ...] = ()
 
 
 @dataclass
@@ -108,24 +119,41 @@ class WarmStartResult:
     history: list[dict[str, float]]
 
 
-def encode_example(tok: PreTrainedTokenizerFast, example: WarmStartExample) -> tuple[list[int], int]:
-    """Token ids of prompt + reply + <|im_end|>, and where the reply starts (loss starts there)."""
-    prompt = tok.apply_chat_template(example.messages, add_generation_prompt=True, tokenize=False)
-    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    reply_ids = tok(example.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    return prompt_ids + reply_ids, len(prompt_ids)
+def encode_example(tok: PreTrainedTokenizerFast, example: WarmStartExample) -> tuple[list[int], list[int]]:
+    """Token ids of the conversation and a 0/1 list marking the trained ones (replies + <|im_end|>).
+
+    Built the way rollouts are: the prompt, then each reply's ids, then the tool turn and the next
+    generation prompt as an untrained delta.
+    """
+    text = tok.apply_chat_template(
+        example.messages, tools=example.tools, add_generation_prompt=True, tokenize=False
+    )
+    ids: list[int] = tok(text, add_special_tokens=False)["input_ids"]
+    trained = [0] * len(ids)
+    replies = (example.target, *example.later_targets)
+    for index, reply in enumerate(replies):
+        reply_ids = tok(reply, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids += reply_ids
+        trained += [1] * len(reply_ids)
+        if index < len(example.observations):
+            delta = f"\n<|im_start|>tool\n{example.observations[index]}<|im_end|>\n<|im_start|>assistant\n"
+            delta_ids = tok(delta, add_special_tokens=False)["input_ids"]
+            ids += delta_ids
+            trained += [0] * len(delta_ids)
+    return ids, trained
 
 
-def _batch(encoded: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, ...]:
+def _batch(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
     width = max(len(ids) for ids, _ in encoded)
     ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     attn = torch.zeros_like(ids)
     labels = torch.full_like(ids, -100)
-    for row, (seq, start) in enumerate(encoded):
+    for row, (seq, trained) in enumerate(encoded):
         offset = width - len(seq)  # left padding, as in rollouts
         ids[row, offset:] = torch.tensor(seq)
         attn[row, offset:] = 1
-        labels[row, offset + start :] = torch.tensor(seq[start:])
+        targets = torch.tensor([tok if keep else -100 for tok, keep in zip(seq, trained)])
+        labels[row, offset:] = targets
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     return ids, attn, labels, positions
 
@@ -173,7 +201,7 @@ def warm_start(
         if step % eval_every == 0:
             accuracy = heldout_accuracy(model)
             elapsed = time.perf_counter() - start
-            history.append({"step": step, "loss": float(loss), "accuracy": accuracy, "seconds": elapsed})
+            history.append({"step": step, "loss": float(loss.detach()), "accuracy": accuracy, "seconds": elapsed})
             log(f"warm start step {step}: loss {float(loss):.3f}  held-out accuracy {accuracy:.1%}  ({elapsed:.0f}s)")
             if accuracy >= target_accuracy:
                 break

@@ -1,0 +1,148 @@
+"""`grpolab make-tiny-model`: rebuild the embedded model from scratch, deterministically.
+
+Warm-start data come from the project's own task generators, drawn from the *train* split of the
+default seed, so the default run's validation and test questions are never seen by the warm
+start: the before/after accuracy that `grpolab train` prints is on questions held out from both.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grpolab.config import DataConfig
+from grpolab.models.tiny_model import (
+    WarmStartExample,
+    build_model,
+    build_tokenizer,
+    save_tiny,
+    warm_start,
+)
+from grpolab.rollout.backend import HFGenerator, SamplingParams
+from grpolab.tasks import build_messages, build_splits
+from grpolab.tasks.base import Example
+
+DEFAULT_SEED = 42  # train.seed of the presets: their val/test splits are excluded from the warm start
+ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+# Tool-use traces: 2-digit multiplication, which the tiny model cannot do in its head. Half the
+# traces call the calculator and copy its result, half answer directly with a near miss, so the
+# model uses the tool "sometimes and imperfectly" and GRPO has a behaviour to reinforce.
+AGENT_DATA: dict[str, Any] = {"task": "arithmetic", "operations": ["*"], "min_num": 10, "max_num": 99}
+AGENT_SHARE = 0.15  # share of warm-start batches that are tool-use traces
+TOOL_USE_RATE = 0.5
+
+# (task settings, share of the single-turn warm-start batches). The default task dominates; the others give
+# the presets small_numbers and mixed a model that is not at 0%.
+MIXTURE: list[tuple[dict[str, Any], float]] = [
+    ({"task": "arithmetic", "operations": ["+", "-"], "min_num": 0, "max_num": 20, "train_size": 500}, 0.7),
+    ({"task": "small_numbers", "train_size": 200, "val_size": 50, "test_size": 100}, 0.15),
+    ({"task": "mixed", "train_size": 2000}, 0.15),
+]
+
+
+def _tool_trace(example: Example, rng: random.Random) -> WarmStartExample:
+    from grpolab.agent.env import CalculatorEnv
+
+    env = CalculatorEnv(system_prompt="")
+    messages = env.reset(example.row())
+    a, _, b = example.question.removeprefix("What is ").rstrip("?").split(" ")
+    if rng.random() < TOOL_USE_RATE:
+        call = json.dumps({"name": "calculator", "arguments": {"expression": f"{a} * {b}"}})
+        result = env.step(f"<tool_call>{call}</tool_call>").observations[0]["content"]
+        return WarmStartExample(
+            messages,
+            f"<tool_call>{call}</tool_call>",
+            example.answer,
+            tools=env.tools,
+            observations=(str(result),),
+            later_targets=(f"<answer>{result}</answer>",),
+        )
+    guess = int(example.answer) + rng.choice([-10, -1, 1, 10, 100]) * rng.randint(1, 3)
+    return WarmStartExample(messages, f"<answer>{guess}</answer>", example.answer, tools=env.tools)
+
+
+def _pools() -> list[tuple[DataConfig, list[Example], float]]:
+    pools = []
+    for settings, share in MIXTURE:
+        data = DataConfig(**settings)
+        pools.append((data, build_splits(data, DEFAULT_SEED).train, share))
+    return pools
+
+
+def _as_warm_start(example: Example, data: DataConfig, rng: random.Random) -> WarmStartExample:
+    # Half with the task's system prompt, half without: the presets for the tiny model drop it to
+    # keep sequences short, other configs keep it; the model should answer either way.
+    variant = data.model_copy(update={"system_prompt": None if rng.random() < 0.5 else ""})
+    return WarmStartExample(build_messages(example, variant), f"<answer>{example.answer}</answer>", example.answer)
+
+
+def heldout_accuracy(model: Any, tok: Any, examples: list[Example], data: DataConfig) -> float:
+    generator = HFGenerator(model, tok.pad_token_id, [tok.eos_token_id])
+    prompts = []
+    for example in examples:
+        text = tok.apply_chat_template(build_messages(example, data), add_generation_prompt=True, tokenize=False)
+        prompts.append(tok(text, add_special_tokens=False)["input_ids"])
+    out = generator.generate(prompts, SamplingParams(max_new_tokens=16, greedy=True))
+    correct = 0
+    for example, ids in zip(examples, out.completions):
+        match = ANSWER.search(tok.decode(ids, skip_special_tokens=True))
+        correct += bool(match and match.group(1).strip() == example.answer)
+    return correct / len(examples)
+
+
+def make_tiny_model(
+    out_dir: Path, *, seed: int = 0, target_accuracy: float = 0.45, max_steps: int = 6000
+) -> dict[str, Any]:
+    torch.set_num_threads(2)
+    tok = build_tokenizer()
+    model = build_model(tok, seed)
+    pools = _pools()
+    default_data = pools[0][0]
+    heldout = build_splits(default_data, DEFAULT_SEED).val[:200]
+
+    agent_pool = build_splits(DataConfig(**AGENT_DATA), DEFAULT_SEED).train
+
+    def sample_batch(rng: random.Random, n: int) -> list[WarmStartExample]:
+        # a batch is all tool traces or all single-turn: the long traces would pad every row
+        if rng.random() < AGENT_SHARE:
+            return [_tool_trace(rng.choice(agent_pool), rng) for _ in range(n)]
+        batch = []
+        for _ in range(n):
+            data, pool, _ = rng.choices(pools, weights=[p[2] for p in pools])[0]
+            batch.append(_as_warm_start(rng.choice(pool), data, rng))
+        return batch
+
+    started = time.perf_counter()
+    result = warm_start(
+        model,
+        tok,
+        sample_batch,
+        lambda m: heldout_accuracy(m, tok, heldout, default_data.model_copy(update={"system_prompt": ""})),
+        seed=seed,
+        max_steps=max_steps,
+        eval_every=50,
+        target_accuracy=target_accuracy,
+    )
+    card = {
+        "architecture": "LlamaForCausalLM",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocabulary": len(tok),
+        "seed": seed,
+        "warm_start_steps": result.steps,
+        "warm_start_seconds": round(time.perf_counter() - started, 1),
+        "target_accuracy": target_accuracy,
+        "heldout_greedy_accuracy": result.heldout_accuracy,
+        "heldout": "200 validation questions of the default arithmetic task (seed 42), never trained on",
+        "mixture": [{"data": s, "share": w} for s, w in MIXTURE],
+        "tool_traces": {"data": AGENT_DATA, "share_of_batches": AGENT_SHARE, "tool_use_rate": TOOL_USE_RATE},
+        "history": result.history,
+    }
+    save_tiny(model, tok, out_dir, card)
+    return card

@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny model built in-process (never a download) and its tokenizer."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two CPU cores on CI: one thread per test process keeps timings stable and results reproducible.
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from grpolab.models.tiny_model import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture()
+def tiny_llama(tiny_tokenizer):
+    from grpolab.models.tiny_model import build_model
+
+    return build_model(tiny_tokenizer, seed=0, size="test")
