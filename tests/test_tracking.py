@@ -213,3 +213,15 @@ def test_wandb_init_failure_does_not_stop_training(
     metrics = list(read_jsonl(tmp_path / "run" / "metrics.jsonl"))
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 4]
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
+
+
+def test_summary_shows_before_and_after(tmp_path: Path) -> None:
+    out = io.StringIO()
+    tracker = Tracker(tmp_path / "run", make_cfg(), total_steps=2, console_file=out)
+    before = {"test/accuracy": 0.2, "test/add/accuracy": 0.1}
+    after = {"test/accuracy": 0.6, "test/add/accuracy": 0.7}
+    tracker.close({"status": "stopped_early", "stop_reason": "patience", "before": before, "after": after})
+    console = out.getvalue()
+    assert "test/accuracy" in console and "0.2 -> 0.6" in console
+    assert "test/add/accuracy" not in console  # categories belong to the report
+    assert read_status(tmp_path / "run")["after"] == after

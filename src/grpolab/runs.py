@@ -53,13 +53,11 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def effective_status(
-    status: dict[str, Any], now: float, stale_after: float = STALE_AFTER_S
-) -> tuple[str, str | None]:
+def effective_status(status: dict[str, Any], now: float, stale_after: float = STALE_AFTER_S) -> tuple[str, str | None]:
     """(status, reason) after the liveness check; other statuses are returned as written."""
     state = str(status.get("status", "unknown"))
     if state != "running":
-        return state, status.get("stop_reason")
+        return state, status.get("stop_reason") or status.get("error")
     updated = status.get("updated")
     if not isinstance(updated, (int, float)) or now - updated <= stale_after:
         return state, None
@@ -117,9 +115,7 @@ def find_run_dirs(outputs_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def list_runs(
-    outputs_dir: Path, *, stale_after: float = STALE_AFTER_S, now: float | None = None
-) -> list[RunInfo]:
+def list_runs(outputs_dir: Path, *, stale_after: float = STALE_AFTER_S, now: float | None = None) -> list[RunInfo]:
     """Runs under `outputs_dir`, sorted by path (so by name, then by start time)."""
     root = Path(outputs_dir)
     if not root.is_dir():
@@ -135,9 +131,7 @@ def runs_table(runs: list[RunInfo]) -> Table:
     for column in ("run", "status", "steps", "best accuracy", "note"):
         table.add_column(column, overflow="fold")
     for run in runs:
-        steps = (
-            "-" if run.step is None else f"{run.step}" + (f"/{run.total_steps}" if run.total_steps else "")
-        )
+        steps = "-" if run.step is None else f"{run.step}" + (f"/{run.total_steps}" if run.total_steps else "")
         best = "-" if run.best_accuracy is None else f"{run.best_accuracy:.4g} @ {run.best_step}"
         style = STATUS_STYLE.get(run.status, "yellow")
         # Text, not markup: a stop reason like "KeyError: ['x']" must print as written.

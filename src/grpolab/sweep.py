@@ -56,9 +56,7 @@ def expand_key(key: str) -> str:
     """`lr` -> `optim.lr` when the leaf name is unique in the config tree (the short form users type)."""
     if "." in key or key.startswith("+") or key in _PASS_THROUGH:
         return key
-    owners = [
-        name for name, f in Config.model_fields.items() if key in getattr(f.annotation, "model_fields", {})
-    ]
+    owners = [name for name, f in Config.model_fields.items() if key in getattr(f.annotation, "model_fields", {})]
     if len(owners) == 1:
         return f"{owners[0]}.{key}"
     if owners:

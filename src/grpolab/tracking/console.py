@@ -112,9 +112,7 @@ class ConsoleView:
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(
-                "train", total=self.total, completed=step, eta=eta, stats=stats
-            )
+            self._task = self._progress.add_task("train", total=self.total, completed=step, eta=eta, stats=stats)
         assert self._task is not None
         self._progress.update(self._task, completed=step, eta=eta, stats=stats)
 

@@ -58,9 +58,7 @@ class _WarningsToTracker(logging.Handler):
 
 
 class Tracker:
-    def __init__(
-        self, run_dir: Path, cfg: Config, *, total_steps: int, console_file: IO[str] | None = None
-    ) -> None:
+    def __init__(self, run_dir: Path, cfg: Config, *, total_steps: int, console_file: IO[str] | None = None) -> None:
         """`console_file` replaces stderr (tests); everything else comes from `cfg.logging`."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -71,9 +69,7 @@ class Tracker:
         self._log = TextLog(self.run_dir / LOG_FILE)
         self._metrics = JsonlWriter(self.run_dir / METRICS_FILE)
         self._samples = JsonlWriter(self.run_dir / SAMPLES_FILE)
-        self.view = ConsoleView(
-            self._log, total_steps=total_steps, quiet=cfg.logging.quiet, file=console_file
-        )
+        self.view = ConsoleView(self._log, total_steps=total_steps, quiet=cfg.logging.quiet, file=console_file)
 
         previous = read_status(self.run_dir)  # a resumed run keeps its start time, best and W&B id
         self._status: dict[str, Any] = {
@@ -209,10 +205,19 @@ class Tracker:
             rows.append(("final reward", fmt(s["final_reward"])))
         if s.get("seconds") is not None:
             rows.append(("time", fmt_duration(s["seconds"])))
+        # before/after: the final split evaluated before training and on the exported model.
+        before, after = s.get("before") or {}, s.get("after") or {}
+        for key in after or before:
+            if key.count("/") <= 1:  # headline metrics; categories are in the report
+                rows.append((key, f"{fmt(before.get(key))} -> {fmt(after.get(key))}"))
         known = {"status", "stop_reason", "step", "steps", "best_accuracy", "best_step", "final_reward"}
         known |= {"seconds", "total_steps", "name", "run_dir", "pid", "host", "started", "updated"}
-        known.add("wandb_id")
-        rows += [(key, fmt(value)) for key, value in s.items() if key not in known and value is not None]
+        known |= {"wandb_id", "before", "after"}
+        rows += [
+            (key, fmt(value))
+            for key, value in s.items()
+            if key not in known and value not in (None, "", {}, []) and not isinstance(value, dict)
+        ]
         rows.append(("outputs", str(self.run_dir)))
         if report is not None:
             rows.append(("report", str(report)))
