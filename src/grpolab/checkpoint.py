@@ -255,9 +255,7 @@ def load_checkpoint(
         _load_full(ckpt_dir, model)
     if optimizer is not None:
         # map_location cpu: Optimizer.load_state_dict moves each state tensor to its parameter's device.
-        optimizer.load_state_dict(
-            torch.load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-        )
+        optimizer.load_state_dict(torch.load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(ckpt_dir / SCHEDULER_FILE, weights_only=True))
     state: dict[str, Any] = json.loads((ckpt_dir / TRAINER_STATE_FILE).read_text(encoding="utf-8"))

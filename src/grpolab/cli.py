@@ -1,8 +1,8 @@
 """`grpolab` command line: parse, validate, dispatch. No training logic lives here.
 
-    grpolab train [--config PRESET] [--resume [CKPT]] [--mode masked|full] [--multirun] [key.sub=value ...]
-    grpolab eval --model DIR|HUB_ID [--adapter DIR] [--config PRESET] [--split val|test] [key=value ...]
-    grpolab sweep | report | runs | tensorboard | rewards list|try | export | make-tiny-model
+grpolab train [--config PRESET] [--resume [CKPT]] [--mode masked|full] [--multirun] [key.sub=value ...]
+grpolab eval --model DIR|HUB_ID [--adapter DIR] [--config PRESET] [--split val|test] [key=value ...]
+grpolab sweep | report | runs | tensorboard | rewards list|try | export | make-tiny-model
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from dotenv import load_dotenv
@@ -34,6 +35,11 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     return cfg
 
 
+def is_grid_value(value: str) -> bool:
+    """`lr=1e-6,3e-6` is a sweep axis; `pass_k=[1,5]` is one list value."""
+    return "," in value and not value.startswith("[")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.mode:
@@ -43,12 +49,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.multirun:
         from grpolab.sweep import default_run_one, parse_grid, run_sweep
 
-        grid = [o for o in overrides if "," in o.split("=", 1)[-1] and not o.split("=", 1)[-1].startswith("[")]
+        preset = args.config or "default"
+        grid = [o for o in overrides if is_grid_value(o.split("=", 1)[-1])]
         fixed = [o for o in overrides if o not in grid]
-        cfg = resolve_config(args.config or "default", fixed)  # validate the fixed part before the first run
+        cfg = resolve_config(preset, fixed)  # validate the fixed part before the first run
         parse_grid(grid)
         sweep_dir = Path(cfg.train.output_dir) / "sweeps" / cfg.train.run_name
-        rows = run_sweep(args.config or "default", fixed, grid, sweep_dir, default_run_one(args.config or "default"))
+        rows = run_sweep(preset, fixed, grid, sweep_dir, partial(default_run_one, preset=preset))
         return 0 if all(str(r.get("status", "")).startswith(("finished", "stopped")) for r in rows) else 1
     cfg = resolve_config(args.config or "default", overrides)
     from grpolab.trainer import run_training
@@ -77,7 +84,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from grpolab.models.loading import resolve_source
 
     saved = load_config(str(Path(args.checkpoint) / "config.yaml"), [], env_file=None, environ={})
-    export_model(Path(args.checkpoint), Path(args.out), merge=args.merge, base_model_name=resolve_source(saved.model.name))
+    export_model(
+        Path(args.checkpoint),
+        Path(args.out),
+        merge=args.merge,
+        base_model_name=resolve_source(saved.model.name),
+    )
     print(f"exported {args.checkpoint} -> {args.out}")
     return 0
 

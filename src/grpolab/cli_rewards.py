@@ -23,9 +23,7 @@ from grpolab.rewards import RewardError, RewardInputs, build_rewards, reward_reg
 
 
 def add_rewards_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "rewards", help="list reward functions or try one"
-    )
+    parser: argparse.ArgumentParser = subparsers.add_parser("rewards", help="list reward functions or try one")
     sub = parser.add_subparsers(dest="rewards_command", metavar="{list,try}")
     sub.required = True
 

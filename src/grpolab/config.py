@@ -27,9 +27,7 @@ class ModelConfig(Section):
     lora_rank: int = Field(16, gt=0, description="LoRA rank r")
     lora_alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r)")
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA branch")
-    lora_target_modules: list[str] | str = Field(
-        "all-linear", description="module names to adapt, or 'all-linear'"
-    )
+    lora_target_modules: list[str] | str = Field("all-linear", description="module names to adapt, or 'all-linear'")
     trust_remote_code: bool = Field(False, description="allow model code from the hub")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     attn_implementation: str | None = Field(None, description="e.g. sdpa, eager, flash_attention_2")

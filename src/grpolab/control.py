@@ -148,7 +148,11 @@ class TrainingControl:
         mean = self.epoch_sum / max(self.epoch_count, 1)
         epoch = t.sampler.epoch
         t.tracker.log_metrics(
-            {"epoch/accumulated_reward": self.epoch_sum, "epoch/mean_reward": mean, "epoch/samples": self.epoch_count},
+            {
+                "epoch/accumulated_reward": self.epoch_sum,
+                "epoch/mean_reward": mean,
+                "epoch/samples": self.epoch_count,
+            },
             t.step + 1,
         )
         t.tracker.info(
@@ -175,9 +179,7 @@ class TrainingControl:
         split = self.cfg.eval.final_split
         after = t.evaluate(t.splits.test if split == "test" else t.val).metrics(split)
         key = f"{split}/accuracy"
-        t.tracker.info(
-            f"{split} accuracy: before {self.before.get(key, float('nan')):.1%} -> after {after[key]:.1%}"
-        )
+        t.tracker.info(f"{split} accuracy: before {self.before.get(key, float('nan')):.1%} -> after {after[key]:.1%}")
         t.tracker.log_metrics({f"final/{k}": v for k, v in after.items()}, t.step)
         return after
 

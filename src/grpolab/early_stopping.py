@@ -34,9 +34,7 @@ class EarlyStopping:
     [False, False, False, True]
     """
 
-    def __init__(
-        self, metric: str, patience: int, min_delta: float = 0.0, mode: Literal["max", "min"] = "max"
-    ) -> None:
+    def __init__(self, metric: str, patience: int, min_delta: float = 0.0, mode: Literal["max", "min"] = "max") -> None:
         if patience < 0:
             raise ValueError(f"patience must be >= 0 (0 = never stop), got {patience}")
         if min_delta < 0:

@@ -23,6 +23,7 @@ import torch
 from grpolab.rewards import RewardInputs, RewardScores
 from grpolab.rollout.backend import Generator, SamplingParams
 from grpolab.rollout.single_turn import completion_text
+from grpolab.rollout.types import Rollout
 from grpolab.tasks.base import Example
 
 
@@ -109,6 +110,9 @@ class _Scored:
     total: list[float | None]
 
 
+RolloutFn = Callable[[Sequence[Example], SamplingParams], list[Rollout]]
+
+
 class Scorer(Protocol):
     """What evaluation needs of a reward set (`grpolab.rewards.RewardSet` is one)."""
 
@@ -124,26 +128,38 @@ def _generate_and_score(
     params: SamplingParams,
     batch_size: int,
     stop_ids: list[int],
+    rollout_fn: RolloutFn | None = None,
 ) -> _Scored:
     scored = _Scored([], [], defaultdict(list), [])
     s = params.num_samples
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        out = generator.generate(prompt_ids[start : start + batch_size], params)
-        if len(out.completions) != len(chunk) * s:
-            raise RuntimeError(f"generator returned {len(out.completions)} rows for {len(chunk)} x {s}")
+        trajectories = None
+        if rollout_fn is not None:  # e.g. multi-turn agent episodes, evaluated with their tools
+            rollouts = rollout_fn(chunk, params)
+            completions = [r.completion_ids for r in rollouts]
+            texts = [r.text for r in rollouts]
+            lengths = [sum(r.completion_mask) for r in rollouts]
+            if rollouts and rollouts[0].messages is not None:
+                trajectories = [r.messages or [] for r in rollouts]
+        else:
+            out = generator.generate(prompt_ids[start : start + batch_size], params)
+            completions = out.completions
+            texts = [completion_text(tokenizer, ids, stop_ids) for ids in completions]
+            lengths = [len(ids) for ids in completions]
+        if len(completions) != len(chunk) * s:
+            raise RuntimeError(f"generator returned {len(completions)} rows for {len(chunk)} x {s}")
         # Rewards see exactly what they see in training (trainer.score): one entry per completion,
         # the question as the prompt, the text decoded without its stop token.
         rows = [ex.row() for ex in chunk for _ in range(s)]
         prompts = [ex.question for ex in chunk for _ in range(s)]
-        texts = [completion_text(tokenizer, ids, stop_ids) for ids in out.completions]
-        lengths = [len(ids) for ids in out.completions]
         scores = reward_set.score(
             RewardInputs(
                 prompts=prompts,
                 completions=texts,
-                completion_ids=out.completions,
+                completion_ids=completions,
                 rows=rows,
+                trajectories=trajectories,
                 completion_lengths=lengths,
             )
         )
@@ -179,6 +195,7 @@ def evaluate(
     format_reward: str | None,
     correctness_reward: str = "numeric",
     stop_ids: list[int] | None = None,
+    rollout_fn: RolloutFn | None = None,
     seed: int,
 ) -> EvalResult:
     """Evaluate `examples`: greedy accuracy, format rate, mean reward, per category; pass@k sampled.
@@ -209,6 +226,7 @@ def evaluate(
             SamplingParams(max_new_tokens=max_new_tokens, greedy=True),
             batch_size,
             stops,
+            rollout_fn,
         )
         if correctness_reward not in greedy.per_function:
             raise ValueError(
@@ -217,11 +235,9 @@ def evaluate(
             )
         sampled = None
         if pass_k:
-            params = SamplingParams(
-                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, num_samples=n
-            )
+            params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, num_samples=n)
             sampled = _generate_and_score(
-                generator, tokenizer, examples, prompt_ids, reward_set, params, batch_size, stops
+                generator, tokenizer, examples, prompt_ids, reward_set, params, batch_size, stops, rollout_fn
             )
     return _summarise(examples, greedy, sampled, n, pass_k, correctness_reward, format_reward)
 

@@ -104,9 +104,7 @@ def _smooth(values: list[float]) -> list[float]:
     return out
 
 
-def plot(
-    lines: dict[str, Series], title: str, ylabel: str, best: tuple[int, float] | None = None
-) -> str | None:
+def plot(lines: dict[str, Series], title: str, ylabel: str, best: tuple[int, float] | None = None) -> str | None:
     """One line per label (smoothed when long) as a base64 PNG; None when nothing was logged."""
     lines = {label: xy for label, xy in lines.items() if xy[0]}
     if not lines:
@@ -201,9 +199,7 @@ def _categories(run: RunData) -> str:
         if match and match["cat"] != "rewards":
             per_prefix.setdefault(match["prefix"], {})[match["cat"]] = run.series(key)
     if not per_prefix:
-        return (
-            "<h2>Accuracy by category</h2><p class='missing'>not logged (eval/&lt;category&gt;/accuracy)</p>"
-        )
+        return "<h2>Accuracy by category</h2><p class='missing'>not logged (eval/&lt;category&gt;/accuracy)</p>"
     cats = sorted({cat for table in per_prefix.values() for cat in table})
     header, columns = ["category"], []
     for prefix in sorted(per_prefix, key=lambda p: (p != "eval", p)):

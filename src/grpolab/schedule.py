@@ -38,7 +38,7 @@ def build_optimizer(model: Any, cfg: Config) -> tuple[torch.optim.Optimizer, Any
         weight_decay=cfg.optim.weight_decay,
     )
     total = cfg.train.max_steps * cfg.grpo.num_iterations
-    warmup = int(round(cfg.optim.warmup_ratio * total))
+    warmup = round(cfg.optim.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total, warmup, cfg.optim.scheduler)
     )

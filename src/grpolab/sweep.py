@@ -96,6 +96,24 @@ def combo_overrides(combo: dict[str, str]) -> list[str]:
     return [f"{expand_key(key)}={value}" for key, value in combo.items()]
 
 
+def split_grid_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(fixed, grid) for `train --multirun`: an override with several values is a grid axis.
+
+    >>> split_grid_overrides(["lr=1e-6,3e-6", "eval.pass_k=[1,5]", "seed=1"])
+    (['eval.pass_k=[1,5]', 'seed=1'], ['lr=1e-6,3e-6'])
+    """
+    fixed: list[str] = []
+    grid: list[str] = []
+    for item in overrides:
+        (grid if "=" in item and len(split_values(item.split("=", 1)[1])) > 1 else fixed).append(item)
+    return fixed, grid
+
+
+def default_sweep_dir(output_dir: str | Path, run_name: str) -> Path:
+    """`<output_dir>/sweeps/<run_name>-<timestamp>`: a new folder per sweep, never mixed with an old one."""
+    return Path(output_dir) / "sweeps" / f"{run_name}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+
+
 def default_run_one(overrides: list[str], out_dir: Path, *, preset: str | None = None) -> dict[str, Any]:
     """One real training run (imported lazily: the trainer pulls in torch and transformers)."""
     from grpolab.trainer import run_training

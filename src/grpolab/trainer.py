@@ -32,7 +32,7 @@ from grpolab.evaluate import EvalResult, evaluate
 from grpolab.models.loading import LoadedModel, load_model, pick_device
 from grpolab.rewards import RewardInputs, RewardScores, build_rewards
 from grpolab.rollout.backend import HFGenerator, SamplingParams
-from grpolab.rollout.single_turn import prompt_ids, sample_completions
+from grpolab.rollout.sampler import RolloutSampler
 from grpolab.rollout.types import Rollout, collate
 from grpolab.sampler import QuestionSampler
 from grpolab.schedule import build_optimizer
@@ -148,6 +148,7 @@ class Trainer:
         self.model = self.loaded.model
         self.tokenizer = self.loaded.tokenizer
         self.generator = HFGenerator(self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids)
+        self.rollouts = RolloutSampler(cfg, self.generator, self.tokenizer, self.loaded.stop_ids)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         self.sampler = QuestionSampler(len(self.splits.train), cfg.train.questions_per_step, cfg.train.seed)
         self.tracker = Tracker(self.run_dir, cfg, total_steps=cfg.train.max_steps)
@@ -156,9 +157,6 @@ class Trainer:
         self._stop_signal: str | None = None
 
     # -- pieces of a step -------------------------------------------------------------------
-    def prompt_ids(self, example: Example) -> list[int]:
-        return prompt_ids(self.tokenizer, example, self.cfg.data, self.cfg.generation.max_prompt_length)
-
     def sampling_params(self) -> SamplingParams:
         g = self.cfg.generation
         return SamplingParams(
@@ -178,7 +176,7 @@ class Trainer:
                 completions=[r.text for r in rollouts],
                 completion_ids=[r.completion_ids for r in rollouts],
                 rows=rows,
-                trajectories=[r.messages for r in rollouts] if rollouts and rollouts[0].messages else None,
+                trajectories=[r.messages or [] for r in rollouts] if rollouts and rollouts[0].messages else None,
                 completion_lengths=[sum(r.completion_mask) for r in rollouts],
             )
         )
@@ -189,13 +187,7 @@ class Trainer:
         indices, epoch_ends = self.sampler.next_batch()
         examples = [self.splits.train[i] for i in indices]
         started = time.perf_counter()
-        rollouts = sample_completions(
-            self.generator,
-            self.tokenizer,
-            [self.prompt_ids(e) for e in examples],
-            self.sampling_params(),
-            self.loaded.stop_ids,
-        )
+        rollouts = self.rollouts.sample(examples, self.sampling_params())
         generated = time.perf_counter()
         scores = self.score(examples, rollouts)
         rewards = reward_tensor(scores, len(examples), group)  # [B, G]
@@ -232,6 +224,10 @@ class Trainer:
         metrics.update(reward_statistics(rewards))
         metrics.update(scores.metrics())
         metrics.update(completion_statistics(rollouts))
+        if cfg.agent.enabled:
+            from grpolab.agent.metrics import agent_metrics
+
+            metrics.update(agent_metrics(rollouts))
         metrics["reward_std"] = adv_stats.reward_std
         metrics["frac_reward_zero_std"] = adv_stats.frac_reward_zero_std
         metrics["num_tokens"] = metrics["tokens/total"]
@@ -247,9 +243,9 @@ class Trainer:
         self, examples: list[Example], rollouts: list[Rollout], scores: RewardScores, adv: torch.Tensor
     ) -> None:
         every = self.cfg.logging.sample_every
-        if not every or (self.step + 1) % every and self.step != 0:
+        if not every or ((self.step + 1) % every and self.step != 0):
             return
-        records = []
+        records: list[dict[str, Any]] = []
         for i, rollout in enumerate(rollouts[: self.cfg.logging.samples_per_step]):
             example = examples[rollout.question_index]
             records.append(
@@ -264,6 +260,11 @@ class Trainer:
                     "truncated": rollout.truncated,
                 }
             )
+            if rollout.messages is not None:
+                from grpolab.agent.rollout import trained_spans
+
+                records[-1]["messages"] = rollout.messages
+                records[-1]["spans"] = trained_spans(rollout, self.tokenizer)
         self.tracker.log_samples(records, self.step + 1)
 
     def evaluate(self, examples: list[Example]) -> EvalResult:
@@ -272,7 +273,7 @@ class Trainer:
             self.generator,
             self.tokenizer,
             examples,
-            self.prompt_ids,
+            self.rollouts.prompt_ids,
             self.eval_rewards,
             max_new_tokens=self.cfg.generation.max_new_tokens,
             batch_size=e.batch_size,
@@ -283,6 +284,7 @@ class Trainer:
             format_reward=e.format_reward,
             correctness_reward=e.correctness_reward,
             stop_ids=self.loaded.stop_ids,
+            rollout_fn=self.rollouts.sample,
             seed=self.cfg.train.seed,
         )
 
@@ -291,7 +293,6 @@ class Trainer:
         self._stop_signal = signal.Signals(signum).name
 
     def run(self) -> RunSummary:
-        cfg = self.cfg
         started = time.perf_counter()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self.tracker.set_status("running", step=0, pid=os.getpid())

@@ -99,9 +99,7 @@ class ToolEnv(Environment):
         self.row = row
         system = "\n\n".join(part for part in (row.get("system_prompt"), self.instructions) if part)
         user = row.get("prompt") or row["question"]
-        return ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user}
-        ]
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
 
     def step(self, assistant_message: str) -> StepResult:
         parsed = parse_tool_calls(assistant_message)
@@ -109,9 +107,7 @@ class ToolEnv(Environment):
             return StepResult([], done=True, info=_counts([]))
         results = [execute(call, self._tools) for call in parsed[: self.max_calls_per_turn]]
         results += [
-            ToolResult(
-                INVALID_TOOL, f"Error: at most {self.max_calls_per_turn} tool calls per message", ok=False
-            )
+            ToolResult(INVALID_TOOL, f"Error: at most {self.max_calls_per_turn} tool calls per message", ok=False)
             for _ in parsed[self.max_calls_per_turn :]
         ]
         return StepResult([result.message() for result in results], done=False, info=_counts(results))
@@ -156,9 +152,7 @@ class PythonEnv(ToolEnv):
         memory_mb: int = PythonLimits.memory_mb,
         max_output_chars: int = PythonLimits.max_output_chars,
     ):
-        limits = PythonLimits(
-            timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb, max_output_chars=max_output_chars
-        )
+        limits = PythonLimits(timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb, max_output_chars=max_output_chars)
         super().__init__([python_tool(limits)], system_prompt, max_calls_per_turn)
 
 

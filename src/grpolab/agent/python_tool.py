@@ -146,9 +146,7 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _outcome(
-    returncode: int, timed_out: bool, stdout: str, cut: bool, stderr: str, limits: PythonLimits
-) -> str:
+def _outcome(returncode: int, timed_out: bool, stdout: str, cut: bool, stderr: str, limits: PythonLimits) -> str:
     if timed_out:
         raise ToolError(f"timed out after {limits.timeout_s:g} s (killed)")
     if returncode < 0:
@@ -184,9 +182,7 @@ def python_tool(limits: PythonLimits = PythonLimits()) -> Tool:
         description="Run a Python 3 program (standard library only) and return what it prints.",
         parameters={
             "type": "object",
-            "properties": {
-                "code": {"type": "string", "description": "a complete program; print() the results"}
-            },
+            "properties": {"code": {"type": "string", "description": "a complete program; print() the results"}},
             "required": ["code"],
         },
         fn=python,

@@ -55,11 +55,7 @@ def _as_ids(encoded: Any) -> list[int]:
 
 
 def _render(tokenizer: Any, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
-    return str(
-        tokenizer.apply_chat_template(
-            messages, tools=tools or None, add_generation_prompt=True, tokenize=False
-        )
-    )
+    return str(tokenizer.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True, tokenize=False))
 
 
 def observation_delta(
@@ -160,9 +156,7 @@ def run_agent_rollouts(
     if max_turns < 1 or max_total_tokens < 1 or num_generations < 1:
         raise ValueError("max_turns, max_total_tokens and num_generations must be >= 1")
     episodes = [
-        _start(env_factory(), tokenizer, row, index)
-        for index, row in enumerate(rows)
-        for _ in range(num_generations)
+        _start(env_factory(), tokenizer, row, index) for index, row in enumerate(rows) for _ in range(num_generations)
     ]
     for episode in episodes:
         if episode.length >= max_total_tokens:  # no room for even one sampled token
@@ -174,9 +168,7 @@ def run_agent_rollouts(
         )
         output = generator.generate([episode.prompt_ids + episode.ids for episode in active], turn_params)
         if len(output.completions) != len(active):
-            raise ValueError(
-                f"generator returned {len(output.completions)} completions for {len(active)} prompts"
-            )
+            raise ValueError(f"generator returned {len(output.completions)} completions for {len(active)} prompts")
         for k, episode in enumerate(active):
             _advance(
                 episode,

@@ -106,9 +106,7 @@ def has_tool_call(text: str) -> bool:
 
 def _parse_body(body: str) -> ParsedCall:
     if len(body) > MAX_CALL_CHARS:
-        return ParsedCall(
-            raw=body[:200], error=f"malformed tool call: longer than {MAX_CALL_CHARS} characters"
-        )
+        return ParsedCall(raw=body[:200], error=f"malformed tool call: longer than {MAX_CALL_CHARS} characters")
     try:
         data = json.loads(body)
     except json.JSONDecodeError as err:
@@ -140,9 +138,7 @@ def _check_arguments(tool: Tool, arguments: dict[str, Any]) -> None:
         raise ToolError(f"{tool.name}: missing argument(s): {', '.join(missing)}")
     unknown = [key for key in arguments if key not in properties]
     if unknown:
-        raise ToolError(
-            f"{tool.name}: unknown argument(s): {', '.join(unknown)}; expected: {', '.join(properties)}"
-        )
+        raise ToolError(f"{tool.name}: unknown argument(s): {', '.join(unknown)}; expected: {', '.join(properties)}")
     for key, value in arguments.items():
         if properties[key].get("type") == "string" and not isinstance(value, str):
             raise ToolError(f"{tool.name}: argument '{key}' must be a string")

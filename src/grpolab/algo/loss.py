@@ -70,9 +70,7 @@ def per_token_loss(
     return policy, kl_term, diagnostics
 
 
-def normalise(
-    token_loss: torch.Tensor, mask: torch.Tensor, loss_type: LossType, totals: StepTotals
-) -> torch.Tensor:
+def normalise(token_loss: torch.Tensor, mask: torch.Tensor, loss_type: LossType, totals: StepTotals) -> torch.Tensor:
     """token_loss, mask [N, T] -> this micro-batch's share of the step loss (a scalar).
 
     Worked example, 2 sequences with 1 and 3 trained tokens of loss 1 each (sum 4):

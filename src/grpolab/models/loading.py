@@ -96,9 +96,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def load_tokenizer(source: str, cfg: ModelConfig) -> Any:
-    tokenizer = AutoTokenizer.from_pretrained(
-        source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
-    )
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -129,7 +127,8 @@ def load_model(cfg: ModelConfig, *, beta: float, device: torch.device) -> Loaded
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs).to(device)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model = model.to(device)  # type: ignore[arg-type]
     except OSError as err:
         raise ModelLoadError(f"model.name: could not load '{source}': {err}") from None
     if cfg.gradient_checkpointing:
@@ -146,7 +145,7 @@ def load_model(cfg: ModelConfig, *, beta: float, device: torch.device) -> Loaded
             target_modules=cfg.lora_target_modules,
             task_type="CAUSAL_LM",
         )
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora)  # type: ignore[assignment]
     elif beta > 0:
         reference = copy.deepcopy(model).eval()
         reference.requires_grad_(False)

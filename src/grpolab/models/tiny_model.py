@@ -126,7 +126,10 @@ def encode_example(tok: PreTrainedTokenizerFast, example: WarmStartExample) -> t
     generation prompt as an untrained delta.
     """
     text = tok.apply_chat_template(
-        example.messages, tools=example.tools, add_generation_prompt=True, tokenize=False
+        example.messages,
+        tools=example.tools,  # type: ignore[arg-type]
+        add_generation_prompt=True,
+        tokenize=False,
     )
     ids: list[int] = tok(text, add_special_tokens=False)["input_ids"]
     trained = [0] * len(ids)
@@ -208,9 +211,7 @@ def warm_start(
     return WarmStartResult(step, time.perf_counter() - start, accuracy, history)
 
 
-def save_tiny(
-    model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, out_dir: Path, card: dict[str, Any]
-) -> None:
+def save_tiny(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, out_dir: Path, card: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)

@@ -103,9 +103,7 @@ class RewardScores:
             scored = [v for v in values if v is not None]
             if scored:
                 mean = math.fsum(scored) / len(scored)
-                var = (
-                    math.fsum((v - mean) ** 2 for v in scored) / (len(scored) - 1) if len(scored) > 1 else 0.0
-                )
+                var = math.fsum((v - mean) ** 2 for v in scored) / (len(scored) - 1) if len(scored) > 1 else 0.0
                 out[f"rewards/{label}/mean"] = mean
                 out[f"rewards/{label}/std"] = math.sqrt(var)
             out[f"rewards/{label}/none_frac"] = (len(values) - len(scored)) / len(values) if values else 0.0
@@ -163,9 +161,7 @@ def _check(label: str, result: Any, n: int) -> list[RewardValue]:
                 raise TypeError
             number = float(value)
         except (TypeError, ValueError):
-            raise RewardError(
-                f"reward '{label}' returned {value!r} for sample {i}; expected float|None"
-            ) from None
+            raise RewardError(f"reward '{label}' returned {value!r} for sample {i}; expected float|None") from None
         if not math.isfinite(number):
             raise RewardError(f"reward '{label}' returned a non-finite value ({number}) for sample {i}")
         values.append(number)
@@ -256,9 +252,7 @@ class RewardSet:
                 raise
             except Exception as sample_err:
                 if self.on_error == "raise":
-                    raise RewardError(
-                        f"reward '{reward.label}' failed on sample {i}: {sample_err!r}"
-                    ) from sample_err
+                    raise RewardError(f"reward '{reward.label}' failed on sample {i}: {sample_err!r}") from sample_err
                 failed.append((i, sample_err))
                 values.append(None)
         if not failed:

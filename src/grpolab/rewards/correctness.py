@@ -98,15 +98,11 @@ def math_correct(completion: str, gold: Any, timeout_s: float = MATH_TIMEOUT_S) 
     import math_verify  # noqa: F401
 
     # A GSM8K gold is a worked solution; its answer is what follows the last `####`.
-    finished, value = run_with_deadline(
-        _math_verify_correct, completion, gold_text(str(gold)), timeout_s=timeout_s
-    )
+    finished, value = run_with_deadline(_math_verify_correct, completion, gold_text(str(gold)), timeout_s=timeout_s)
     return value if finished else None
 
 
-def accuracy(
-    completions: list[str], answer: list[Any], timeout_s: float = MATH_TIMEOUT_S
-) -> list[float | None]:
+def accuracy(completions: list[str], answer: list[Any], timeout_s: float = MATH_TIMEOUT_S) -> list[float | None]:
     """open-r1 math accuracy with math-verify (\\boxed{} preferred, last one counts): 1.0 / 0.0;
     unparsable gold or timeout -> None."""
     out: list[float | None] = []

@@ -89,9 +89,7 @@ class JudgeClient:
     temperature: float = 0.0
     cache_dir: str | None = None
 
-    def score_many(
-        self, questions: list[Any], answers: list[Any], completions: list[str]
-    ) -> list[float | None]:
+    def score_many(self, questions: list[Any], answers: list[Any], completions: list[str]) -> list[float | None]:
         """One score per completion; None where the judge could not be asked or did not answer."""
         prompts = [
             self.prompt_template.format(question=q, answer=a, completion=c)
@@ -230,9 +228,7 @@ def judge(
     return client.score_many(question, answer, completions)
 
 
-def judge_metric(
-    questions: list[Any], answers: list[Any], completions: list[str], **params: Any
-) -> dict[str, float]:
+def judge_metric(questions: list[Any], answers: list[Any], completions: list[str], **params: Any) -> dict[str, float]:
     """Evaluation metric: mean judge score over the graded completions, and the fraction ungraded.
 
     `params` are the judge reward's (model, base_url, cache_dir, ...). Returns `judge/mean` (absent
@@ -260,9 +256,7 @@ def check_params(params: dict[str, Any]) -> None:
     unknown = fields - PLACEHOLDERS
     if unknown:
         name = sorted(unknown)[0]
-        raise ValueError(
-            f"prompt_template: unknown placeholder {{{name}}}; use {{question}} {{answer}} {{completion}}"
-        )
+        raise ValueError(f"prompt_template: unknown placeholder {{{name}}}; use {{question}} {{answer}} {{completion}}")
     if "completion" not in fields:
         raise ValueError("prompt_template must contain {completion}")
     for key, low in (("max_concurrency", 1), ("timeout_s", 1e-9), ("max_retries", 0), ("backoff_s", 0)):

@@ -59,9 +59,7 @@ def _check_cosine(params: dict[str, Any]) -> None:
 def _check_tags(params: dict[str, Any]) -> None:
     for key in ("think_tag", "answer_tag"):
         if key in params and not format.is_valid_tag(params[key]):
-            raise ValueError(
-                f"{key} must be a bare tag name like 'think' or 'reasoning', got {params[key]!r}"
-            )
+            raise ValueError(f"{key} must be a bare tag name like 'think' or 'reasoning', got {params[key]!r}")
 
 
 Check = Callable[[dict[str, Any]], None]
@@ -111,9 +109,7 @@ def reward_registry() -> dict[str, RewardInfo]:
     for name, (fn, source, check, required) in _BUILTINS.items():
         doc = inspect.getdoc(fn) or ""
         description = " ".join(doc.split("\n\n")[0].split())
-        registry[name] = RewardInfo(
-            name, fn, description, source, function_params(fn, required), check, required
-        )
+        registry[name] = RewardInfo(name, fn, description, source, function_params(fn, required), check, required)
     return registry
 
 
@@ -129,9 +125,7 @@ def import_function(path: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # a user module may fail with anything at import time
-        raise ConfigError(
-            f"rewards: cannot import module '{module_name}' for fn '{path}' ({err!r})"
-        ) from None
+        raise ConfigError(f"rewards: cannot import module '{module_name}' for fn '{path}' ({err!r})") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -156,9 +150,7 @@ def _validate_params(
             raise ConfigError(f"reward '{label}': unknown param '{key}'{_nearest(key, valid)}")
     missing = [k for k in required if params.get(k) is None]
     if missing:
-        raise ConfigError(
-            f"reward '{label}': param '{missing[0]}' is required (set {label}.{missing[0]}: ...)"
-        )
+        raise ConfigError(f"reward '{label}': param '{missing[0]}' is required (set {label}.{missing[0]}: ...)")
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # unresolvable annotations in a user module: skip type checks, not the reward

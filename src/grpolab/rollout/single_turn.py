@@ -13,9 +13,7 @@ from grpolab.tasks.base import Example
 
 def prompt_ids(tokenizer: Any, example: Example, data: DataConfig, max_prompt_length: int) -> list[int]:
     """Chat-template the question; over-long prompts keep their end (the question and the glue)."""
-    text = tokenizer.apply_chat_template(
-        build_messages(example, data), add_generation_prompt=True, tokenize=False
-    )
+    text = tokenizer.apply_chat_template(build_messages(example, data), add_generation_prompt=True, tokenize=False)
     ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
     return ids[-max_prompt_length:]
 

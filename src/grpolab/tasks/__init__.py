@@ -27,9 +27,7 @@ __all__ = [
 
 
 def _sizes(data: DataConfig, val_size: int | None) -> Sizes:
-    return Sizes(
-        train=data.train_size, val=data.val_size if val_size is None else val_size, test=data.test_size
-    )
+    return Sizes(train=data.train_size, val=data.val_size if val_size is None else val_size, test=data.test_size)
 
 
 def build_splits(data: DataConfig, seed: int, val_size: int | None = None) -> Splits:

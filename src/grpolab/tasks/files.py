@@ -25,9 +25,7 @@ def read_rows(path: str | Path) -> list[tuple[int, Row]]:
     file = Path(path).expanduser()
     suffix = file.suffix.lower()
     if suffix not in SUFFIXES:
-        raise DataError(
-            f"data.path: unsupported file type '{suffix}' ({file}); use one of {', '.join(SUFFIXES)}"
-        )
+        raise DataError(f"data.path: unsupported file type '{suffix}' ({file}); use one of {', '.join(SUFFIXES)}")
     if not file.is_file():
         raise DataError(f"data.path: file not found: {file}")
     if suffix == ".parquet":
@@ -65,9 +63,7 @@ def _json(file: Path) -> list[tuple[int, Row]]:
             return _jsonl(file, text)
         raise DataError(f"data.path {file}: not valid JSON ({err})") from err
     if not isinstance(data, list):
-        raise DataError(
-            f"data.path {file}: expected a list of objects or JSON lines, got {type(data).__name__}"
-        )
+        raise DataError(f"data.path {file}: expected a list of objects or JSON lines, got {type(data).__name__}")
     return [(number, _as_row(row, number, file)) for number, row in enumerate(data, start=1)]
 
 

@@ -51,9 +51,7 @@ def row_maker(data: DataConfig, source: str) -> MakeExample:
         return Example(
             question=required(row, data.question_column, number, source),
             answer=required(row, data.answer_column, number, source),
-            category=(
-                required(row, data.category_column, number, source) if data.category_column else data.task
-            ),
+            category=(required(row, data.category_column, number, source) if data.category_column else data.task),
             fields={k: v for k, v in row.items() if k not in used},
         )
 
@@ -87,9 +85,7 @@ def fit_train(available: int, sizes: Sizes, what: str) -> Sizes:
     check_space(available, Sizes(train=1, val=sizes.val, test=sizes.test), what, "")
     left = available - sizes.test - sizes.val
     if sizes.train > left:
-        log.warning(
-            "%s: data.train_size=%d but only %d questions are left for train", what, sizes.train, left
-        )
+        log.warning("%s: data.train_size=%d but only %d questions are left for train", what, sizes.train, left)
         return Sizes(train=left, val=sizes.val, test=sizes.test)
     return sizes
 

@@ -45,9 +45,7 @@ def row_maker(data: DataConfig, source: str) -> generic.MakeExample:
         solution = generic.required(row, data.answer_column, number, source)
         # A worked solution that lost its marker would otherwise become a paragraph-long "answer".
         if MARKER not in solution and len(solution.split()) > 1:
-            raise DataError(
-                f"{source}: row {number}: column '{data.answer_column}' has no '{MARKER} <answer>' line"
-            )
+            raise DataError(f"{source}: row {number}: column '{data.answer_column}' has no '{MARKER} <answer>' line")
         answer = gold_answer(solution)
         if not answer:
             raise DataError(f"{source}: row {number}: nothing after '{MARKER}' in '{data.answer_column}'")

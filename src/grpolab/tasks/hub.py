@@ -24,9 +24,7 @@ TRUE_VALUES = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub accepts
 
 def offline_mode() -> bool:
     """Whether the user asked for offline mode (cache only) through the environment."""
-    return any(
-        os.environ.get(v, "").upper() in TRUE_VALUES for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
+    return any(os.environ.get(v, "").upper() in TRUE_VALUES for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def hub_reachable(timeout: float = CHECK_TIMEOUT_S) -> bool:
