@@ -192,3 +192,28 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     ]
     assert dom.count("<table") == 3  # summary, categories, samples
     assert "Accuracy by category" in dom and "Sample completions" in dom
+
+
+def cli(argv: list[str]) -> int:
+    import argparse
+
+    from grpolab.cli_observe import add_observe_parsers
+
+    parser = argparse.ArgumentParser(prog="grpolab")
+    add_observe_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_run(tmp_path / "outputs")
+    assert cli(["report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    make_run(tmp_path / "outputs", "other")
+    assert cli(["report", str(tmp_path / "outputs")]) == 0  # a folder of runs: overlaid
+    page = (tmp_path / "outputs" / "comparison.html").read_text()
+    assert "grpo/2025-01-01_12-00-00" in page and "other/2025-01-01_12-00-00" in page
+    assert cli(["report", str(run), str(tmp_path / "outputs" / "other"), "--out", str(tmp_path / "c.html")]) == 0
+    assert (tmp_path / "c.html").is_file()
+    assert cli(["report", str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err

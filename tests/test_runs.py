@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console
 
 from grpolab.runs import list_runs, runs_table
@@ -19,9 +20,7 @@ from grpolab.runs import list_runs, runs_table
 NOW = 1_700_000_000.0
 
 
-def make_run(
-    root: Path, rel: str, status: dict[str, Any] | None, metrics: list[dict[str, Any]] | None = None
-) -> Path:
+def make_run(root: Path, rel: str, status: dict[str, Any] | None, metrics: list[dict[str, Any]] | None = None) -> Path:
     run = root / rel
     (run / "checkpoints" / "step-1").mkdir(parents=True)
     (run / "checkpoints" / "step-1" / "status.json").write_text("{}")  # never mistaken for a run
@@ -94,3 +93,30 @@ def test_a_stale_run_from_another_host_is_crashed(tmp_path: Path) -> None:
     make_run(tmp_path, "grpo/a", status)
     assert list_runs(tmp_path, now=NOW)[0].status == "crashed"
     assert list_runs(tmp_path / "missing") == []
+
+
+def test_runs_and_tensorboard_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from grpolab.cli_observe import add_observe_parsers
+
+    parser = argparse.ArgumentParser(prog="grpolab")
+    add_observe_parsers(parser.add_subparsers(dest="command", required=True))
+
+    def cli(argv: list[str]) -> int:
+        args = parser.parse_args(argv)
+        return int(args.func(args))
+
+    make_run(tmp_path, "grpo/01", {"status": "finished", "step": 3, "total_steps": 3, "best_accuracy": 0.5})
+    assert cli(["runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "grpo/01" in out and "finished" in out and "3/3" in out
+    assert cli(["runs", str(tmp_path / "none")]) == 0
+    assert "no runs under" in capsys.readouterr().err
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr("subprocess.call", lambda command: calls.append(command) or 0)
+    assert cli(["tensorboard", "--logdir", str(tmp_path), "--port", "6123"]) == 0
+    assert calls[0][1:] == ["-m", "tensorboard.main", "--logdir", str(tmp_path), "--port", "6123"]

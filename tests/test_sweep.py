@@ -67,9 +67,7 @@ def test_two_by_one_sweep_gives_a_two_row_table(tmp_path: Path) -> None:
     assert all(out.is_dir() and out.parent == tmp_path / "sweep" for _, out in fake.calls)
 
     table = (tmp_path / "sweep" / "results.md").read_text().splitlines()
-    assert table[0].startswith(
-        "| lr | seed | best eval accuracy | best step | final reward | time (s) | status"
-    )
+    assert table[0].startswith("| lr | seed | best eval accuracy | best step | final reward | time (s) | status")
     body = [line for line in table[2:] if line.startswith("|")]
     assert len(body) == 2 and body[0].startswith("| 1e-6 | 1 | 0.1 | 10 | 0.5 | 2 | finished")
     assert "Best: lr=3e-6, seed=1 (eval accuracy 0.3)" in table[-1]
@@ -87,9 +85,7 @@ def test_a_failed_run_is_a_row_and_the_sweep_goes_on(tmp_path: Path) -> None:
     table = (tmp_path / "results.md").read_text()
     assert "failed: RuntimeError: CUDA error: device-side assert \\| at step 3" in table  # pipe escaped
     csv_rows = read_csv(tmp_path / "results.csv")
-    assert csv_rows[0]["status"].startswith("failed") and float(
-        csv_rows[1]["best_accuracy"]
-    ) == pytest.approx(0.1)
+    assert csv_rows[0]["status"].startswith("failed") and float(csv_rows[1]["best_accuracy"]) == pytest.approx(0.1)
 
 
 def test_a_bad_grid_value_fails_before_any_run(tmp_path: Path) -> None:
@@ -115,7 +111,35 @@ def test_two_by_one_sweep_on_the_tiny_model(tmp_path: Path) -> None:
     tiny += ["logging.tensorboard=false", "logging.report=false", "logging.quiet=true"]
     rows = run_sweep(None, tiny, ["optim.lr=1e-5,1e-4", "train.seed=1"], tmp_path / "sweep")
     assert len(rows) == 2 and all(not str(row["status"]).startswith("failed") for row in rows), rows
-    body = [
-        line for line in (tmp_path / "sweep" / "results.md").read_text().splitlines()[2:] if line[:1] == "|"
-    ]
+    body = [line for line in (tmp_path / "sweep" / "results.md").read_text().splitlines()[2:] if line[:1] == "|"]
     assert len(body) == 2
+
+
+def test_sweep_command_splits_grid_and_fixed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from grpolab.cli_observe import add_observe_parsers
+
+    fake = FakeTraining()
+    monkeypatch.setattr("grpolab.sweep.default_run_one", lambda overrides, out_dir, preset: fake(overrides, out_dir))
+    parser = argparse.ArgumentParser(prog="grpolab")
+    add_observe_parsers(parser.add_subparsers(dest="command", required=True))
+    argv = ["sweep", "--sweep-dir", str(tmp_path), "lr=1e-6,3e-6", "--", "train.max_steps=3"]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    assert [overrides for overrides, _ in fake.calls] == [
+        ["train.max_steps=3", "optim.lr=1e-6"],
+        ["train.max_steps=3", "optim.lr=3e-6"],
+    ]
+    assert "| lr | best eval accuracy" in capsys.readouterr().out
+    args = parser.parse_args(["sweep", "--sweep-dir", str(tmp_path / "b"), "train.seed=13,1"])
+    assert args.func(args) == 1  # one run failed: the sweep finishes, the exit code says so
+
+
+def test_split_grid_overrides_for_multirun() -> None:
+    from grpolab.sweep import split_grid_overrides
+
+    fixed, grid = split_grid_overrides(["lr=1e-6,3e-6", "eval.pass_k=[1,5]", "seed=1", "eval.pass_k=[1],[1,4]"])
+    assert fixed == ["eval.pass_k=[1,5]", "seed=1"] and grid == ["lr=1e-6,3e-6", "eval.pass_k=[1],[1,4]"]
