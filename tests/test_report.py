@@ -42,6 +42,8 @@ def make_run(root: Path, name: str = "grpo", stamp: str = "2025-01-01_12-00-00",
                 "frac_reward_zero_std": 0.5,
             }
         )
+    final = {"step": steps, "final/test/accuracy": 0.65, "final/test/add/accuracy": 0.8, "final/test/mul/accuracy": 0.5}
+    metrics.append(final)
     for step, acc in ((0, 0.2), (10, 0.5), (20, 0.7), (30, 0.6)):
         metrics.append(
             {
@@ -73,6 +75,8 @@ def make_run(root: Path, name: str = "grpo", stamp: str = "2025-01-01_12-00-00",
         "total_steps": 100,
         "best_accuracy": 0.7,
         "best_step": 20,
+        "before": {"test/accuracy": 0.25, "test/add/accuracy": 0.3},
+        "after": {"test/accuracy": 0.65},
     }
     (run / "status.json").write_text(json.dumps({**status, "stop_reason": "no improvement for 1 eval"}))
     return run
@@ -85,6 +89,8 @@ def test_report_has_expected_sections(tmp_path: Path) -> None:
     assert "Accuracy by category" in page and "<td>add</td>" in page and "<td>mul</td>" in page
     assert "<td>rewards</td>" not in page  # eval/rewards/<fn>/mean is not a category
     assert "eval @ step 0" in page and "eval @ step 30" in page  # first and last evaluation
+    assert "<th>final/test @ step 30</th>" in page and "<td>0.8</td>" in page  # the exported model
+    assert "<td>test/accuracy before &rarr; after</td><td>0.25 &rarr; 0.65</td>" in page
     assert "0.7 at step 20" in page and "stopped_early" in page and "no improvement" in page
     # samples: best first, worst after, HTML in completions escaped, agent spans highlighted
     assert page.index("&lt;answer&gt;5&lt;/answer&gt;") < page.index("I think &lt;b&gt;41&lt;/b&gt;")

@@ -28,7 +28,6 @@ from grpolab.tracking.files import CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, read
 REPORT_FILE = "report.html"
 SAMPLES_SHOWN = 5  # best and worst samples in the table, each
 _PASS_RE = re.compile(r"^eval/pass@(\d+)$")
-_CATEGORY_RE = re.compile(r"^(?P<prefix>[^/]+)/(?P<cat>[^/]+)/accuracy$")
 
 Series = tuple[list[int], list[float]]
 
@@ -193,11 +192,15 @@ def _plots(run: RunData) -> str:
 
 def _categories(run: RunData) -> str:
     """Accuracy per category: the first and the last evaluation, and any final split (test/...)."""
+    keys = run.metric_keys()
     per_prefix: dict[str, dict[str, Series]] = {}
-    for key in run.metric_keys():
-        match = _CATEGORY_RE.match(key)
-        if match and match["cat"] != "rewards":
-            per_prefix.setdefault(match["prefix"], {})[match["cat"]] = run.series(key)
+    for key in keys:
+        # `<prefix>/<category>/accuracy` where `<prefix>/accuracy` is the headline of the same
+        # evaluation: so `final/test/add/accuracy` is category add of `final/test`, and
+        # `final/test/accuracy` is no category of `final`.
+        prefix, _, category = key.removesuffix("/accuracy").rpartition("/")
+        if key.endswith("/accuracy") and prefix and f"{prefix}/accuracy" in keys:
+            per_prefix.setdefault(prefix, {})[category] = run.series(key)
     if not per_prefix:
         return "<h2>Accuracy by category</h2><p class='missing'>not logged (eval/&lt;category&gt;/accuracy)</p>"
     cats = sorted({cat for table in per_prefix.values() for cat in table})
@@ -273,6 +276,11 @@ def _summary(run: RunData) -> str:
         ["why stopped", _e(s.get("stop_reason") or "-")],
         ["run directory", _e(run.run_dir)],
     ]
+    # The final split before training and on the exported model (status.json from the trainer).
+    before, after = s.get("before") or {}, s.get("after") or {}
+    for key in after or before:
+        if key.count("/") <= 1 and isinstance(after.get(key, before.get(key)), (int, float)):
+            rows.append([f"{_e(key)} before &rarr; after", f"{_num(before.get(key))} &rarr; {_num(after.get(key))}"])
     return _table(None, rows, "summary")
 
 

@@ -124,7 +124,8 @@ class ConsoleView:
     # --- tables -----------------------------------------------------------------------------------
 
     def eval_table(self, metrics: dict[str, float], step: int, title: str) -> None:
-        headline = Table(title=f"{title} · step {step}", title_justify="left", show_header=False)
+        title = title if "step" in title else f"{title} · step {step}"
+        headline = Table(title=title, title_justify="left", show_header=False)
         headline.add_column("metric")
         headline.add_column("value", justify="right")
         categories = Table(show_header=True, title_justify="left")
