@@ -35,7 +35,7 @@ ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 # traces call the calculator and copy its result, half answer directly with a near miss, so the
 # model uses the tool "sometimes and imperfectly" and GRPO has a behaviour to reinforce.
 AGENT_DATA: dict[str, Any] = {"task": "arithmetic", "operations": ["*"], "min_num": 10, "max_num": 99}
-AGENT_SHARE = 0.15  # share of warm-start batches that are tool-use traces
+AGENT_SHARE = 0.1  # share of warm-start batches that are tool-use traces
 TOOL_USE_RATE = 0.5
 
 # (task settings, share of the single-turn warm-start batches). The default task dominates; the others give
@@ -98,8 +98,15 @@ def heldout_accuracy(model: Any, tok: Any, examples: list[Example], data: DataCo
 
 
 def make_tiny_model(
-    out_dir: Path, *, seed: int = 0, target_accuracy: float = 0.45, max_steps: int = 6000
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    target_accuracy: float = 0.45,
+    max_steps: int = 6000,
+    snapshot_dir: Path | None = None,
 ) -> dict[str, Any]:
+    """Build, warm-start and save the tiny model. `snapshot_dir`: also save the model each time its
+    held-out accuracy first reaches another 5 points (to choose the GRPO starting point)."""
     torch.set_num_threads(2)
     tok = build_tokenizer()
     model = build_model(tok, seed)
@@ -113,11 +120,17 @@ def make_tiny_model(
         # a batch is all tool traces or all single-turn: the long traces would pad every row
         if rng.random() < AGENT_SHARE:
             return [_tool_trace(rng.choice(agent_pool), rng) for _ in range(n)]
-        batch = []
-        for _ in range(n):
-            data, pool, _ = rng.choices(pools, weights=[p[2] for p in pools])[0]
-            batch.append(_as_warm_start(rng.choice(pool), data, rng))
-        return batch
+        # one task per batch too: mixed-task questions are 3x longer than arithmetic ones
+        data, pool, _ = rng.choices(pools, weights=[p[2] for p in pools])[0]
+        return [_as_warm_start(rng.choice(pool), data, rng) for _ in range(n)]
+
+    saved_levels: set[int] = set()
+
+    def snapshot(step: int, accuracy: float) -> None:
+        level = int(accuracy * 20) * 5  # 5-point buckets
+        if snapshot_dir is not None and level >= 20 and level not in saved_levels:
+            saved_levels.add(level)
+            save_tiny(model, tok, snapshot_dir / f"acc-{level:02d}", {"step": step, "accuracy": accuracy})
 
     started = time.perf_counter()
     result = warm_start(
@@ -127,7 +140,9 @@ def make_tiny_model(
         lambda m: heldout_accuracy(m, tok, heldout, default_data.model_copy(update={"system_prompt": ""})),
         seed=seed,
         max_steps=max_steps,
+        batch_size=32,
         eval_every=50,
+        on_eval=snapshot,
         target_accuracy=target_accuracy,
     )
     card = {

@@ -174,6 +174,7 @@ def warm_start(
     eval_every: int = 50,
     target_accuracy: float = 0.5,
     log: Callable[[str], None] = print,
+    on_eval: Callable[[int, float], None] | None = None,
 ) -> WarmStartResult:
     """Supervised next-token training on sampled replies until held-out accuracy reaches the target."""
     rng = random.Random(seed)
@@ -205,7 +206,9 @@ def warm_start(
             accuracy = heldout_accuracy(model)
             elapsed = time.perf_counter() - start
             history.append({"step": step, "loss": float(loss.detach()), "accuracy": accuracy, "seconds": elapsed})
-            log(f"warm start step {step}: loss {float(loss):.3f}  held-out accuracy {accuracy:.1%}  ({elapsed:.0f}s)")
+            log(f"warm start step {step}: loss {float(loss.detach()):.3f}  held-out accuracy {accuracy:.1%}  ({elapsed:.0f}s)")
+            if on_eval is not None:
+                on_eval(step, accuracy)
             if accuracy >= target_accuracy:
                 break
     return WarmStartResult(step, time.perf_counter() - start, accuracy, history)
