@@ -50,9 +50,7 @@ def test_precedence_defaults_preset_dotenv_environment_command_line(tmp_path: Pa
     preset.write_text("grpo: {beta: 0.5, num_generations: 4}\noptim: {lr: 0.1}\ntrain: {seed: 1, max_steps: 9}\n")
     dotenv = tmp_path / ".env"
     dotenv.write_text("BETA=0.25\nLEARNING_RATE=0.2\nSEED=2\n")
-    cfg = load_config(
-        str(preset), ["optim.lr=0.3"], env_file=dotenv, environ={"LEARNING_RATE": "0.4", "SEED": "3"}
-    )
+    cfg = load_config(str(preset), ["optim.lr=0.3"], env_file=dotenv, environ={"LEARNING_RATE": "0.4", "SEED": "3"})
     assert cfg.grpo.num_generations == 4  # preset over default
     assert cfg.train.max_steps == 9  # preset
     assert cfg.grpo.beta == 0.25  # .env over preset
@@ -89,7 +87,13 @@ def test_user_environment_variable_names():
 def test_every_preset_validates():
     presets = sorted(configs_dir().glob("*.yaml"))
     assert {p.stem for p in presets} >= {
-        "default", "small_numbers", "mixed", "arithmetic", "gsm8k_lora", "quick_test", "openr1_rewards"
+        "default",
+        "small_numbers",
+        "mixed",
+        "arithmetic",
+        "gsm8k_lora",
+        "quick_test",
+        "openr1_rewards",
     }
     for preset in presets:
         load_config(str(preset), [], env_file=None, environ={})
@@ -105,7 +109,10 @@ def test_canonical_and_tunix_presets_carry_their_settings():
     assert (tunix.optim.max_grad_norm, tunix.generation.temperature, tunix.generation.top_k) == (0.1, 0.9, 50)
     assert tunix.generation.max_new_tokens == 512
     assert [r.name for r in tunix.rewards.functions] == [
-        "match_format_exactly", "match_format_approximately", "check_answer", "check_numbers"
+        "match_format_exactly",
+        "match_format_approximately",
+        "check_answer",
+        "check_numbers",
     ]
 
 

@@ -98,10 +98,7 @@ class ScriptedGenerator:
 
 def numeric(completions: list[str], answer: list[str]) -> list[float | None]:
     # 1 if the text after "A:" is the gold answer; "ERR" stands for a sample the reward cannot score.
-    return [
-        None if text == "ERR" else float(text.split("A:")[-1] == gold)
-        for text, gold in zip(completions, answer)
-    ]
+    return [None if text == "ERR" else float(text.split("A:")[-1] == gold) for text, gold in zip(completions, answer)]
 
 
 def starts_with_a(completions: list[str]) -> list[float | None]:
@@ -234,9 +231,7 @@ def test_sampling_is_seeded_and_leaves_the_global_rng_alone() -> None:
     again = run(gen, pass_k=[1, 8], num_samples=8, seed=7)
     assert [r.samples_correct for r in again.records] == [r.samples_correct for r in first.records]
     other = [run(gen, pass_k=[1, 8], num_samples=8, seed=s).records for s in range(1, 4)]
-    assert any(
-        [r.samples_correct for r in recs] != [r.samples_correct for r in first.records] for recs in other
-    )
+    assert any([r.samples_correct for r in recs] != [r.samples_correct for r in first.records] for recs in other)
 
 
 def test_format_is_skipped_when_not_configured_or_not_in_the_set() -> None:

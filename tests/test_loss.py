@@ -57,8 +57,16 @@ def test_ratio_one_and_kl_zero_when_policy_equals_reference():
     logp = torch.randn(3, 5)
     mask = torch.ones(3, 5)
     _, metrics = grpo_loss(
-        logp, logp.detach(), logp.detach(), torch.tensor([1.0, -1.0, 0.5]), mask,
-        epsilon=0.2, epsilon_high=None, beta=0.04, loss_type="dapo", totals=totals(3, 15, 5),
+        logp,
+        logp.detach(),
+        logp.detach(),
+        torch.tensor([1.0, -1.0, 0.5]),
+        mask,
+        epsilon=0.2,
+        epsilon_high=None,
+        beta=0.04,
+        loss_type="dapo",
+        totals=totals(3, 15, 5),
     )
     assert metrics["ratio_mean"] == 1.0
     assert metrics["kl"] == 0.0

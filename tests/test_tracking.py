@@ -168,9 +168,7 @@ def test_library_warnings_reach_train_log(tmp_path: Path) -> None:
     assert "reward 'judge' failed: timeout" in log and "after close" not in log
 
 
-def test_wandb_missing_warns_once_and_training_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_wandb_missing_warns_once_and_training_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
     out = io.StringIO()
     run_short(Tracker(tmp_path / "run", make_cfg(wandb=True), total_steps=4, console_file=out))

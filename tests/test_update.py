@@ -31,7 +31,9 @@ def make_batch(pad_id: int, n: int = 8, seed: int = 0):
 
 def config(**overrides):
     items = [f"{k}={v}" for k, v in overrides.items()]
-    return load_config(None, ["train.questions_per_step=4", "grpo.num_generations=2", *items], env_file=None, environ={})
+    return load_config(
+        None, ["train.questions_per_step=4", "grpo.num_generations=2", *items], env_file=None, environ={}
+    )
 
 
 def test_masked_positions_get_exactly_zero_gradient(tiny_llama, tiny_tokenizer):
@@ -46,8 +48,16 @@ def test_masked_positions_get_exactly_zero_gradient(tiny_llama, tiny_tokenizer):
     logp, _ = sequence_logprobs(tiny_llama, batch, temperature=1.0)
     adv = torch.linspace(-1, 1, len(batch))
     loss, _ = grpo_loss(
-        logp, logp.detach(), None, adv, batch.completion_mask, epsilon=0.2, epsilon_high=None, beta=0.0,
-        loss_type="grpo", totals=StepTotals(len(batch), float(batch.completion_mask.sum()), 8),
+        logp,
+        logp.detach(),
+        None,
+        adv,
+        batch.completion_mask,
+        epsilon=0.2,
+        epsilon_high=None,
+        beta=0.0,
+        loss_type="grpo",
+        totals=StepTotals(len(batch), float(batch.completion_mask.sum()), 8),
     )
     loss.backward()
     grad = logits_grad["out"].logits.grad  # [N, C+1, V]; position j predicts completion token j
@@ -67,7 +77,9 @@ def test_micro_batching_does_not_change_the_update(tiny_llama, tiny_tokenizer, l
     results = []
     for micro in (8, 1):
         model = copy.deepcopy(tiny_llama)
-        cfg = config(**{"train.micro_batch_size": micro, "grpo.loss_type": loss_type, "grpo.beta": 0.0, "optim.lr": 0.01})
+        cfg = config(
+            **{"train.micro_batch_size": micro, "grpo.loss_type": loss_type, "grpo.beta": 0.0, "optim.lr": 0.01}
+        )
         # SGD, not Adam: Adam's first step is lr * sign(grad), which turns float noise in a
         # near-zero gradient into a full step; SGD's update is the gradient itself.
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -97,7 +109,9 @@ def test_lora_changes_only_the_adapter_and_reference_is_the_base(tiny_llama, tin
 
     base = copy.deepcopy(tiny_llama)
     batch = make_batch(tiny_tokenizer.pad_token_id)
-    model = get_peft_model(tiny_llama, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        tiny_llama, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     loaded = LoadedModel(model, tiny_tokenizer, None, True, [2], "test")
     cfg = config(**{"grpo.beta": 0.1, "optim.lr": 0.05})
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -109,7 +109,8 @@ class OptimConfig(Section):
 class TrainConfig(Section):
     questions_per_step: int = Field(8, gt=0, description="B: questions per step (PER_DEVICE_TRAIN_BATCH_SIZE)")
     micro_batch_size: int = Field(0, ge=0, description="sequences per forward/backward; 0 = whole batch")
-    max_steps: int = Field(100, gt=0, description="optimizer steps (MAX_STEPS)")
+    max_steps: int = Field(100, gt=0, description="optimizer steps (MAX_STEPS); derived from epochs when set")
+    epochs: int = Field(0, ge=0, description="passes over the training questions; 0 = use max_steps")
     seed: int = Field(42, description="seed for data, sampling and init (SEED)")
     output_dir: str = Field("outputs", description="root folder of run directories (OUTPUT_DIR)")
     run_name: str = Field("grpo", description="run directory is output_dir/run_name/<timestamp>")
@@ -258,6 +259,8 @@ class Config(Section):
             raise ValueError("grpo.epsilon_high must be >= grpo.epsilon")
         if self.data.task not in ("jsonl", "hf", "gsm8k") and self.data.train_size > 100_000:
             raise ValueError("data.train_size: synthetic tasks are capped at 100000 questions")
+        if self.train.epochs:  # derived in one place: the number of steps that covers the epochs
+            self.train.max_steps = self.train.epochs * max(1, self.data.train_size // self.train.questions_per_step)
         if self.eval.size > self.data.val_size:
             self.data.val_size = self.eval.size  # the validation split is drawn to fit eval.size
         return self

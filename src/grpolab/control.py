@@ -131,12 +131,15 @@ class TrainingControl:
         every = self.cfg.eval.every_steps
         step = self.trainer.step
         self.last_reward = metrics.get("reward", self.last_reward)
-        self.save_periodic()
+        stop = None
+        # validate before saving, so a checkpoint holds this step's evaluation and a run resumed
+        # from it does not skip one
         if every and step % every == 0 and step < self.cfg.train.max_steps:
             self.validate()
-            if self._stop_reason:
-                return f"early: {self._stop_reason}"
-        return None
+            stop = f"early: {self._stop_reason}" if self._stop_reason else None
+        if stop is None:
+            self.save_periodic()
+        return stop
 
     def record_rewards(self, rewards: torch.Tensor, epoch_ends: bool) -> None:
         scored = rewards[~torch.isnan(rewards)]

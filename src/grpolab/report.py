@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from grpolab.tracking.files import CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, read_jsonl, read_status
 
@@ -122,6 +123,7 @@ def plot(lines: dict[str, Series], title: str, ylabel: str, best: tuple[int, flo
         ax.annotate(f"best {best[1]:.3g} @ {best[0]}", best, xytext=(6, 6), textcoords="offset points")
     ax.set_title(title)
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if len(lines) > 1:

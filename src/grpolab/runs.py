@@ -128,8 +128,10 @@ STATUS_STYLE = {"running": "cyan", "finished": "green", "stopped_early": "green"
 
 def runs_table(runs: list[RunInfo]) -> Table:
     table = Table(title=f"{len(runs)} runs", title_justify="left")
-    for column in ("run", "status", "steps", "best accuracy", "note"):
-        table.add_column(column, overflow="fold")
+    table.add_column("run", no_wrap=True)  # a path: it is copied, so it stays on one line
+    for column in ("status", "steps", "best acc"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("note")
     for run in runs:
         steps = "-" if run.step is None else f"{run.step}" + (f"/{run.total_steps}" if run.total_steps else "")
         best = "-" if run.best_accuracy is None else f"{run.best_accuracy:.4g} @ {run.best_step}"

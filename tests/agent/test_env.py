@@ -37,9 +37,7 @@ def test_an_answer_without_a_tool_call_ends_the_episode():
 def test_calls_are_answered_in_order_and_counted_per_tool():
     env = CalculatorEnv()
     env.reset({"question": "q"})
-    message = (
-        call("calculator", expression="12*34") + call("calculator", expression="1/0") + call("search", q="x")
-    )
+    message = call("calculator", expression="12*34") + call("calculator", expression="1/0") + call("search", q="x")
     result = env.step(message + "<tool_call>{bad json</tool_call>")
     assert not result.done
     assert [o["content"] for o in result.observations] == [
@@ -60,9 +58,7 @@ def test_too_many_calls_in_one_message_are_refused_not_run():
     env = CalculatorEnv(max_calls_per_turn=1)
     env.reset({"question": "q"})
     result = env.step(call("calculator", expression="1+1") * 3)
-    assert [o["content"] for o in result.observations] == ["2"] + [
-        "Error: at most 1 tool calls per message"
-    ] * 2
+    assert [o["content"] for o in result.observations] == ["2"] + ["Error: at most 1 tool calls per message"] * 2
 
 
 def test_python_env_runs_code():

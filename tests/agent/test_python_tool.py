@@ -79,9 +79,7 @@ def test_site_packages_are_off_by_default():
 
 
 def test_leftover_children_are_killed():
-    out = run_python(
-        "import os, time\nif os.fork() == 0:\n    time.sleep(30)\nelse:\n    print(os.getpid())", FAST
-    )
+    out = run_python("import os, time\nif os.fork() == 0:\n    time.sleep(30)\nelse:\n    print(os.getpid())", FAST)
     group = int(out)  # the child leads its own process group (start_new_session)
     for _ in range(50):
         # Killed children may linger as zombies until a reaper collects them: those are dead.

@@ -38,11 +38,7 @@ QWEN = TOKENIZERS["qwen_style"]
 
 
 def call(expression: str) -> str:
-    return (
-        "<tool_call>"
-        + json.dumps({"name": "calculator", "arguments": {"expression": expression}})
-        + "</tool_call>"
-    )
+    return "<tool_call>" + json.dumps({"name": "calculator", "arguments": {"expression": expression}}) + "</tool_call>"
 
 
 def run(tokenizer, scripts, rows, *, group, max_turns=4, max_new=400, cap=10_000, mode="masked", env=None):
@@ -71,19 +67,13 @@ def test_worked_example_ids_masks_and_spans():
     assert rollout.completion_ids == s1 + delta + s2
     # The glue "\n" after the sampled <|im_end|> belongs to the delta, which ends with the generation prompt.
     assert (
-        decode(delta)
-        == "\n<|im_start|>user\n<tool_response>\n408\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+        decode(delta) == "\n<|im_start|>user\n<tool_response>\n408\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
     )
     assert rollout.completion_mask == [1] * len(s1) + [0] * len(delta) + [1] * len(s2)
-    assert (
-        rollout.sample_logprobs
-        == generator.logprobs[(0, 0)][0] + [0.0] * len(delta) + generator.logprobs[(0, 0)][1]
-    )
+    assert rollout.sample_logprobs == generator.logprobs[(0, 0)][0] + [0.0] * len(delta) + generator.logprobs[(0, 0)][1]
     assert rollout.text == "The answer is 408."
     assert [m["role"] for m in rollout.messages] == ["system", "user", "assistant", "tool", "assistant"]
-    assert (
-        rollout.info["turns"] == 2 and rollout.info["tool_calls"] == 1 and rollout.info["tool_failures"] == 0
-    )
+    assert rollout.info["turns"] == 2 and rollout.info["tool_calls"] == 1 and rollout.info["tool_failures"] == 0
     assert rollout.info["per_tool"] == {"calculator": {"calls": 1, "failures": 0}}
     assert rollout.info["stop_reason"] == "done" and not rollout.truncated
     spans = trained_spans(rollout, QWEN)
@@ -141,11 +131,7 @@ def test_total_cap_cuts_turns_and_never_appends_an_observation_past_it():
     rows = [{"question": "Q0?"}, {"question": "Q1?"}, {"question": "Q2? 123456789"}]
     env = CalculatorEnv()
     prompt_len = [
-        len(
-            QWEN.apply_chat_template(
-                env.reset(row), tools=env.tools, add_generation_prompt=True, return_dict=False
-            )
-        )
+        len(QWEN.apply_chat_template(env.reset(row), tools=env.tools, add_generation_prompt=True, return_dict=False))
         for row in rows
     ]
     cap = prompt_len[0] + 100  # rows 0 and 1 have room for 100 tokens, row 2 for 90
@@ -266,9 +252,7 @@ def expected_episode(script: list[Turn], max_turns: int) -> tuple[int, str, int]
     raise AssertionError("unreachable: scripts have max_turns turns")
 
 
-def check_masked(
-    tokenizer, generator: ScriptedGenerator, key, rollout: Rollout, cap: int, exact: bool
-) -> None:
+def check_masked(tokenizer, generator: ScriptedGenerator, key, rollout: Rollout, cap: int, exact: bool) -> None:
     ids, mask = rollout.completion_ids, rollout.completion_mask
     if key not in generator.sampled:  # the prompt alone filled the cap: nothing was generated
         assert ids == [] and rollout.truncated and rollout.info["turns"] == 0
@@ -282,9 +266,7 @@ def check_masked(
     # Trained ids == sampled ids, in order, with their log-probs; nothing else has mask 1.
     assert [t for t, m in zip(ids, mask) if m] == [t for turn in sampled for t in turn]
     assert rollout.sample_logprobs is not None
-    assert [lp for lp, m in zip(rollout.sample_logprobs, mask) if m] == [
-        lp for turn in logprobs for lp in turn
-    ]
+    assert [lp for lp, m in zip(rollout.sample_logprobs, mask) if m] == [lp for turn in logprobs for lp in turn]
     assert all(lp == 0.0 for lp, m in zip(rollout.sample_logprobs, mask) if not m)
     spans = rollout.info["sampled_spans"]
     assert [ids[a:b] for a, b in spans] == sampled

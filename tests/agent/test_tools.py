@@ -42,8 +42,7 @@ PARSE_TABLE = [
     ),
     # several calls in one message, with text and newlines around them (Qwen puts each on its own lines)
     (
-        'x\n<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>\n'
-        'y <tool_call>{"name": "g"}</tool_call>',
+        'x\n<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>\ny <tool_call>{"name": "g"}</tool_call>',
         [ToolCall("f", {}), ToolCall("g", {})],
     ),
     # OpenAI wire format: arguments as a JSON string

@@ -15,6 +15,4 @@ def batch(completions: list[str], answers: list[str] | None = None, **extra: lis
         for row, value in zip(rows, values):
             row[key] = value
     ids = [[1] * len(c) for c in completions]
-    return RewardInputs(
-        prompts=["q"] * len(completions), completions=completions, completion_ids=ids, rows=rows
-    )
+    return RewardInputs(prompts=["q"] * len(completions), completions=completions, completion_ids=ids, rows=rows)

@@ -234,9 +234,7 @@ def test_build_errors(rewards: list[Any], message: str) -> None:
 
 
 def test_kwargs_function_accepts_any_param() -> None:
-    rewards = build_rewards(
-        RewardsConfig.model_validate([{"fn": "user_rewards_fixture:by_category", "x": 1}])
-    )
+    rewards = build_rewards(RewardsConfig.model_validate([{"fn": "user_rewards_fixture:by_category", "x": 1}]))
     assert rewards.rewards[0].params == {"x": 1}
 
 

@@ -72,9 +72,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         else:
             content = "Looks right.\nSCORE: 1" if "<answer>42</answer>" in prompt else "SCORE: 0.25"
-        self.reply(
-            200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        )
+        self.reply(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode())
 
     def reply(self, status: int, data: bytes) -> None:
         self.send_response(status)
@@ -101,9 +99,7 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> str:
     return "GRPOLAB_TEST_JUDGE_KEY"
 
 
-def run_judge(
-    server: JudgeServer, completions: list[str], env: str = "NO_SUCH_ENV", **kw: Any
-) -> list[float | None]:
+def run_judge(server: JudgeServer, completions: list[str], env: str = "NO_SUCH_ENV", **kw: Any) -> list[float | None]:
     params: dict[str, Any] = {"max_retries": 2, "backoff_s": 0.01, "timeout_s": 5.0, **kw}
     return judge(completions, ["What is 6*7?"] * len(completions), ["42"] * len(completions),
                  model="judge-model", base_url=server.url, api_key_env=env, **params)  # fmt: skip
@@ -174,9 +170,7 @@ def test_cache_avoids_a_second_request(tmp_path: Path, secret_env: str) -> None:
     files = list(tmp_path.rglob("*.json"))
     assert len(files) == 2 and all(SECRET not in f.read_text() for f in files)
     # another model is another key: it must ask again (no server now -> None)
-    other = JudgeClient(
-        "other-model", base_url="http://127.0.0.1:9/v1", max_retries=0, cache_dir=str(tmp_path)
-    )
+    other = JudgeClient("other-model", base_url="http://127.0.0.1:9/v1", max_retries=0, cache_dir=str(tmp_path))
     assert other.score_many(["What is 6*7?"], ["42"], ["<answer>42</answer>"]) == [None]
 
 
@@ -192,12 +186,8 @@ def test_key_never_leaks(secret_env: str, caplog: pytest.LogCaptureFixture) -> N
         with caplog.at_level(logging.DEBUG):
             assert run_judge(server, ["x"], env=secret_env) == [None]
         assert "malformed response" in caplog.text and SECRET not in caplog.text
-    rewards = build_rewards(
-        RewardsConfig.model_validate([{"name": "judge", "model": "m", "api_key_env": secret_env}])
-    )
-    assert SECRET not in repr(rewards) + repr(rewards.rewards) + repr(
-        JudgeClient("m", api_key_env=secret_env)
-    )
+    rewards = build_rewards(RewardsConfig.model_validate([{"name": "judge", "model": "m", "api_key_env": secret_env}]))
+    assert SECRET not in repr(rewards) + repr(rewards.rewards) + repr(JudgeClient("m", api_key_env=secret_env))
 
 
 def test_judge_in_a_reward_set_never_raises() -> None:
@@ -217,9 +207,7 @@ def test_judge_in_a_reward_set_never_raises() -> None:
 
 def test_judge_metric() -> None:
     for server in serve("ok"):
-        out = judge_metric(
-            ["q", "q"], ["42", "42"], ["<answer>42</answer>", "x"], model="m", base_url=server.url
-        )
+        out = judge_metric(["q", "q"], ["42", "42"], ["<answer>42</answer>", "x"], model="m", base_url=server.url)
         # scores 1 and 0.25 -> mean 0.625
         assert out == {"judge/mean": 0.625, "judge/none_frac": 0.0, "judge/graded": 2.0}
 

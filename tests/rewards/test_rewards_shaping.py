@@ -109,9 +109,7 @@ W10, W20, W30 = "x" * 8 + "41", "x" * 18 + "41", "x" * 28 + "41"  # wrong, same 
 )
 def test_length(texts: list[str], golds: list[str] | None, expected: list[float | None]) -> None:
     golds = golds or ["42"] * len(texts)
-    assert length(texts, golds, correctness="numeric") == [
-        e if e is None else pytest.approx(e) for e in expected
-    ]
+    assert length(texts, golds, correctness="numeric") == [e if e is None else pytest.approx(e) for e in expected]
 
 
 def test_length_with_accuracy() -> None:
@@ -150,10 +148,6 @@ def test_soft_overlong_uses_token_lengths_in_a_reward_set() -> None:
 def test_cosine_never_rises_past_max_len() -> None:
     # the open-r1 bug we do not reproduce: a wrong answer twice as long as max_len scored like an empty one
     texts = ["x" * n + "41" for n in range(0, 60, 3)]
-    values = [
-        v
-        for v in cosine_scaled(texts, ["42"] * len(texts), max_len=20, correctness="numeric")
-        if v is not None
-    ]
+    values = [v for v in cosine_scaled(texts, ["42"] * len(texts), max_len=20, correctness="numeric") if v is not None]
     assert all(b >= a - 1e-12 for a, b in itertools.pairwise(values))  # wrong: rises from -1.0 towards -0.5
     assert math.isclose(values[-1], -0.5)

@@ -17,8 +17,7 @@ from grpolab.tasks import DataError, build_splits, hub, validate_data
 
 def rows(n: int) -> list[dict[str, Any]]:
     return [
-        {"prompt": f"Q{i}?", "target": i * 2, "topic": "even" if i % 2 == 0 else "odd", "unit": "cm"}
-        for i in range(n)
+        {"prompt": f"Q{i}?", "target": i * 2, "topic": "even" if i % 2 == 0 else "odd", "unit": "cm"} for i in range(n)
     ]
 
 

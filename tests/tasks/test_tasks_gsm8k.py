@@ -106,9 +106,7 @@ def test_hub_train_val_from_train_split_test_from_test_split(monkeypatch: pytest
 
 
 def test_hub_name_and_config_from_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = fake_hub(
-        monkeypatch, {"train": [row(i) for i in range(10)], "test": [row(i) for i in range(20, 25)]}
-    )
+    calls = fake_hub(monkeypatch, {"train": [row(i) for i in range(10)], "test": [row(i) for i in range(20, 25)]})
     data = DataConfig(task="gsm8k", hf_name="me/gsm8k-copy", hf_config="socratic", train_size=5, val_size=2)
     build_splits(data.model_copy(update={"test_size": 3}), 0)
     assert {c[:2] for c in calls} == {("me/gsm8k-copy", "socratic")}

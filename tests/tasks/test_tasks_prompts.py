@@ -25,9 +25,7 @@ def test_custom_system_prompt() -> None:
 
 
 def test_empty_system_prompt_means_no_system_message() -> None:
-    assert build_messages(EXAMPLE, DataConfig(system_prompt="")) == [
-        {"role": "user", "content": "What is 2 + 3?"}
-    ]
+    assert build_messages(EXAMPLE, DataConfig(system_prompt="")) == [{"role": "user", "content": "What is 2 + 3?"}]
 
 
 def test_question_braces_are_not_formatted() -> None:

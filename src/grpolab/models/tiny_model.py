@@ -205,8 +205,9 @@ def warm_start(
         if step % eval_every == 0:
             accuracy = heldout_accuracy(model)
             elapsed = time.perf_counter() - start
-            history.append({"step": step, "loss": float(loss.detach()), "accuracy": accuracy, "seconds": elapsed})
-            log(f"warm start step {step}: loss {float(loss.detach()):.3f}  held-out accuracy {accuracy:.1%}  ({elapsed:.0f}s)")
+            loss_value = float(loss.detach())
+            history.append({"step": step, "loss": loss_value, "accuracy": accuracy, "seconds": elapsed})
+            log(f"warm start step {step}: loss {loss_value:.3f}  held-out accuracy {accuracy:.1%}  ({elapsed:.0f}s)")
             if on_eval is not None:
                 on_eval(step, accuracy)
             if accuracy >= target_accuracy:
@@ -219,3 +220,26 @@ def save_tiny(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, out_dir: Pa
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     (out_dir / "build.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out_dir / "README.md").write_text(model_card(card))
+
+
+def model_card(card: dict[str, Any]) -> str:
+    """A short human-readable card; build.json beside it has every number."""
+    accuracy = card.get("heldout_greedy_accuracy")
+    lines = [
+        "# grpolab tiny model",
+        "",
+        "A character-level Llama made by `grpolab make-tiny-model` (src/grpolab/models/make_tiny.py):",
+        "random init, then a short supervised warm start on the task formats, stopped at a target",
+        "held-out accuracy so that GRPO has reward variance to learn from.",
+        "",
+        f"- parameters: {card.get('parameters')}; vocabulary: {card.get('vocabulary')} tokens (ASCII + 4 specials)",
+        f"- warm start: {card.get('warm_start_steps')} steps, {card.get('warm_start_seconds')} s, "
+        f"seed {card.get('seed')}",
+        f"- held-out greedy accuracy: {accuracy:.1%} on {card.get('heldout')}" if accuracy is not None else "",
+        f"- warm-start mixture: {json.dumps(card.get('mixture'))}",
+        f"- tool-use traces: {json.dumps(card.get('tool_traces'))}",
+        "",
+        "Not a useful language model: a fixture that makes `grpolab train` run and learn offline.",
+    ]
+    return "\n".join(lines) + "\n"
