@@ -1,7 +1,7 @@
 """Regenerate the README's table of every config key from the typed config tree.
 
-    python scripts/config_reference.py          # rewrite README.md in place
-    python scripts/config_reference.py --check  # exit 1 if README.md is out of date (a test runs this)
+python scripts/config_reference.py          # rewrite README.md in place
+python scripts/config_reference.py --check  # exit 1 if README.md is out of date (a test runs this)
 """
 
 from __future__ import annotations
