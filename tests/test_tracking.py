@@ -223,3 +223,47 @@ def test_summary_shows_before_and_after(tmp_path: Path) -> None:
     assert "test/accuracy" in console and "0.2 -> 0.6" in console
     assert "test/add/accuracy" not in console  # categories belong to the report
     assert read_status(tmp_path / "run")["after"] == after
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    out = io.StringIO()
+    tracker = Tracker(tmp_path / "run", make_cfg(), total_steps=3)
+    tracker.view.console = Console(file=out, force_terminal=True, width=150)
+    for step in (1, 2, 3):
+        tracker.log_metrics({"reward": 0.5, "kl": 0.02, "eval/accuracy": 0.25}, step)
+        tracker.advance(step)
+    tracker.close({})
+    console = out.getvalue()
+    assert "3/3" in console and "ETA" in console and "step/s" in console
+    assert "reward 0.5" in console and "acc 0.25" in console and "kl 0.02" in console
+    assert "\r" not in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_wandb_log_failure_mid_run_warns_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in wandb module whose run.log fails (a dropped connection): one warning, files go on."""
+    import types
+
+    class FlakyRun:
+        id = "abc123"
+
+        def __init__(self) -> None:
+            self.summary: dict[str, Any] = {}
+
+        def log(self, *args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("connection reset by peer")
+
+        def finish(self, exit_code: int = 0) -> None:
+            pass
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: FlakyRun()  # type: ignore[attr-defined]
+    fake.Settings = lambda **kwargs: kwargs  # type: ignore[attr-defined]
+    fake.Table = lambda **kwargs: kwargs  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    out = io.StringIO()
+    run_short(Tracker(tmp_path / "run", make_cfg(wandb=True), total_steps=4, console_file=out))
+    assert out.getvalue().count("connection reset by peer") == 1
+    assert len(list(read_jsonl(tmp_path / "run" / "metrics.jsonl"))) == 5
+    assert read_status(tmp_path / "run")["wandb_id"] == "abc123"

@@ -61,7 +61,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs under {args.outputs}", file=sys.stderr)
         return 0
-    Console(soft_wrap=False).print(runs_table(runs))
+    console = Console()
+    if not console.is_terminal:  # piped to a file or grep: wide lines beat 80-column wrapping
+        console.width = 200
+    console.print(runs_table(runs))
     return 0
 
 
