@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -126,3 +127,24 @@ def test_lora_changes_only_the_adapter_and_reference_is_the_base(tiny_llama, tin
     policy_logp, _ = sequence_logprobs(model, batch, 1.0)
     assert torch.allclose(ref_logp, base_logp, atol=1e-6)
     assert not torch.allclose(policy_logp, base_logp, atol=1e-4)
+
+
+def test_second_iteration_is_off_policy_and_clipped(tiny_llama, tiny_tokenizer):
+    # num_iterations=2: the old log-probs are taken once before the first update, so in the
+    # second pass the ratio moves away from 1 and large steps get clipped.
+    batch = make_batch(tiny_tokenizer.pad_token_id)
+    cfg = config(**{"grpo.num_iterations": 2, "grpo.beta": 0.0, "optim.lr": 0.05, "grpo.epsilon": 0.01})
+    optimizer, scheduler = build_optimizer(tiny_llama, cfg)
+    out = policy_update(tiny_llama, optimizer, scheduler, batch, torch.linspace(-1, 1, len(batch)), cfg, None)
+    assert out.metrics["ratio_mean"] != 1.0
+    assert out.metrics["clip_ratio/region_mean"] > 0.0
+    assert scheduler.last_epoch == 2  # one scheduler step per optimizer step
+
+
+def test_schedule_factors_by_hand():
+    from grpolab.schedule import lr_factor
+
+    # total 10, warmup 2: steps 0, 1 ramp to 0.5, 1.0; linear step 6 -> (10 - 6) / 8 = 0.5
+    assert [lr_factor(s, 10, 2, "linear") for s in (0, 1, 6)] == [0.5, 1.0, 0.5]
+    assert lr_factor(6, 10, 2, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(9, 10, 0, "constant") == 1.0

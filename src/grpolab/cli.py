@@ -35,11 +35,6 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     return cfg
 
 
-def is_grid_value(value: str) -> bool:
-    """`lr=1e-6,3e-6` is a sweep axis; `pass_k=[1,5]` is one list value."""
-    return "," in value and not value.startswith("[")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.mode:
@@ -47,15 +42,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         overrides.append(f"train.resume={args.resume}")
     if args.multirun:
-        from grpolab.sweep import default_run_one, parse_grid, run_sweep
+        from grpolab.sweep import default_run_one, default_sweep_dir, run_sweep, split_grid_overrides
 
         preset = args.config or "default"
-        grid = [o for o in overrides if is_grid_value(o.split("=", 1)[-1])]
-        fixed = [o for o in overrides if o not in grid]
+        fixed, grid = split_grid_overrides(overrides)
         cfg = resolve_config(preset, fixed)  # validate the fixed part before the first run
-        parse_grid(grid)
-        sweep_dir = Path(cfg.train.output_dir) / "sweeps" / cfg.train.run_name
+        sweep_dir = default_sweep_dir(cfg.train.output_dir, cfg.train.run_name)
         rows = run_sweep(preset, fixed, grid, sweep_dir, partial(default_run_one, preset=preset))
+        print((sweep_dir / "results.md").read_text())
         return 0 if all(str(r.get("status", "")).startswith(("finished", "stopped")) for r in rows) else 1
     cfg = resolve_config(args.config or "default", overrides)
     from grpolab.trainer import run_training
