@@ -89,7 +89,7 @@ def heldout_accuracy(model: Any, tok: Any, examples: list[Example], data: DataCo
     for example in examples:
         text = tok.apply_chat_template(build_messages(example, data), add_generation_prompt=True, tokenize=False)
         prompts.append(tok(text, add_special_tokens=False)["input_ids"])
-    out = generator.generate(prompts, SamplingParams(max_new_tokens=16, greedy=True))
+    out = generator.generate(prompts, SamplingParams(max_new_tokens=24, greedy=True))
     correct = 0
     for example, ids in zip(examples, out.completions):
         match = ANSWER.search(tok.decode(ids, skip_special_tokens=True))
