@@ -226,9 +226,41 @@ class AgentConfig(Section):
 
 
 class DistributedConfig(Section):
+    """How a run spreads over processes. The launcher (torchrun, accelerate launch) decides how many;
+    this says how they cooperate. Single process when WORLD_SIZE is unset: every field is ignored."""
+
     backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="torch.distributed backend")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="data parallel, or fully sharded")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Accelerate mixed precision")
+    timeout_s: float = Field(
+        1800.0, gt=0.0, description="seconds start-up or a collective may wait before the run fails (dead peer)"
+    )
+    mesh_shape: tuple[list[int], list[str]] | None = Field(
+        None, description="Tunix-style [[sizes], [axes]] over dp/fsdp/tp, e.g. [[2, 2], ['dp', 'fsdp']]"
+    )
+
+    @model_validator(mode="after")
+    def _check_mesh(self) -> DistributedConfig:
+        if self.mesh_shape is None:
+            return self
+        sizes, axes = self.mesh_shape
+        if len(sizes) != len(axes) or len(set(axes)) != len(axes):
+            raise ValueError(f"distributed.mesh_shape: need one size per distinct axis, got {self.mesh_shape}")
+        if any(a not in ("dp", "fsdp", "tp") for a in axes) or any(s < 1 for s in sizes):
+            raise ValueError(
+                f"distributed.mesh_shape: axes must be among dp, fsdp, tp with sizes >= 1, got {self.mesh_shape}"
+            )
+        size = dict(zip(axes, sizes))
+        if size.get("tp", 1) > 1:
+            raise ValueError(
+                "distributed.mesh_shape: tensor parallel (tp > 1) is not supported; put those devices on "
+                "'fsdp' instead (e.g. [[2, 2], ['fsdp', 'tp']] -> [[4], ['fsdp']])"
+            )
+        if size.get("fsdp", 1) > 1 and self.strategy != "fsdp":
+            if "strategy" in self.model_fields_set:  # an explicit choice that contradicts the mesh
+                raise ValueError("distributed.mesh_shape has an fsdp axis > 1 but distributed.strategy is 'ddp'")
+            self.strategy = "fsdp"  # derived in one place: an fsdp axis means sharded parameters
+        return self
 
 
 class Config(Section):
