@@ -80,6 +80,13 @@ class TrainingControl:
         }
 
     def _save(self, target: Path) -> None:
+        """Rank 0 writes (every rank holds the same weights and optimizer state); the others wait."""
+        t = self.trainer
+        if t.ctx.is_main:
+            self._write(target)
+        t.ctx.barrier()
+
+    def _write(self, target: Path) -> None:
         t = self.trainer
         save_checkpoint(
             target,
@@ -99,7 +106,8 @@ class TrainingControl:
             return
         self._save(step_dir(self.checkpoints_dir, step))
         self.last_saved_step = step
-        prune_checkpoints(self.checkpoints_dir, self.cfg.train.keep_last)
+        if self.trainer.ctx.is_main:
+            prune_checkpoints(self.checkpoints_dir, self.cfg.train.keep_last)
 
     # -- evaluation -------------------------------------------------------------------------
     def validate(self) -> None:
@@ -177,8 +185,9 @@ class TrainingControl:
             load_checkpoint(best, model=t.model, optimizer=None, scheduler=None, restore_rng=False)
             t.tracker.info(f"exporting the best model (step {self.best_step}), not the last")
         final_dir = t.run_dir / "final"
-        t.model.save_pretrained(str(final_dir))
-        t.tokenizer.save_pretrained(str(final_dir))
+        if t.ctx.is_main:
+            t.model.save_pretrained(str(final_dir))
+            t.tokenizer.save_pretrained(str(final_dir))
         split = self.cfg.eval.final_split
         after = t.evaluate(t.splits.test if split == "test" else t.val).metrics(split)
         key = f"{split}/accuracy"
@@ -203,6 +212,9 @@ class TrainingControl:
             for group in t.optimizer.param_groups:
                 group["initial_lr"] = self.cfg.optim.lr
             t.scheduler.base_lrs = [self.cfg.optim.lr for _ in t.scheduler.base_lrs]
+        # RNG comes back as rank 0 saved it; offset it per rank as at the start of a run
+        if t.ctx.enabled:
+            torch.manual_seed(self.cfg.train.seed + t.ctx.rank + 1000 * int(state["step"]))
         t.step = int(state["step"])
         t.sampler.load_state_dict(state["sampler"])
         self.stopper.load_state_dict(state["early_stopping"])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from grpolab.algo.advantages import group_advantages
 from grpolab.checkpoint import latest_checkpoint
 from grpolab.config import Config, RewardsConfig, RewardSpec
 from grpolab.control import TrainingControl
+from grpolab.distributed import DistContext, failure_guard
 from grpolab.evaluate import EvalResult, evaluate
 from grpolab.models.loading import LoadedModel, load_model, pick_device
 from grpolab.rewards import RewardInputs, RewardScores, build_rewards
@@ -39,6 +40,7 @@ from grpolab.schedule import build_optimizer
 from grpolab.tasks import build_splits
 from grpolab.tasks.base import Example, Splits
 from grpolab.tracking import Tracker
+from grpolab.tracking.null import NullTracker
 from grpolab.update import policy_update
 
 
@@ -97,6 +99,15 @@ def find_resume_point(cfg: Config) -> Path | None:
     return None
 
 
+# how per-rank rollout statistics combine: counts add, extremes take min/max, the rest is a mean
+LOCAL_METRIC_OPS: dict[str, Literal["sum", "min", "max"]] = {
+    "tokens/trainable": "sum",
+    "tokens/total": "sum",
+    "completions/min_length": "min",
+    "completions/max_length": "max",
+}
+
+
 def reward_tensor(scores: RewardScores, num_questions: int, group: int) -> torch.Tensor:
     """Weighted totals as [B, G], NaN where no reward function could score the sample."""
     values = [math.nan if v is None else float(v) for v in scores.total]
@@ -130,28 +141,38 @@ def completion_statistics(rollouts: list[Rollout]) -> dict[str, float]:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path | None = None) -> None:
+    def __init__(self, cfg: Config, run_dir: Path | None = None, ctx: DistContext | None = None) -> None:
         self.cfg = cfg
+        self.ctx = ctx or DistContext.single(pick_device(cfg.train.device))
         # transformers 5 draws a progress bar on every save/load; checkpoints happen often here
         hf_logging.disable_progress_bar()
         if cfg.train.torch_threads:
             torch.set_num_threads(cfg.train.torch_threads)
         self.resume_from = find_resume_point(cfg)
-        self.run_dir = run_dir or (self.resume_from.parents[1] if self.resume_from else new_run_dir(cfg))
+        chosen = run_dir or (self.resume_from.parents[1] if self.resume_from else new_run_dir(cfg))
+        self.run_dir: Path = self.ctx.broadcast_object(chosen)  # clocks of ranks may differ by a second
+        self.ctx.shard(list(range(cfg.train.questions_per_step)))  # fail now if B does not split evenly
         seed_everything(cfg.train.seed)
         self.rewards = build_rewards(cfg.rewards)
         self.eval_rewards = build_rewards(evaluation_rewards(cfg))
         self.splits: Splits = build_splits(cfg.data, cfg.train.seed)
         self.val = self.splits.val[: cfg.eval.size]
-        self.device = pick_device(cfg.train.device)
+        self.device = self.ctx.device
         self.loaded: LoadedModel = load_model(cfg.model, beta=cfg.grpo.beta, device=self.device)
         self.model = self.loaded.model
+        self.ctx.sync_parameters(self.model)  # a fresh LoRA adapter is random: start every rank from rank 0's
+        if self.loaded.reference is not None:
+            self.ctx.sync_parameters(self.loaded.reference)
+        # same questions on every rank (the sampler's own seed), different rollouts per rank
+        torch.manual_seed(cfg.train.seed + self.ctx.rank)
         self.tokenizer = self.loaded.tokenizer
         self.generator = HFGenerator(self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids)
         self.rollouts = RolloutSampler(cfg, self.generator, self.tokenizer, self.loaded.stop_ids)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         self.sampler = QuestionSampler(len(self.splits.train), cfg.train.questions_per_step, cfg.train.seed)
-        self.tracker = Tracker(self.run_dir, cfg, total_steps=cfg.train.max_steps)
+        self.tracker: Tracker | NullTracker = (
+            Tracker(self.run_dir, cfg, total_steps=cfg.train.max_steps) if self.ctx.is_main else NullTracker()
+        )
         self.control = TrainingControl(self, self.run_dir / "checkpoints")
         self.step = 0
         self._stop_signal: str | None = None
@@ -185,13 +206,17 @@ class Trainer:
         cfg = self.cfg
         group = cfg.grpo.num_generations
         indices, epoch_ends = self.sampler.next_batch()
-        examples = [self.splits.train[i] for i in indices]
+        ctx = self.ctx
+        examples = [self.splits.train[i] for i in ctx.shard(indices)]  # whole groups per rank
         started = time.perf_counter()
         rollouts = self.rollouts.sample(examples, self.sampling_params())
         generated = time.perf_counter()
         scores = self.score(examples, rollouts)
-        rewards = reward_tensor(scores, len(examples), group)  # [B, G]
-        adv, adv_stats = group_advantages(rewards, cfg.grpo.scale_rewards)  # [B, G]
+        local_rewards = reward_tensor(scores, len(examples), group)  # [B/W, G]
+        # group statistics over the whole batch (exact for scale_rewards=batch too), then our rows
+        rewards = torch.cat(ctx.gather_objects(local_rewards))  # [B, G]
+        adv_all, adv_stats = group_advantages(rewards, cfg.grpo.scale_rewards)  # [B, G]
+        adv = adv_all[ctx.rank * len(examples) : (ctx.rank + 1) * len(examples)]  # [B/W, G]
         scored = time.perf_counter()
 
         batch = collate(rollouts, self.tokenizer.pad_token_id)
@@ -203,7 +228,9 @@ class Trainer:
             keep = (adv.abs().sum(dim=1) > 0).repeat_interleave(group)
             batch, flat_adv = batch.select(keep), flat_adv[keep]
         metrics: dict[str, float] = {}
-        if len(batch) and float(batch.completion_mask.sum()) > 0:
+        # a global decision: every rank must enter the update (and its collectives) or none
+        trainable = ctx.all_reduce_sum({"tokens": float(batch.completion_mask.sum()) if len(batch) else 0.0})
+        if trainable["tokens"] > 0:
             result = policy_update(
                 self.model,
                 self.optimizer,
@@ -212,6 +239,7 @@ class Trainer:
                 flat_adv.to(self.device),
                 cfg,
                 self.loaded.as_reference if cfg.grpo.beta > 0 else None,
+                ctx,
             )
             metrics.update(result.metrics)
             if result.skipped_nonfinite:
@@ -221,13 +249,16 @@ class Trainer:
             metrics["train/skipped_empty"] = 1.0
         updated = time.perf_counter()
 
-        metrics.update(reward_statistics(rewards))
-        metrics.update(scores.metrics())
-        metrics.update(completion_statistics(rollouts))
+        metrics = ctx.reduce_metrics(
+            metrics, float(batch.completion_mask.sum()), {k: "sum" for k in ("loss", "loss/policy", "loss/kl")}
+        )
+        local: dict[str, float] = {**scores.metrics(), **completion_statistics(rollouts)}
         if cfg.agent.enabled:
             from grpolab.agent.metrics import agent_metrics
 
-            metrics.update(agent_metrics(rollouts))
+            local.update(agent_metrics(rollouts))
+        metrics.update(ctx.reduce_metrics(local, float(len(rollouts)), LOCAL_METRIC_OPS))
+        metrics.update(reward_statistics(rewards))
         metrics["reward_std"] = adv_stats.reward_std
         metrics["frac_reward_zero_std"] = adv_stats.frac_reward_zero_std
         metrics["num_tokens"] = metrics["tokens/total"]
@@ -236,7 +267,8 @@ class Trainer:
         metrics["time/train_step"] = updated - scored
         metrics["epoch"] = float(self.sampler.epoch)
         self.control.record_rewards(rewards, epoch_ends)
-        self.log_samples(examples, rollouts, scores, flat_adv)
+        if ctx.is_main:
+            self.log_samples(examples, rollouts, scores, flat_adv)
         return metrics
 
     def log_samples(
@@ -290,7 +322,11 @@ class Trainer:
 
     # -- the run ----------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # first signal: finish the step, save, exit cleanly; a second one: stop now
+        if self._stop_signal is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping without saving")
         self._stop_signal = signal.Signals(signum).name
+        self.tracker.warning(f"{self._stop_signal} received: saving a checkpoint after this step (again to abort)")
 
     def run(self) -> RunSummary:
         started = time.perf_counter()
@@ -301,6 +337,8 @@ class Trainer:
                 self.control.resume(self.resume_from)
                 self.tracker.info(f"resumed from {self.resume_from} at step {self.step}")
             else:
+                if self.cfg.train.resume:
+                    self.tracker.warning("train.resume=auto: no checkpoint of this run name found, starting fresh")
                 self.control.baseline()
             reason = self._loop()
             status = {"signal": "interrupted", "early": "stopped_early"}.get(reason.split(":")[0], "finished")
@@ -341,11 +379,18 @@ class Trainer:
             decision = self.control.after_step(metrics)
             if decision:
                 return decision
-            if self._stop_signal:
+            if self.ctx.all_reduce_sum({"stop": float(self._stop_signal is not None)})["stop"] > 0:
+                self._stop_signal = self._stop_signal or "SIGTERM (another rank)"
                 self.control.save_periodic(force=True)
                 return f"signal: {self._stop_signal} received, checkpoint saved at step {self.step}"
         return f"max_steps: reached train.max_steps={cfg.train.max_steps}"
 
 
 def run_training(cfg: Config) -> RunSummary:
-    return Trainer(cfg).run()
+    """The whole run. Under torchrun / accelerate launch, one call per rank (see docs/distributed.md)."""
+    ctx = DistContext.from_env(cfg.distributed, cfg.train.device)
+    try:
+        with failure_guard(ctx):
+            return Trainer(cfg, ctx=ctx).run()
+    finally:
+        ctx.close()

@@ -21,8 +21,9 @@ from typing import Any
 import torch
 
 from grpolab.algo.logprobs import sequence_logprobs
-from grpolab.algo.loss import StepTotals, grpo_loss
+from grpolab.algo.loss import grpo_loss
 from grpolab.config import Config
+from grpolab.distributed import DistContext, global_step_totals
 from grpolab.rollout.types import Batch
 
 
@@ -49,17 +50,17 @@ def policy_update(
     adv: torch.Tensor,
     cfg: Config,
     reference: Callable[[], AbstractContextManager[Any]] | None,
+    ctx: DistContext | None = None,
 ) -> UpdateResult:
     """batch of N sequences, adv [N] -> optimizer step(s); returns step metrics."""
     grpo = cfg.grpo
     temperature = cfg.generation.temperature
     parts = _chunks(len(batch), cfg.micro_batch)
     mask = batch.completion_mask
-    totals = StepTotals(
-        num_sequences=len(batch),
-        num_tokens=float(mask.sum()),
-        max_completion_length=cfg.generation.max_new_tokens,
-    )
+    ctx = ctx or DistContext.single()
+    # whole-step counts over all ranks: each rank's loss is then its share of the global loss, and
+    # summing gradients over ranks gives exactly the single-process gradient
+    totals = global_step_totals(ctx, len(batch), float(mask.sum()), cfg.generation.max_new_tokens)
     ref_logps = None
     if grpo.beta > 0 and reference is not None:
         with reference() as ref_model:
@@ -90,7 +91,7 @@ def policy_update(
                 totals=totals,
             )
             if grpo.loss_type == "bnpo":
-                loss = loss / len(parts)
+                loss = loss / (len(parts) * ctx.world_size)
             loss.backward()
             tokens = float(sub.completion_mask.sum())
             metrics["entropy"] = float((entropy * sub.completion_mask).sum() / max(tokens, 1.0))
@@ -99,6 +100,7 @@ def policy_update(
                 share = key.startswith("loss/")
                 sums[key] = sums.get(key, 0.0) + (value if share else value * tokens)
                 weights[key] = 1.0 if share else weights.get(key, 0.0) + tokens
+        ctx.sum_gradients(params)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm))
         if not math.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,61 @@
+"""The real trainer under torchrun with 2 CPU processes (gloo): one log, one checkpoint, resumable at
+world size 1, and a validation baseline identical to a single process's."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from grpolab.config_load import load_config
+from grpolab.trainer import Trainer
+from run_helpers import QUICK, read_metrics
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_processes_train_and_the_checkpoint_resumes_on_one(tmp_path):
+    out = tmp_path / "ddp"
+    args = [*QUICK, "train.max_steps=2", "train.save_every=2", f"train.output_dir={out}", "train.run_name=ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+        "--master-port", str(free_port()), "-m", "grpolab", "train", *args,
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list(out.glob("ddp/*/metrics.jsonl"))
+    assert len(runs) == 1  # one run directory: rank 0 writes, the other rank logs nothing
+    run_dir = runs[0].parent
+    rows = read_metrics(run_dir)
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]  # each step logged once
+    assert train_rows[0]["tokens/trainable"] > 0
+    assert (run_dir / "checkpoints" / "step-2" / "trainer_state.json").is_file()
+
+    # the same config in one process: the baseline validation is identical (same model, greedy)
+    single = Trainer(load_config("default", [*args, "train.max_steps=1", f"train.output_dir={tmp_path / 'one'}"],
+                                 env_file=None, environ={})).run()  # fmt: skip
+    first_eval = lambda rows: next(r for r in rows if "eval/accuracy" in r)  # noqa: E731
+    assert first_eval(read_metrics(single.run_dir))["eval/accuracy"] == first_eval(rows)["eval/accuracy"]
+
+    # the world-size-2 checkpoint resumes in a single process
+    cfg = load_config(
+        "default", [*args, "train.max_steps=3", f"train.resume={run_dir / 'checkpoints' / 'step-2'}"],
+        env_file=None, environ={},
+    )  # fmt: skip
+    resumed = Trainer(cfg).run()
+    assert resumed.run_dir == run_dir and resumed.steps == 3
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
