@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("make-tiny-model", help="rebuild the embedded tiny model")
     tiny.add_argument("--out", default=str(Path(__file__).resolve().parent / "models" / "tiny"))
     tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--target-accuracy", type=float, default=0.45)
+    tiny.add_argument("--target-accuracy", type=float, default=0.35)
     tiny.set_defaults(func=cmd_make_tiny)
 
     from grpolab.cli_observe import add_observe_parsers

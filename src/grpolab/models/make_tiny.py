@@ -35,15 +35,16 @@ ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 # traces call the calculator and copy its result, half answer directly with a near miss, so the
 # model uses the tool "sometimes and imperfectly" and GRPO has a behaviour to reinforce.
 AGENT_DATA: dict[str, Any] = {"task": "arithmetic", "operations": ["*"], "min_num": 10, "max_num": 99}
-AGENT_SHARE = 0.1  # share of warm-start batches that are tool-use traces
+AGENT_SHARE = 0.3  # share of breadth-stage batches that are tool-use traces
+SYSTEM_PROMPT_RATE = 0.5  # share of single-turn examples shown with their task's system prompt
 TOOL_USE_RATE = 0.5
 
 # (task settings, share of the single-turn warm-start batches). The default task dominates; the others give
 # the presets small_numbers and mixed a model that is not at 0%.
 MIXTURE: list[tuple[dict[str, Any], float]] = [
-    ({"task": "arithmetic", "operations": ["+"], "min_num": 0, "max_num": 99, "train_size": 5000}, 0.8),
-    ({"task": "small_numbers", "train_size": 200, "val_size": 50, "test_size": 100}, 0.1),
-    ({"task": "mixed", "train_size": 2000}, 0.1),
+    ({"task": "arithmetic", "operations": ["+"], "min_num": 0, "max_num": 99, "train_size": 5000}, 0.6),
+    ({"task": "small_numbers", "train_size": 200, "val_size": 50, "test_size": 100}, 0.2),
+    ({"task": "mixed", "train_size": 2000}, 0.2),
 ]
 
 
@@ -68,18 +69,20 @@ def _tool_trace(example: Example, rng: random.Random) -> WarmStartExample:
     return WarmStartExample(messages, f"<answer>{guess}</answer>", example.answer, tools=env.tools)
 
 
-def _pools() -> list[tuple[DataConfig, list[Example], float]]:
+def _pools(mixture: list[tuple[dict[str, Any], float]]) -> list[tuple[DataConfig, list[Example], float]]:
     pools = []
-    for settings, share in MIXTURE:
+    for settings, share in mixture:
         data = DataConfig(**settings)
         pools.append((data, build_splits(data, DEFAULT_SEED).train, share))
     return pools
 
 
-def _as_warm_start(example: Example, data: DataConfig, rng: random.Random) -> WarmStartExample:
-    # Half with the task's system prompt, half without: the presets for the tiny model drop it to
+def _as_warm_start(
+    example: Example, data: DataConfig, rng: random.Random, system_prompt_rate: float
+) -> WarmStartExample:
+    # Some with the task's system prompt, most without: the presets for the tiny model drop it to
     # keep sequences short, other configs keep it; the model should answer either way.
-    variant = data.model_copy(update={"system_prompt": None if rng.random() < 0.5 else ""})
+    variant = data.model_copy(update={"system_prompt": None if rng.random() < system_prompt_rate else ""})
     return WarmStartExample(build_messages(example, variant), f"<answer>{example.answer}</answer>", example.answer)
 
 
@@ -101,63 +104,65 @@ def make_tiny_model(
     out_dir: Path,
     *,
     seed: int = 0,
-    target_accuracy: float = 0.45,
-    max_steps: int = 6000,
-    snapshot_dir: Path | None = None,
+    target_accuracy: float = 0.35,
+    max_steps: int = 4000,
+    breadth_steps: int = 200,
 ) -> dict[str, Any]:
-    """Build, warm-start and save the tiny model. `snapshot_dir`: also save the model each time its
-    held-out accuracy first reaches another 5 points (to choose the GRPO starting point)."""
+    """Build, warm-start and save the tiny model, in two stages.
+
+    1. Skill: the default task alone (no system prompt, as the default preset prompts it) at lr 3e-3
+       until held-out greedy accuracy reaches `target_accuracy`. Measured here: mixing other tasks
+       and tool traces into this stage from the start kept the loss flat for 700 steps.
+    2. Breadth: `breadth_steps` at lr 1e-3 on a mixture (the default task, small_numbers, mixed,
+       system-prompt variants, and tool-use traces) so that the other presets and the agent preset
+       start from a model that knows their formats. Held-out accuracy is measured again after it.
+    """
     torch.set_num_threads(2)
     tok = build_tokenizer()
     model = build_model(tok, seed)
-    pools = _pools()
-    default_data = pools[0][0]
+    pools = _pools(MIXTURE)
+    default_data, default_pool, _ = pools[0]
     heldout = build_splits(default_data, DEFAULT_SEED).val
-
     agent_pool = build_splits(DataConfig(**AGENT_DATA), DEFAULT_SEED).train
 
-    def sample_batch(rng: random.Random, n: int) -> list[WarmStartExample]:
-        # a batch is all tool traces or all single-turn: the long traces would pad every row
+    def accuracy(m: Any) -> float:
+        return heldout_accuracy(m, tok, heldout, default_data.model_copy(update={"system_prompt": ""}))
+
+    def skill_batch(rng: random.Random, n: int) -> list[WarmStartExample]:
+        return [_as_warm_start(rng.choice(default_pool), default_data, rng, 0.0) for _ in range(n)]
+
+    def breadth_batch(rng: random.Random, n: int) -> list[WarmStartExample]:
+        # a batch is all tool traces or all one task: long rows would pad every short one
         if rng.random() < AGENT_SHARE:  # half as many rows: a trace is ~4x longer
             return [_tool_trace(rng.choice(agent_pool), rng) for _ in range(n // 2)]
-        # one task per batch too: mixed-task questions are 3x longer than arithmetic ones
         data, pool, _ = rng.choices(pools, weights=[p[2] for p in pools])[0]
-        return [_as_warm_start(rng.choice(pool), data, rng) for _ in range(n)]
-
-    saved_levels: set[int] = set()
-
-    def snapshot(step: int, accuracy: float) -> None:
-        level = int(accuracy * 20) * 5  # 5-point buckets
-        if snapshot_dir is not None and level >= 20 and level not in saved_levels:
-            saved_levels.add(level)
-            save_tiny(model, tok, snapshot_dir / f"acc-{level:02d}", {"step": step, "accuracy": accuracy})
+        return [_as_warm_start(rng.choice(pool), data, rng, SYSTEM_PROMPT_RATE) for _ in range(n)]
 
     started = time.perf_counter()
-    result = warm_start(
-        model,
-        tok,
-        sample_batch,
-        lambda m: heldout_accuracy(m, tok, heldout, default_data.model_copy(update={"system_prompt": ""})),
-        seed=seed,
-        max_steps=max_steps,
-        batch_size=64,
-        eval_every=25,
-        on_eval=snapshot,
-        target_accuracy=target_accuracy,
-    )
+    skill = warm_start(
+        model, tok, skill_batch, accuracy, seed=seed, max_steps=max_steps, batch_size=64,
+        eval_every=25, target_accuracy=target_accuracy,
+    )  # fmt: skip
+    breadth = warm_start(
+        model, tok, breadth_batch, accuracy, seed=seed + 1, lr=1e-3, max_steps=breadth_steps, batch_size=64,
+        eval_every=50, target_accuracy=2.0, warmup=10,
+    )  # fmt: skip
     card = {
         "architecture": "LlamaForCausalLM",
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocabulary": len(tok),
         "seed": seed,
-        "warm_start_steps": result.steps,
+        "warm_start_steps": skill.steps + breadth.steps,
         "warm_start_seconds": round(time.perf_counter() - started, 1),
         "target_accuracy": target_accuracy,
-        "heldout_greedy_accuracy": result.heldout_accuracy,
+        "accuracy_after_skill_stage": skill.heldout_accuracy,
+        "heldout_greedy_accuracy": breadth.heldout_accuracy,
         "heldout": "the 100 validation questions of the default task (seed 42), never trained on",
+        "skill_stage": {"data": MIXTURE[0][0], "steps": skill.steps, "lr": 3e-3},
+        "breadth_stage": {"steps": breadth.steps, "lr": 1e-3, "system_prompt_rate": SYSTEM_PROMPT_RATE},
         "mixture": [{"data": s, "share": w} for s, w in MIXTURE],
         "tool_traces": {"data": AGENT_DATA, "share_of_batches": AGENT_SHARE, "tool_use_rate": TOOL_USE_RATE},
-        "history": result.history,
+        "history": {"skill": skill.history, "breadth": breadth.history},
     }
     save_tiny(model, tok, out_dir, card)
     return card

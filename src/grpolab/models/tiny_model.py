@@ -173,6 +173,7 @@ def warm_start(
     max_steps: int = 3000,
     eval_every: int = 50,
     target_accuracy: float = 0.5,
+    warmup: int = 50,
     log: Callable[[str], None] = print,
     on_eval: Callable[[int, float], None] | None = None,
 ) -> WarmStartResult:
@@ -180,7 +181,6 @@ def warm_start(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
-    warmup = 50
 
     def schedule(step: int) -> float:
         if step < warmup:
