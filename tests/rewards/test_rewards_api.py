@@ -34,12 +34,12 @@ def const(value: float | None) -> Any:
 
 def test_default_config_builds_and_scores() -> None:
     rewards = build_rewards(RewardsConfig())
-    assert rewards.labels == ["numeric", "format"] and rewards.weights == [1.0, 0.2]
+    assert rewards.labels == ["numeric", "answer_format"] and rewards.weights == [1.0, 0.2]
     scores = rewards.score(batch(["<think>\nhm\n</think>\n<answer>\n42\n</answer>", "41"]))
-    # sample 0: numeric 1, format 1 -> 1 + 0.2 = 1.2; sample 1: 0 and 0 -> 0
-    assert scores.per_function == {"numeric": [1.0, 0.0], "format": [1.0, 0.0]}
+    # sample 0: numeric 1, one non-empty <answer> 1 -> 1 + 0.2 = 1.2; sample 1: 0 and 0 -> 0
+    assert scores.per_function == {"numeric": [1.0, 0.0], "answer_format": [1.0, 0.0]}
     assert scores.total == pytest.approx([1.2, 0.0])
-    assert scores.breakdown(0) == {"numeric": 1.0, "format": 1.0}
+    assert scores.breakdown(0) == {"numeric": 1.0, "answer_format": 1.0}
 
 
 def test_weights_without_renormalisation() -> None:

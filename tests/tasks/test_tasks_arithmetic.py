@@ -112,8 +112,11 @@ def test_held_out_too_large_names_test_and_val() -> None:
 
 
 def test_no_operations_is_an_error() -> None:
+    # the config rejects an empty list itself; validate_data still guards configs built without validation
+    with pytest.raises(ValueError, match=r"operations"):
+        DataConfig(operations=[], train_size=10, val_size=5, test_size=5)
     with pytest.raises(DataError, match=r"data\.operations"):
-        validate_data(DataConfig(operations=[], train_size=10, val_size=5, test_size=5))
+        validate_data(DataConfig.model_construct(**{**DataConfig().model_dump(), "operations": []}))
 
 
 def test_repeated_operation_counts_once() -> None:
