@@ -99,10 +99,12 @@ class TrainingControl:
             tokenizer=t.tokenizer,
         )
 
-    def save_periodic(self, force: bool = False) -> None:
+    def save_periodic(self, force: bool = False, again: bool = False) -> None:
+        """Save step-N when due (or `force`); `again` rewrites it even if this step was saved already,
+        e.g. after the final validation, so the checkpoint holds that evaluation too."""
         step = self.trainer.step
         every = self.cfg.train.save_every
-        if step == self.last_saved_step or not (force or (every and step % every == 0)):
+        if (step == self.last_saved_step and not again) or not (force or (every and step % every == 0)):
             return
         self._save(step_dir(self.checkpoints_dir, step))
         self.last_saved_step = step
@@ -179,7 +181,7 @@ class TrainingControl:
         t.tracker.info(f"stopping: {reason}")
         if not self.history or self.history[-1]["step"] != t.step:
             self.validate()
-        self.save_periodic(force=True)
+        self.save_periodic(force=True, again=True)
         best = self.checkpoints_dir / BEST
         if best.is_dir() and self.best_step != t.step:
             load_checkpoint(best, model=t.model, optimizer=None, scheduler=None, restore_rng=False)
