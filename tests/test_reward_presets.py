@@ -1,4 +1,4 @@
-"""The reward presets run offline on the tiny model (with a small GSM8K-format file of our own)."""
+"""Presets run offline on the tiny model (GSM8K-style presets with a small GSM8K-format file of our own)."""
 
 from __future__ import annotations
 
@@ -33,3 +33,20 @@ def test_reward_preset_runs_offline_on_the_tiny_model(tmp_path, preset, expected
     train_row = next(r for r in read_metrics(metrics_file.parent) if "loss" in r)
     for name in expected:
         assert f"rewards/{name}/mean" in train_row or f"rewards/{name}/none_frac" in train_row, name
+
+
+@pytest.mark.parametrize("preset", ["small_numbers", "mixed", "eval_test_improved", "quick_test"])
+def test_offline_presets_run(tmp_path, preset):
+    code = main(
+        [
+            "train", "-c", preset, "+experiment=quick_test", "train.max_steps=1", "train.epochs=0",
+            "logging.quiet=true", f"train.output_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    (metrics_file,) = tmp_path.glob("*/*/metrics.jsonl")
+    rows = read_metrics(metrics_file.parent)
+    assert any("loss" in r for r in rows) and any("eval/accuracy" in r for r in rows)
+    if preset == "eval_test_improved":  # pass@k and the lenient rewards are wired in
+        assert any("eval/pass@5" in r for r in rows)
+        assert any("rewards/hard_format/mean" in r for r in rows)
