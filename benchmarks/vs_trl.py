@@ -60,7 +60,7 @@ def heldout_accuracy(cfg: Config, model: Any, tokenizer: Any) -> float:
     result = evaluate(
         HFGenerator(model, tokenizer.pad_token_id, stops),
         tokenizer,
-        build_splits(cfg.data, cfg.train.seed).test,
+        build_splits(cfg.data, cfg.data.seed).test,
         lambda ex: prompt_ids(tokenizer, ex, cfg.data, cfg.generation.max_prompt_length),
         build_rewards(evaluation_rewards(cfg)),
         max_new_tokens=cfg.generation.max_new_tokens,
@@ -104,7 +104,7 @@ def run_trl(cfg: Config) -> dict[str, float]:
     source = resolve_source(cfg.model.name)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    train = build_splits(cfg.data, cfg.train.seed).train
+    train = build_splits(cfg.data, cfg.data.seed).train
     dataset = Dataset.from_list([{"prompt": build_messages(e, cfg.data), "answer": e.answer} for e in train])
 
     def numeric(completions: list[Any], answer: list[str], **_: Any) -> list[float | None]:

@@ -37,6 +37,7 @@ class DataConfig(Section):
     task: Literal["arithmetic", "small_numbers", "mixed", "gsm8k", "jsonl", "hf"] = Field(
         "arithmetic", description="task family"
     )
+    seed: int = Field(42, description="seed of the questions and the train/val/test split (fixed across train.seed)")
     train_size: int = Field(1000, gt=0, description="number of training questions")
     val_size: int = Field(100, gt=0, description="size of the validation split (eval.size is drawn from it)")
     test_size: int = Field(200, gt=0, description="size of the held-out test split")

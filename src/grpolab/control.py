@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from grpolab.trainer import Trainer
 
 # Changing these between a checkpoint and a resumed run makes the resumed run meaningless.
-FROZEN_KEYS = ("model.name", "model.finetune", "data.task", "grpo.num_generations", "train.seed")
+FROZEN_KEYS = ("model.name", "model.finetune", "data.task", "data.seed", "grpo.num_generations", "train.seed")
 
 
 class ResumeError(ValueError):

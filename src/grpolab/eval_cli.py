@@ -37,7 +37,7 @@ def run_eval(cfg: Config, *, adapter: str | None, split: str) -> EvalResult:
     device = pick_device(cfg.train.device)
     loaded = load_model(cfg.model.model_copy(update={"finetune": "full"}), beta=0.0, device=device)
     model = attach_adapter(loaded.model, adapter) if adapter else loaded.model
-    splits = build_splits(cfg.data, cfg.train.seed)
+    splits = build_splits(cfg.data, cfg.data.seed)
     examples = splits.test if split == "test" else splits.val[: cfg.eval.size]
     e = cfg.eval
     result = evaluate(

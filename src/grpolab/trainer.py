@@ -155,7 +155,7 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.rewards = build_rewards(cfg.rewards)
         self.eval_rewards = build_rewards(evaluation_rewards(cfg))
-        self.splits: Splits = build_splits(cfg.data, cfg.train.seed)
+        self.splits: Splits = build_splits(cfg.data, cfg.data.seed)
         self.val = self.splits.val[: cfg.eval.size]
         self.device = self.ctx.device
         self.loaded: LoadedModel = load_model(cfg.model, beta=cfg.grpo.beta, device=self.device)

@@ -28,7 +28,7 @@ from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.tasks import build_messages, build_splits
 from grpolab.tasks.base import Example
 
-DEFAULT_SEED = 42  # train.seed of the presets: their val/test splits are excluded from the warm start
+DEFAULT_SEED = 42  # data.seed of the presets: their val/test splits are excluded from the warm start
 ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 # Tool-use traces: 2-digit multiplication, which the tiny model cannot do in its head. Half the
