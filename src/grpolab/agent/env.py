@@ -25,7 +25,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from grpolab.agent.calculator import CalculatorLimits, calculator_tool
 from grpolab.agent.python_tool import PythonLimits, python_tool
@@ -41,18 +41,18 @@ class StepResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class Environment:
+class Environment(Protocol):
     """The interface (subclassing is optional: the rollout only calls these names)."""
 
     tools: list[dict[str, Any]] = []  # noqa: RUF012  (read-only default: no tools)
 
     def reset(self, row: dict[str, Any]) -> list[Message]:
         """Start an episode for a dataset row; return the initial chat messages."""
-        raise NotImplementedError
+        ...
 
     def step(self, assistant_message: str) -> StepResult:
         """React to the model's message (its decoded text, without the end-of-turn token)."""
-        raise NotImplementedError
+        ...
 
     def final_reward(self) -> float | None:
         """A reward the environment itself assigns to the finished episode; None = no opinion."""
