@@ -101,11 +101,6 @@ def test_a_bad_grid_value_fails_before_any_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_by_one_sweep_on_the_tiny_model(tmp_path: Path) -> None:
-    pytest.importorskip("grpolab.trainer", reason="the trainer is not in this tree yet")
-    from grpolab.models.tiny_model import TINY_DIR
-
-    if not (TINY_DIR / "config.json").is_file():
-        pytest.skip(f"the embedded tiny model is not made yet ({TINY_DIR}: grpolab make-tiny-model)")
     tiny = ["train.max_steps=1", "train.questions_per_step=2", "grpo.num_generations=2", "data.train_size=8"]
     tiny += ["eval.size=2", "eval.every_steps=0", "generation.max_new_tokens=8", "train.device=cpu"]
     tiny += ["logging.tensorboard=false", "logging.report=false", "logging.quiet=true"]

@@ -96,9 +96,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
-    from grpolab.models.make_tiny import make_tiny_model
+    from grpolab.models.make_tiny import make_tiny_agent_model, make_tiny_model
+    from grpolab.models.tiny_model import TINY_AGENT_DIR, TINY_DIR
 
-    card = make_tiny_model(Path(args.out), seed=args.seed, target_accuracy=args.target_accuracy)
+    if args.agent:  # stage 3 on top of the tiny model: tool-use traces for the agent presets
+        out = Path(args.out) if args.out else TINY_AGENT_DIR
+        card = make_tiny_agent_model(TINY_DIR, out, seed=args.seed)
+    else:
+        card = make_tiny_model(Path(args.out or TINY_DIR), seed=args.seed, target_accuracy=args.target_accuracy)
     print(json.dumps(card, indent=2))
     return 0
 
@@ -131,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     tiny = sub.add_parser("make-tiny-model", help="rebuild the embedded tiny model")
-    tiny.add_argument("--out", default=str(Path(__file__).resolve().parent / "models" / "tiny"))
+    tiny.add_argument("--out", help="output directory (default: the embedded model's own)")
+    tiny.add_argument("--agent", action="store_true", help="build tiny-agent from tiny (tool-use traces)")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--target-accuracy", type=float, default=0.35)
     tiny.set_defaults(func=cmd_make_tiny)

@@ -52,10 +52,17 @@ def split_values(text: str) -> list[str]:
     return values
 
 
+# Short keys that mean one field although the leaf name appears in several sections: `seed` is the
+# training seed (as SEED is), not data.seed (the split, kept fixed so seeds compare on one test set).
+_SHORT_KEYS = {"seed": "train.seed"}
+
+
 def expand_key(key: str) -> str:
     """`lr` -> `optim.lr` when the leaf name is unique in the config tree (the short form users type)."""
     if "." in key or key.startswith("+") or key in _PASS_THROUGH:
         return key
+    if key in _SHORT_KEYS:
+        return _SHORT_KEYS[key]
     owners = [name for name, f in Config.model_fields.items() if key in getattr(f.annotation, "model_fields", {})]
     if len(owners) == 1:
         return f"{owners[0]}.{key}"

@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from grpolab.config import ModelConfig
-from grpolab.models.tiny_model import TINY_DIR
+from grpolab.models.tiny_model import TINY_AGENT_DIR, TINY_DIR
 
 HUB_HOST = ("huggingface.co", 443)
 
@@ -53,6 +53,8 @@ class LoadedModel:
 def resolve_source(name: str) -> str:
     if name == "tiny":
         return str(TINY_DIR)
+    if name == "tiny-agent":  # the tiny model after a tool-use warm start (agent presets)
+        return str(TINY_AGENT_DIR)
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 

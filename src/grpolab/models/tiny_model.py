@@ -27,6 +27,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 TINY_DIR = Path(__file__).resolve().parent / "tiny"
+TINY_AGENT_DIR = Path(__file__).resolve().parent / "tiny_agent"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|unk|>"]
 
 # ChatML with tool support: the tool list is rendered into the system turn, tool results come
