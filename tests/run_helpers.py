@@ -33,3 +33,16 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def without_time(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "time" and not k.startswith("time/")} for row in rows]
+
+
+def micro_llama(seed: int = 0):
+    """A one-layer Llama with a 32-token vocabulary, built in-process (never a download)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)

@@ -28,23 +28,13 @@ from grpolab.checkpoint import (
     save_checkpoint,
     step_dir,
 )
+from run_helpers import micro_llama
 
 IDS = torch.tensor([[3, 5, 7, 9, 11, 13], [2, 4, 6, 8, 10, 12]])
 
 
 def tiny_llama(seed: int = 0) -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    return LlamaForCausalLM(cfg)
+    return micro_llama(seed)
 
 
 def train_step(model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:

@@ -267,20 +267,10 @@ def test_prefix_and_json() -> None:
 def test_with_hf_generator_on_a_tiny_model() -> None:
     """The real backend: greedy is deterministic and seeded sampling repeats, with rows laid out as
     evaluate expects (question i's samples are rows i*n .. i*n+n-1)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from grpolab.rollout.backend import HFGenerator
+    from run_helpers import micro_llama
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    model = LlamaForCausalLM(cfg)
+    model = micro_llama(0)
     gen = HFGenerator(model, pad_id=0, stop_ids=[1])
     digits = SimpleNamespace(decode=lambda ids, skip_special_tokens=False: " ".join(map(str, ids)))
 
