@@ -30,13 +30,6 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     from grpolab.tasks import validate_data
 
     cfg = load_config(preset, overrides)
-    if cfg.distributed.strategy == "fsdp":
-        # documented in docs/distributed.md, not wired into the trainer yet: refuse rather than
-        # silently train unsharded
-        raise ConfigError(
-            "distributed.strategy=fsdp: sharded training is not supported by the trainer yet; use ddp "
-            "(LoRA keeps large models within one device's memory) and see docs/distributed.md"
-        )
     build_rewards(cfg.rewards)
     validate_data(cfg.data)
     return cfg

@@ -11,6 +11,7 @@ import json
 import random
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,36 @@ def heldout_accuracy(model: Any, tok: Any, examples: list[Example], data: DataCo
     return correct / len(examples)
 
 
+@dataclass(frozen=True)
+class _Material:
+    """What every build stage draws from: the task pools, the held-out questions, the tool-trace pool."""
+
+    pools: list[tuple[DataConfig, list[Example], float]]
+    heldout: list[Example]
+    agent_pool: list[Example]
+
+    @property
+    def default_data(self) -> DataConfig:
+        return self.pools[0][0]
+
+    @property
+    def default_pool(self) -> list[Example]:
+        return self.pools[0][1]
+
+    def accuracy(self, model: Any, tok: Any) -> float:
+        prompt_data = self.default_data.model_copy(update={"system_prompt": ""})
+        return heldout_accuracy(model, tok, self.heldout, prompt_data)
+
+
+def _material() -> _Material:
+    pools = _pools(MIXTURE)
+    return _Material(
+        pools=pools,
+        heldout=build_splits(pools[0][0], DEFAULT_SEED).val,
+        agent_pool=build_splits(DataConfig(**AGENT_DATA), DEFAULT_SEED).train,
+    )
+
+
 def make_tiny_model(
     out_dir: Path,
     *,
@@ -120,13 +151,12 @@ def make_tiny_model(
     torch.set_num_threads(2)
     tok = build_tokenizer()
     model = build_model(tok, seed)
-    pools = _pools(MIXTURE)
-    default_data, default_pool, _ = pools[0]
-    heldout = build_splits(default_data, DEFAULT_SEED).val
-    agent_pool = build_splits(DataConfig(**AGENT_DATA), DEFAULT_SEED).train
+    material = _material()
+    pools, default_data, default_pool = material.pools, material.default_data, material.default_pool
+    agent_pool = material.agent_pool
 
     def accuracy(m: Any) -> float:
-        return heldout_accuracy(m, tok, heldout, default_data.model_copy(update={"system_prompt": ""}))
+        return material.accuracy(m, tok)
 
     def skill_batch(rng: random.Random, n: int) -> list[WarmStartExample]:
         return [_as_warm_start(rng.choice(default_pool), default_data, rng, 0.0) for _ in range(n)]
@@ -177,10 +207,8 @@ def make_tiny_agent_model(base_dir: Path, out_dir: Path, *, seed: int = 0, steps
     torch.set_num_threads(2)
     tok: Any = AutoTokenizer.from_pretrained(str(base_dir))
     model = LlamaForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    pools = _pools(MIXTURE)
-    default_data, default_pool, _ = pools[0]
-    heldout = build_splits(default_data, DEFAULT_SEED).val
-    agent_pool = build_splits(DataConfig(**AGENT_DATA), DEFAULT_SEED).train
+    material = _material()
+    default_data, default_pool, agent_pool = material.default_data, material.default_pool, material.agent_pool
 
     def batch(rng: random.Random, n: int) -> list[WarmStartExample]:
         if rng.random() < 0.5:
@@ -188,7 +216,7 @@ def make_tiny_agent_model(base_dir: Path, out_dir: Path, *, seed: int = 0, steps
         return [_as_warm_start(rng.choice(default_pool), default_data, rng, 0.0) for _ in range(n)]
 
     def accuracy(m: Any) -> float:
-        return heldout_accuracy(m, tok, heldout, default_data.model_copy(update={"system_prompt": ""}))
+        return material.accuracy(m, tok)
 
     started = time.perf_counter()
     result = warm_start(
