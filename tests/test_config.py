@@ -31,7 +31,7 @@ def load(*overrides: str, preset: str | None = None, environ: dict[str, str] | N
         (["rewards=[{name: numeric, fn: 'a:b'}]"], "exactly one of 'name' (built-in) or 'fn'"),
         (["model.finetune=qlora"], "model.finetune: Input should be 'full' or 'lora'"),
         (["train.max_steps"], "must look like key.sub=value"),
-        (["distributed.strategy=fsdp"], "distributed.strategy=fsdp: sharded training is not supported"),
+        (["distributed.strategy=zero3"], "distributed.strategy: Input should be 'ddp' or 'fsdp'"),
     ],
 )
 def test_bad_input_gives_one_line_naming_the_field(overrides, message):

@@ -85,6 +85,56 @@ def scripted_step(ctx: DistContext, loss_type: str, bucket_bytes: int) -> dict[s
 
 
 CASES = [("dapo", 25 * 2**20), ("grpo", 512)]  # 512 bytes: many buckets, each tensor split off
+UNEVEN = [6, 2]  # sequences per rank in the FSDP scenario: 3 and 1 micro-batches of 2
+
+
+def trainer_step(ctx: DistContext, strategy: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """`policy_update` as the trainer calls it (micro-batches of 2, beta 0.04 with a frozen reference,
+    two iterations, SGD lr 1) on this rank's share of the scripted batch. With strategy=fsdp the shares
+    are uneven, so the rank with fewer micro-batches must run dummy passes to stay in step.
+    Returns the full weights (on rank 0; {} elsewhere under FSDP) and the step metrics."""
+    from contextlib import contextmanager, nullcontext
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from grpolab.config_load import load_config
+    from grpolab.rollout.types import collate
+    from grpolab.sharding import shard_model
+    from grpolab.update import policy_update
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2
+    )
+    model, reference = LlamaForCausalLM(config), LlamaForCausalLM(config).eval()
+    reference.load_state_dict({k: v + 0.01 for k, v in model.state_dict().items()})  # KL is not zero
+    ctx.sync_parameters(model)
+    rollouts, adv = scripted_rollouts(), torch.tensor(ADV)
+    sharded = sharded_reference = None
+    if strategy == "fsdp" and ctx.enabled:
+        start = sum(UNEVEN[: ctx.rank])
+        rollouts, adv = rollouts[start : start + UNEVEN[ctx.rank]], adv[start : start + UNEVEN[ctx.rank]]
+        distributed = DistributedConfig(strategy="fsdp")
+        sharded, sharded_reference = shard_model(model, ctx, distributed), shard_model(reference, ctx, distributed)
+    elif ctx.enabled:
+        rollouts, adv = ctx.shard(rollouts, what="scripted"), torch.tensor(ctx.shard(ADV, what="scripted"))
+
+    @contextmanager
+    def as_reference():
+        with sharded_reference.gathered() if sharded_reference else nullcontext(), torch.no_grad():
+            yield reference
+
+    cfg = load_config(
+        None,
+        ["train.questions_per_step=2", "grpo.num_generations=4", "train.micro_batch_size=2", "grpo.beta=0.04",
+         "grpo.num_iterations=2", "grpo.loss_type=dapo", "generation.max_new_tokens=8", "optim.max_grad_norm=100"],
+        env_file=None, environ={},
+    )  # fmt: skip
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    out = policy_update(model, optimizer, scheduler, collate(rollouts, pad_id=0), adv, cfg, as_reference, ctx, sharded)
+    weights = sharded.full_state_dict() if sharded is not None else model.state_dict()
+    return {k: v.detach().clone() for k, v in weights.items()}, out.metrics
 
 
 # -- worker side ----------------------------------------------------------------------------------
@@ -96,6 +146,11 @@ def worker(scenario: str, out: Path) -> None:
             torch.save({lt: scripted_step(ctx, lt, bucket) for lt, bucket in CASES}, out / f"rank{ctx.rank}.pt")
         elif scenario == "reductions":
             write_reductions(ctx, out)
+        elif scenario == "fsdp":
+            weights, metrics = trainer_step(ctx, "fsdp")
+            torch.save({"weights": weights, "metrics": metrics}, out / f"rank{ctx.rank}.pt")
+        elif scenario == "evaluate":
+            write_evaluation(ctx, out)
         elif scenario == "fail":
             import threading
 
@@ -128,6 +183,21 @@ def write_reductions(ctx: DistContext, out: Path) -> None:
         "env": [ctx.rank, ctx.world_size, ctx.local_rank, ctx.backend],
     }
     (out / f"rank{r}.json").write_text(json.dumps(result))
+
+
+def write_evaluation(ctx: DistContext | None, out: Path | None = None) -> dict:
+    """The scripted evaluation of tests/test_evaluate.py (5 questions, greedy + pass@k) under `ctx`;
+    what this rank generated for, and the result every rank must agree on."""
+    from test_evaluate import EXAMPLES, GREEDY, FakeRewards, ScriptedGenerator, run
+
+    examples = [*EXAMPLES, EXAMPLES[0]]  # 5 questions: 3 on rank 0, 2 on rank 1
+    gen = ScriptedGenerator(GREEDY, {q: ["A:2", "x"] for q in GREEDY})
+    result = run(gen, FakeRewards(), pass_k=[1, 2], num_samples=2, examples=examples, ctx=ctx)
+    rank = ctx.rank if ctx is not None else 0
+    written = {"generated": [size for size, _ in gen.calls], "result": json.loads(result.to_json())}
+    if out is not None:
+        (out / f"rank{rank}.json").write_text(json.dumps(written))
+    return written
 
 
 # -- test side ------------------------------------------------------------------------------------
@@ -190,6 +260,29 @@ def test_two_processes_update_equals_one_process(tmp_path):
                 torch.testing.assert_close(rank[loss_type][name], value, atol=1e-6, rtol=0)
 
 
+def test_fsdp_update_equals_one_process_with_uneven_micro_batches(tmp_path):
+    codes, errors, _ = spawn_ranks("fsdp", tmp_path, timeout=90)
+    assert codes == [0, 0], errors
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert rank1["weights"] == {}  # the full state is gathered onto rank 0 only
+    single_weights, single_metrics = trainer_step(DistContext.single(), "ddp")
+    torch.manual_seed(0)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    initial = LlamaForCausalLM(
+        LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2)
+    ).state_dict()
+    assert max(float((single_weights[k] - initial[k]).abs().max()) for k in initial) > 1e-3  # the step moved
+    assert set(rank0["weights"]) == set(single_weights)
+    for name, value in single_weights.items():
+        torch.testing.assert_close(rank0["weights"][name], value, atol=1e-5, rtol=0)
+    for key in ("loss/policy", "loss/kl"):  # each rank's loss is its share of the step loss
+        shares = rank0["metrics"][key] + rank1["metrics"][key]
+        assert shares == pytest.approx(single_metrics[key], rel=1e-4, abs=1e-6), key
+    for rank in (rank0, rank1):  # the clipped norm is the whole gradient's, on every rank
+        assert rank["metrics"]["grad_norm"] == pytest.approx(single_metrics["grad_norm"], rel=1e-4)
+
+
 def test_a_failing_rank_ends_the_other_instead_of_hanging(tmp_path):
     # timeout_s 60 > the 30 s we wait: only the guard's abort, not the collective timeout, can pass this
     codes, errors, seconds = spawn_ranks("fail", tmp_path, timeout=30, TEST_TIMEOUT_S="60")
@@ -218,6 +311,19 @@ def test_reductions_under_torchrun(tmp_path):
         assert result["grads"] == [[3.0] * 3, [1.0] * 3, None]
     assert results[0]["shard"] + results[1]["shard"] == [0, 1, 2, 3, 4]  # 5 over 2: sizes 3 and 2
     assert results[0]["shard"] == [0, 1, 2]
+
+
+def test_evaluation_is_split_across_ranks_and_gathered(tmp_path):
+    codes, errors, _ = spawn_ranks("evaluate", tmp_path, timeout=50)
+    assert codes == [0, 0], errors
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    # batch_size 3: rank 0 generates its 3 questions in one call per pass (greedy, sampled), rank 1 its 2
+    assert ranks[0]["generated"] == [3, 3] and ranks[1]["generated"] == [2, 2]
+    single = write_evaluation(None)
+    assert single["generated"] == [3, 2, 3, 2]  # one process: all 5 questions, in batches of 3
+    for rank in ranks:  # every rank reports the single-process result: metrics, records, question order
+        assert rank["result"] == single["result"]
+    assert single["result"]["num_questions"] == 5
 
 
 def test_init_failure_is_fast_and_says_what_to_check(tmp_path):

@@ -147,7 +147,8 @@ def run(gen: ScriptedGenerator, rewards: Any = None, **overrides: Any) -> Any:
         seed=0,
     )
     kwargs.update(overrides)
-    return evaluate(gen, TOK, EXAMPLES, prompt_ids, rewards or FakeRewards(), **kwargs)
+    examples = kwargs.pop("examples", EXAMPLES)
+    return evaluate(gen, TOK, examples, prompt_ids, rewards or FakeRewards(), **kwargs)
 
 
 # --- evaluate -----------------------------------------------------------------------------------

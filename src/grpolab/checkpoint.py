@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from grpolab.sharding import ShardedModel
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -173,11 +175,15 @@ def save_checkpoint(
     config_yaml: str,
     is_peft: bool,
     tokenizer: Any | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete checkpoint to `ckpt_dir` atomically (replacing one that exists) and return it.
 
     is_peft: save only the LoRA adapter (the base weights are the base model's); else the full weights.
     trainer_state must be JSON-able. Call on the main process only, with the unwrapped model.
+    model_state / optimizer_state: the full (gathered) states of a sharded model, written in place of
+    the model's and optimizer's own (see sharding.ShardedModel), so the files do not depend on FSDP.
     """
     ckpt_dir = Path(ckpt_dir)
     if is_peft != _is_peft_model(model):
@@ -188,10 +194,13 @@ def save_checkpoint(
     with _atomic_dir(ckpt_dir) as tmp:
         # PeftModel.save_pretrained writes the adapter only; a PreTrainedModel its full weights.
         # Both write safetensors (the default in transformers 5 and peft).
-        model.save_pretrained(str(tmp))
+        if model_state is not None:
+            model.save_pretrained(str(tmp), state_dict=model_state)
+        else:
+            model.save_pretrained(str(tmp))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        torch.save(optimizer_state if optimizer_state is not None else optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
         torch.save(capture_rng_state(), tmp / RNG_FILE)
@@ -200,13 +209,16 @@ def save_checkpoint(
     return ckpt_dir
 
 
-def _load_adapter(ckpt_dir: Path, model: Any) -> None:
+def _load_adapter(ckpt_dir: Path, model: Any, sharded: ShardedModel | None) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     device = next(model.parameters()).device
-    weights = load_file(ckpt_dir / ADAPTER_WEIGHTS, device=str(device))
+    weights = load_file(ckpt_dir / ADAPTER_WEIGHTS, device=str(device) if sharded is None else "cpu")
     adapter = getattr(model, "active_adapter", "default")
+    if sharded is not None:
+        _load_sharded_adapter(ckpt_dir, model, weights, adapter, sharded)
+        return
     result: Any = set_peft_model_state_dict(model, weights, adapter_name=adapter)
     # load_state_dict(strict=False) underneath: the base weights are "missing" by design, but a LoRA
     # weight that is missing or a key that matches nothing means a different adapter layout.
@@ -218,13 +230,41 @@ def _load_adapter(ckpt_dir: Path, model: Any) -> None:
         )
 
 
-def _load_full(ckpt_dir: Path, model: Any) -> None:
+def _load_sharded_adapter(
+    ckpt_dir: Path, model: Any, weights: dict[str, torch.Tensor], adapter: str, sharded: ShardedModel
+) -> None:
+    # peft saves adapter keys without the adapter's name (lora_A.weight for lora_A.<adapter>.weight);
+    # put it back by matching the model's own keys, then let FSDP keep each rank's shard
+    marker = f".{adapter}."
+    by_saved_name = {key.replace(marker, "."): key for key in model.state_dict() if marker in key}
+    unexpected = [k for k in weights if k not in by_saved_name]
+    missing = [k for k, v in by_saved_name.items() if "lora_" in v and k not in weights]
+    if unexpected or missing:
+        raise ValueError(
+            f"adapter in {ckpt_dir} does not fit the model: unexpected {unexpected[:5]}, "
+            f"missing {missing[:5]} (different lora_rank or target modules?)"
+        )
+    sharded.load_full_state_dict({by_saved_name[k]: v for k, v in weights.items()}, strict=False)
+
+
+def _load_full(ckpt_dir: Path, model: Any, sharded: ShardedModel | None) -> None:
     # from_pretrained handles shards, tied weights and checkpoint key conventions; the fresh copy is
     # built on CPU and copied into the existing model object (whose parameters the optimizer holds).
     dtype = next(model.parameters()).dtype
-    fresh = type(model).from_pretrained(str(ckpt_dir), dtype=dtype)
-    model.load_state_dict(fresh.state_dict(), strict=True)
+    fresh = _unsharded_class(model).from_pretrained(str(ckpt_dir), dtype=dtype)
+    if sharded is not None:
+        sharded.load_full_state_dict(fresh.state_dict(), strict=True)
+    else:
+        model.load_state_dict(fresh.state_dict(), strict=True)
     del fresh
+
+
+def _unsharded_class(model: Any) -> Any:
+    # fully_shard swaps the class for a dynamic subclass of (FSDPModule, the class); from_pretrained
+    # must build the original
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
 
 
 def load_checkpoint(
@@ -234,11 +274,13 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any | None,
     restore_rng: bool = True,
+    sharded: ShardedModel | None = None,
 ) -> dict[str, Any]:
     """Restore weights (in place), optimizer, scheduler and RNG from `ckpt_dir`; return trainer_state.
 
     optimizer/scheduler None: not restored. restore_rng=False: weights only (loading the best model at
-    the end of a run should not rewind the random streams)."""
+    the end of a run should not rewind the random streams). sharded: the model is FSDP-sharded; every
+    rank calls this and keeps its shard of the full tensors read from disk."""
     ckpt_dir = Path(ckpt_dir)
     if not (ckpt_dir / TRAINER_STATE_FILE).is_file():
         raise FileNotFoundError(f"{ckpt_dir} is not a grpolab checkpoint (no {TRAINER_STATE_FILE})")
@@ -250,12 +292,16 @@ def load_checkpoint(
             f"{'a peft model' if _is_peft_model(model) else 'a plain model'} (model.finetune changed?)"
         )
     if has_adapter:
-        _load_adapter(ckpt_dir, model)
+        _load_adapter(ckpt_dir, model, sharded)
     else:
-        _load_full(ckpt_dir, model)
+        _load_full(ckpt_dir, model, sharded)
     if optimizer is not None:
         # map_location cpu: Optimizer.load_state_dict moves each state tensor to its parameter's device.
-        optimizer.load_state_dict(torch.load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+        saved = torch.load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        if sharded is not None:
+            sharded.load_full_optimizer_state(optimizer, saved)
+        else:
+            optimizer.load_state_dict(saved)
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(ckpt_dir / SCHEDULER_FILE, weights_only=True))
     state: dict[str, Any] = json.loads((ckpt_dir / TRAINER_STATE_FILE).read_text(encoding="utf-8"))

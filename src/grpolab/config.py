@@ -231,8 +231,9 @@ class DistributedConfig(Section):
     this says how they cooperate. Single process when WORLD_SIZE is unset: every field is ignored."""
 
     backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="torch.distributed backend")
-    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="data parallel, or fully sharded")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Accelerate mixed precision")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: replicated weights; fsdp: parameters, gradients, optimizer state sharded (FSDP2)"
+    )
     timeout_s: float = Field(
         1800.0, gt=0.0, description="seconds start-up or a collective may wait before the run fails (dead peer)"
     )
@@ -287,13 +288,6 @@ class Config(Section):
                 f"train.micro_batch_size ({micro}) must divide questions_per_step x num_generations "
                 f"= {self.train.questions_per_step} x {self.grpo.num_generations} = {seqs}; "
                 f"values that work: {divisors}"
-            )
-        if self.distributed.strategy == "fsdp":
-            # designed (docs/distributed.md) but not wired into the trainer: refuse rather than
-            # silently train unsharded
-            raise ValueError(
-                "distributed.strategy=fsdp: sharded training is not supported by the trainer yet; use ddp "
-                "(LoRA keeps large models within one device's memory), see docs/distributed.md"
             )
         if self.grpo.epsilon_high is not None and self.grpo.epsilon_high < self.grpo.epsilon:
             raise ValueError("grpo.epsilon_high must be >= grpo.epsilon")

@@ -80,13 +80,18 @@ class TrainingControl:
         }
 
     def _save(self, target: Path) -> None:
-        """Rank 0 writes (every rank holds the same weights and optimizer state); the others wait."""
+        """Rank 0 writes (every rank holds the same weights and optimizer state); the others wait.
+        Under FSDP every rank first helps gather the full weights and optimizer state onto rank 0."""
         t = self.trainer
+        model_state = optimizer_state = None
+        if t.sharded is not None:
+            model_state = t.sharded.full_state_dict()
+            optimizer_state = t.sharded.full_optimizer_state(t.optimizer)
         if t.ctx.is_main:
-            self._write(target)
+            self._write(target, model_state, optimizer_state)
         t.ctx.barrier()
 
-    def _write(self, target: Path) -> None:
+    def _write(self, target: Path, model_state: dict[str, Any] | None, optimizer_state: dict[str, Any] | None) -> None:
         t = self.trainer
         save_checkpoint(
             target,
@@ -97,6 +102,8 @@ class TrainingControl:
             config_yaml=config_to_yaml(self.cfg),
             is_peft=t.loaded.is_peft,
             tokenizer=t.tokenizer,
+            model_state=model_state,
+            optimizer_state=optimizer_state,
         )
 
     def save_periodic(self, force: bool = False, again: bool = False) -> None:
@@ -184,11 +191,15 @@ class TrainingControl:
         self.save_periodic(force=True, again=True)
         best = self.checkpoints_dir / BEST
         if best.is_dir() and self.best_step != t.step:
-            load_checkpoint(best, model=t.model, optimizer=None, scheduler=None, restore_rng=False)
+            load_checkpoint(best, model=t.model, optimizer=None, scheduler=None, restore_rng=False, sharded=t.sharded)
             t.tracker.info(f"exporting the best model (step {self.best_step}), not the last")
         final_dir = t.run_dir / "final"
+        model_state = t.sharded.full_state_dict() if t.sharded is not None else None
         if t.ctx.is_main:
-            t.model.save_pretrained(str(final_dir))
+            if model_state is not None:
+                t.model.save_pretrained(str(final_dir), state_dict=model_state)
+            else:
+                t.model.save_pretrained(str(final_dir))
             t.tokenizer.save_pretrained(str(final_dir))
         split = self.cfg.eval.final_split
         after = t.evaluate(t.splits.test if split == "test" else t.val).metrics(split)
@@ -209,7 +220,7 @@ class TrainingControl:
         for key in ("optim.lr", "train.max_steps", "grpo.beta", "train.patience"):
             if _dotted(saved_cfg, key) != _dotted(current, key):
                 t.tracker.info(f"resume: {key} changed {_dotted(saved_cfg, key)!r} -> {_dotted(current, key)!r}")
-        state = load_checkpoint(ckpt, model=t.model, optimizer=t.optimizer, scheduler=t.scheduler)
+        state = load_checkpoint(ckpt, model=t.model, optimizer=t.optimizer, scheduler=t.scheduler, sharded=t.sharded)
         if self.cfg.optim.lr != _dotted(saved_cfg, "optim.lr"):
             for group in t.optimizer.param_groups:
                 group["initial_lr"] = self.cfg.optim.lr

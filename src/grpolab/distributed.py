@@ -160,11 +160,18 @@ class DistContext:
     # -- reductions --------------------------------------------------------------------------
     def all_reduce_sum(self, values: dict[str, float]) -> dict[str, float]:
         """Sum of each value over ranks (float64, so counts stay exact). Every rank passes the same keys."""
+        return self._all_reduce(values, dist.ReduceOp.SUM)
+
+    def all_reduce_max(self, values: dict[str, float]) -> dict[str, float]:
+        """Largest value of each key over ranks. Every rank passes the same keys."""
+        return self._all_reduce(values, dist.ReduceOp.MAX)
+
+    def _all_reduce(self, values: dict[str, float], op: Any) -> dict[str, float]:
         if not self.enabled:
             return dict(values)
         keys = sorted(values)
         packed = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._comm_device)
-        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+        dist.all_reduce(packed, op=op)
         return dict(zip(keys, packed.tolist()))
 
     def reduce_metrics(

@@ -7,6 +7,9 @@
 - Sampling is seeded inside a forked RNG: evaluating in the middle of training does not change the
   training run's random stream (so a run with evaluation draws the same rollouts as one without, and
   resume equality does not depend on when evaluation happened).
+- Under several processes (`ctx`), each rank generates and scores its contiguous share of the
+  questions; the scored completions are gathered in rank order and every rank summarises the same
+  whole set, so the metrics are those of one process (greedy exactly; sampled pass@k draws differ).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
+from grpolab.distributed import DistContext
 from grpolab.rewards import RewardInputs, RewardScores
 from grpolab.rollout.backend import Generator, SamplingParams
 from grpolab.rollout.single_turn import completion_text
@@ -109,6 +113,18 @@ class _Scored:
     per_function: dict[str, list[float | None]]
     total: list[float | None]
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[_Scored]) -> _Scored:
+        """The parts in order, as if one pass had scored them all (a part may be empty)."""
+        merged = _Scored([], [], defaultdict(list), [])
+        for part in parts:
+            merged.texts.extend(part.texts)
+            merged.lengths.extend(part.lengths)
+            merged.total.extend(part.total)
+            for name, values in part.per_function.items():
+                merged.per_function[name].extend(values)
+        return merged
+
 
 RolloutFn = Callable[[Sequence[Example], SamplingParams], list[Rollout]]
 
@@ -197,13 +213,15 @@ def evaluate(
     stop_ids: list[int] | None = None,
     rollout_fn: RolloutFn | None = None,
     seed: int,
+    ctx: DistContext | None = None,
 ) -> EvalResult:
     """Evaluate `examples`: greedy accuracy, format rate, mean reward, per category; pass@k sampled.
 
     `reward_set.score(RewardInputs) -> RewardScores` (grpolab.rewards) must include the
     `correctness_reward` label; `format_reward` is reported only if it is in the set. num_samples = 0
     means max(pass_k). stop_ids: the generator's stop tokens, stripped from the text the rewards see.
-    The global torch RNG is the same afterwards as before.
+    The global torch RNG is the same afterwards as before. ctx: split the questions over its ranks
+    (every rank must call this with the same `examples`; every rank returns the same result).
     """
     stops = list(stop_ids or [])
     if not examples:
@@ -213,14 +231,16 @@ def evaluate(
     n = num_samples or max(pass_k, default=0)
     if pass_k and n < max(pass_k):
         raise ValueError(f"evaluate: num_samples ({n}) must be >= the largest k ({max(pass_k)})")
-    prompt_ids = [build_prompt_ids(ex) for ex in examples]
+    ctx = ctx or DistContext.single()
+    local = ctx.shard(examples, even=False, what="evaluation questions")
+    prompt_ids = [build_prompt_ids(ex) for ex in local]
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed + ctx.rank)
         greedy = _generate_and_score(
             generator,
             tokenizer,
-            examples,
+            local,
             prompt_ids,
             reward_set,
             SamplingParams(max_new_tokens=max_new_tokens, greedy=True),
@@ -228,17 +248,21 @@ def evaluate(
             stops,
             rollout_fn,
         )
-        if correctness_reward not in greedy.per_function:
-            raise ValueError(
-                f"evaluate: correctness reward {correctness_reward!r} is not in the reward set "
-                f"(have {sorted(greedy.per_function)})"
-            )
         sampled = None
         if pass_k:
             params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, num_samples=n)
             sampled = _generate_and_score(
-                generator, tokenizer, examples, prompt_ids, reward_set, params, batch_size, stops, rollout_fn
+                generator, tokenizer, local, prompt_ids, reward_set, params, batch_size, stops, rollout_fn
             )
+    if ctx.enabled:
+        parts = ctx.gather_objects((greedy, sampled))  # rank order = question order (contiguous shards)
+        greedy = _Scored.concatenate([g for g, _ in parts])
+        sampled = _Scored.concatenate([s for _, s in parts if s is not None]) if sampled is not None else None
+    if correctness_reward not in greedy.per_function:
+        raise ValueError(
+            f"evaluate: correctness reward {correctness_reward!r} is not in the reward set "
+            f"(have {sorted(greedy.per_function)})"
+        )
     return _summarise(examples, greedy, sampled, n, pass_k, correctness_reward, format_reward)
 
 

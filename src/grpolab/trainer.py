@@ -14,6 +14,8 @@ import random
 import signal
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +39,7 @@ from grpolab.rollout.sampler import RolloutSampler
 from grpolab.rollout.types import Rollout, collate
 from grpolab.sampler import QuestionSampler
 from grpolab.schedule import build_optimizer
+from grpolab.sharding import ShardedModel, accelerate_fsdp_requested, fsdp_settings, shard_model
 from grpolab.tasks import build_splits
 from grpolab.tasks.base import Example, Splits
 from grpolab.tracking import Tracker
@@ -163,6 +166,13 @@ class Trainer:
         self.ctx.sync_parameters(self.model)  # a fresh LoRA adapter is random: start every rank from rank 0's
         if self.loaded.reference is not None:
             self.ctx.sync_parameters(self.loaded.reference)
+        self.sharded: ShardedModel | None = None
+        self.sharded_reference: ShardedModel | None = None
+        if self.ctx.enabled and (cfg.distributed.strategy == "fsdp" or accelerate_fsdp_requested()):
+            settings = fsdp_settings()
+            self.sharded = shard_model(self.model, self.ctx, cfg.distributed, settings)
+            if self.loaded.reference is not None:
+                self.sharded_reference = shard_model(self.loaded.reference, self.ctx, cfg.distributed, settings)
         # same questions on every rank (the sampler's own seed), different rollouts per rank
         torch.manual_seed(cfg.train.seed + self.ctx.rank)
         self.tokenizer = self.loaded.tokenizer
@@ -176,6 +186,18 @@ class Trainer:
         self.control = TrainingControl(self, self.run_dir / "checkpoints")
         self.step = 0
         self._stop_signal: str | None = None
+
+    # -- FSDP-aware access to the weights ----------------------------------------------------
+    def gathered(self) -> AbstractContextManager[Any]:
+        """The whole policy on this rank (FSDP: all-gathered once) for generation and no-grad passes."""
+        return self.sharded.gathered() if self.sharded is not None else nullcontext(self.model)
+
+    @contextmanager
+    def reference(self) -> Iterator[Any]:
+        """The frozen reference model, gathered under FSDP (LoRA: the policy with its adapter off)."""
+        owner = self.sharded_reference if self.loaded.reference is not None else self.sharded
+        with owner.gathered() if owner is not None else nullcontext(), self.loaded.as_reference() as model:
+            yield model
 
     # -- pieces of a step -------------------------------------------------------------------
     def sampling_params(self) -> SamplingParams:
@@ -209,7 +231,8 @@ class Trainer:
         ctx = self.ctx
         examples = [self.splits.train[i] for i in ctx.shard(indices)]  # whole groups per rank
         started = time.perf_counter()
-        rollouts = self.rollouts.sample(examples, self.sampling_params())
+        with self.gathered():
+            rollouts = self.rollouts.sample(examples, self.sampling_params())
         generated = time.perf_counter()
         scores = self.score(examples, rollouts)
         local_rewards = reward_tensor(scores, len(examples), group)  # [B/W, G]
@@ -238,8 +261,9 @@ class Trainer:
                 batch.to(self.device),
                 flat_adv.to(self.device),
                 cfg,
-                self.loaded.as_reference if cfg.grpo.beta > 0 else None,
+                self.reference if cfg.grpo.beta > 0 else None,
                 ctx,
+                self.sharded,
             )
             metrics.update(result.metrics)
             if result.skipped_nonfinite:
@@ -300,6 +324,10 @@ class Trainer:
         self.tracker.log_samples(records, self.step + 1)
 
     def evaluate(self, examples: list[Example]) -> EvalResult:
+        with self.gathered():
+            return self._evaluate(examples)
+
+    def _evaluate(self, examples: list[Example]) -> EvalResult:
         e = self.cfg.eval
         return evaluate(
             self.generator,
@@ -318,6 +346,7 @@ class Trainer:
             stop_ids=self.loaded.stop_ids,
             rollout_fn=self.rollouts.sample,
             seed=self.cfg.train.seed,
+            ctx=self.ctx,
         )
 
     # -- the run ----------------------------------------------------------------------------

@@ -8,13 +8,16 @@ Order of operations, and why:
    before the first update, as the policy moves after it.
 3. Each micro-batch's loss is its share of the step loss (see algo.loss.normalise), so the summed
    gradients equal one big batch's, whatever the micro-batch size.
+4. Under FSDP (`sharded`), no-grad passes run on the gathered model, every rank runs the same number
+   of training passes (zero-weighted dummies where it has fewer micro-batches), the backward loss is
+   scaled by W because FSDP averages gradients, and the gradient is already reduced: no sum_gradients.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,7 @@ from grpolab.algo.loss import grpo_loss
 from grpolab.config import Config
 from grpolab.distributed import DistContext, global_step_totals
 from grpolab.rollout.types import Batch
+from grpolab.sharding import ShardedModel
 
 
 @dataclass
@@ -42,6 +46,20 @@ def _forward_logprobs(model: Any, batch: Batch, parts: list[slice], temperature:
     return [sequence_logprobs(model, batch.select(part), temperature)[0] for part in parts]
 
 
+def _dummy_pass(model: Any, batch: Batch) -> None:
+    """A forward and backward that adds zero to every gradient: keeps an FSDP rank in step with
+    ranks that have more micro-batches (each pass gathers and reduce-scatters every layer)."""
+    ids = batch.input_ids[:1, :1] if len(batch) else torch.zeros(1, 1, dtype=torch.long)
+    logits = model(input_ids=ids.to(next(model.parameters()).device)).logits
+    (logits.sum() * 0.0).backward()
+
+
+def _clip(params: list[torch.nn.Parameter], max_norm: float) -> float:
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    full = getattr(norm, "full_tensor", None)  # FSDP: a DTensor, already reduced over the shards
+    return float(full() if full is not None else norm)
+
+
 def policy_update(
     model: Any,
     optimizer: torch.optim.Optimizer,
@@ -51,6 +69,7 @@ def policy_update(
     cfg: Config,
     reference: Callable[[], AbstractContextManager[Any]] | None,
     ctx: DistContext | None = None,
+    sharded: ShardedModel | None = None,
 ) -> UpdateResult:
     """batch of N sequences, adv [N] -> optimizer step(s); returns step metrics."""
     grpo = cfg.grpo
@@ -65,7 +84,13 @@ def policy_update(
     if grpo.beta > 0 and reference is not None:
         with reference() as ref_model:
             ref_logps = _forward_logprobs(ref_model, batch, parts, temperature)
-    old_logps = _forward_logprobs(model, batch, parts, temperature) if grpo.num_iterations > 1 else None
+    old_logps = None
+    if grpo.num_iterations > 1:
+        with sharded.gathered() if sharded is not None else nullcontext():
+            old_logps = _forward_logprobs(model, batch, parts, temperature)
+    # FSDP: every rank runs as many training passes as the rank with the most micro-batches
+    passes = len(parts) if sharded is None else int(ctx.all_reduce_max({"passes": float(len(parts))})["passes"])
+    loss_scale = 1.0 if sharded is None else sharded.loss_scale
 
     params = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, float] = {}
@@ -92,7 +117,7 @@ def policy_update(
             )
             if grpo.loss_type == "bnpo":
                 loss = loss / (len(parts) * ctx.world_size)
-            loss.backward()
+            (loss * loss_scale).backward()
             tokens = float(sub.completion_mask.sum())
             metrics["entropy"] = float((entropy * sub.completion_mask).sum() / max(tokens, 1.0))
             for key, value in metrics.items():
@@ -100,8 +125,11 @@ def policy_update(
                 share = key.startswith("loss/")
                 sums[key] = sums.get(key, 0.0) + (value if share else value * tokens)
                 weights[key] = 1.0 if share else weights.get(key, 0.0) + tokens
-        ctx.sum_gradients(params)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm))
+        for _ in range(passes - len(parts)):
+            _dummy_pass(model, batch)
+        if sharded is None:
+            ctx.sum_gradients(params)
+        grad_norm = _clip(params, cfg.optim.max_grad_norm)
         if not math.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
             skipped = True

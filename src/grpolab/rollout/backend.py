@@ -107,6 +107,9 @@ class HFGenerator:
                 repetition_penalty=params.repetition_penalty,
                 logits_processor=LogitsProcessorList([recorder]),
                 use_cache=True,
+                # transformers turns lockstep decoding on for FSDP modules; ours generates on the
+                # gathered model (sharding.ShardedModel.gathered), where ranks need not agree on steps
+                synced_gpus=False,
                 **sampling,
             )
         finally:
