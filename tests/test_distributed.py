@@ -411,5 +411,31 @@ def test_tunix_mesh_with_tensor_parallel_is_rejected_with_the_equivalent():
     assert DistributedConfig(mesh_shape=[[2, 2], ["dp", "fsdp"]]).strategy == "fsdp"  # derived from the mesh
 
 
+def test_accelerate_fsdp_launch_config_is_read_from_its_env_vars():
+    from grpolab.sharding import FsdpSettings, accelerate_fsdp_requested, fsdp_settings
+
+    assert not accelerate_fsdp_requested({}) and fsdp_settings({}) == FsdpSettings()
+    launched = {
+        "ACCELERATE_USE_FSDP": "true",
+        "FSDP_VERSION": "2",
+        "FSDP_RESHARD_AFTER_FORWARD": "false",
+        "FSDP_TRANSFORMER_CLS_TO_WRAP": "Qwen2DecoderLayer, MyLayer",
+    }
+    assert accelerate_fsdp_requested(launched)
+    assert fsdp_settings(launched) == FsdpSettings(False, ("Qwen2DecoderLayer", "MyLayer"))
+    with pytest.raises(DistributedError, match="set `fsdp_version: 2`"):
+        fsdp_settings({**launched, "FSDP_VERSION": "1"})
+    with pytest.raises(DistributedError, match="fsdp_offload_params"):
+        fsdp_settings({**launched, "FSDP_OFFLOAD_PARAMS": "true"})
+
+
+def test_a_deepspeed_launch_is_refused_not_silently_unsharded():
+    from grpolab.sharding import refuse_deepspeed
+
+    refuse_deepspeed({})  # no DeepSpeed: nothing to say
+    with pytest.raises(DistributedError, match=r"ZeRO-3 = FSDP FULL_SHARD"):
+        refuse_deepspeed({"ACCELERATE_USE_DEEPSPEED": "true"})
+
+
 if __name__ == "__main__":
     worker(sys.argv[1], Path(sys.argv[2]))

@@ -75,8 +75,8 @@ def test_fsdp_lora_trains_on_two_processes_and_resumes_on_one(tmp_path):
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]
     ckpt = run_dir / "checkpoints" / "step-2"
     # the checkpoint is the plain single-process format: a loadable adapter, optimizer ids 0..n-1
-    from safetensors.torch import load_file
     import torch
+    from safetensors.torch import load_file
 
     adapter = load_file(ckpt / "adapter_model.safetensors")
     assert adapter and all("lora_" in k for k in adapter)

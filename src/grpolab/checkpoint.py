@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from grpolab.sharding import ShardedModel
+from grpolab.sharding import ShardedModel, unsharded_class
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -251,20 +251,12 @@ def _load_full(ckpt_dir: Path, model: Any, sharded: ShardedModel | None) -> None
     # from_pretrained handles shards, tied weights and checkpoint key conventions; the fresh copy is
     # built on CPU and copied into the existing model object (whose parameters the optimizer holds).
     dtype = next(model.parameters()).dtype
-    fresh = _unsharded_class(model).from_pretrained(str(ckpt_dir), dtype=dtype)
+    fresh = unsharded_class(model).from_pretrained(str(ckpt_dir), dtype=dtype)
     if sharded is not None:
         sharded.load_full_state_dict(fresh.state_dict(), strict=True)
     else:
         model.load_state_dict(fresh.state_dict(), strict=True)
     del fresh
-
-
-def _unsharded_class(model: Any) -> Any:
-    # fully_shard swaps the class for a dynamic subclass of (FSDPModule, the class); from_pretrained
-    # must build the original
-    from torch.distributed.fsdp import FSDPModule
-
-    return next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
 
 
 def load_checkpoint(

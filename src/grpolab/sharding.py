@@ -21,7 +21,7 @@ Accelerate's FSDP2 plugin calls: every decoder layer is one shard unit, the root
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -40,13 +40,25 @@ class FsdpSettings:
     layer_classes: tuple[str, ...] = ()  # shard units; empty = the model's `_no_split_modules`
 
 
-def accelerate_fsdp_requested(environ: dict[str, str] | None = None) -> bool:
+def accelerate_fsdp_requested(environ: Mapping[str, str] | None = None) -> bool:
     """True when the process was started by `accelerate launch` with an FSDP config."""
     env = os.environ if environ is None else environ
     return env.get("ACCELERATE_USE_FSDP", "").lower() == "true"
 
 
-def fsdp_settings(environ: dict[str, str] | None = None) -> FsdpSettings:
+def refuse_deepspeed(environ: Mapping[str, str] | None = None) -> None:
+    """`accelerate launch` with a DeepSpeed config: stop, instead of training unsharded while the user
+    believes ZeRO is on (grpolab reduces gradients itself and never builds a DeepSpeed engine)."""
+    env = os.environ if environ is None else environ
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        raise DistributedError(
+            "accelerate launch with a DeepSpeed config: grpolab does not run on DeepSpeed's engine, so ZeRO "
+            "would not be applied. Use FSDP instead (ZeRO-3 = FSDP FULL_SHARD, ZeRO-2 = SHARD_GRAD_OP): "
+            "distributed.strategy=fsdp or an Accelerate FSDP config, see docs/distributed.md"
+        )
+
+
+def fsdp_settings(environ: Mapping[str, str] | None = None) -> FsdpSettings:
     """Accelerate's FSDP env vars (set by `accelerate launch --config_file fsdp.yaml`), where present.
 
     Only FSDP version 2 is accepted (version 1's flat parameters are a different engine); CPU offload
@@ -66,6 +78,13 @@ def fsdp_settings(environ: dict[str, str] | None = None) -> FsdpSettings:
     return FsdpSettings(reshard_after_forward=reshard, layer_classes=layers)
 
 
+def unsharded_class(module: Any) -> Any:
+    """The module's own class: fully_shard swaps it for a dynamic subclass of (FSDPModule, the class)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule))
+
+
 def _no_split_modules(model: Any) -> set[str]:
     for module in model.modules():  # a PeftModel wraps the transformers model: look inside
         names = getattr(module, "_no_split_modules", None)
@@ -82,6 +101,11 @@ class ShardedModel:
         self.units = units  # every FSDPModule, the root FIRST: the first unshard initialises FSDP from the root
         self._reshard_flags = reshard_flags  # each unit's reshard_after_forward outside `gathered`
         self.world_size = world_size
+
+    def describe(self) -> str:
+        layers = {unsharded_class(unit).__name__ for unit in self.units[1:]}
+        shard = "FULL_SHARD" if self._reshard_flags[1:] and self._reshard_flags[1] else "SHARD_GRAD_OP"
+        return f"{len(self.units)} shard units (root + {len(self.units) - 1} x {', '.join(sorted(layers))}), {shard}"
 
     @property
     def loss_scale(self) -> float:
@@ -110,20 +134,22 @@ class ShardedModel:
         """Every rank must call; rank 0 gets the full tensors on CPU, the others an empty dict."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full: Any = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return dict(full)
 
     def load_full_state_dict(self, state: dict[str, torch.Tensor], strict: bool) -> None:
         """Every rank passes the same full tensors (keys as in model.state_dict()); each keeps its shard."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True, strict=strict))
+        tensors: Any = state
+        set_model_state_dict(self.model, tensors, options=StateDictOptions(full_state_dict=True, strict=strict))
 
     def full_optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """Rank 0: the optimizer state as `optimizer.state_dict()` of one unsharded process would give it
         (integer parameter ids in `param_groups` order), so checkpoints do not depend on the strategy."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        full = get_optimizer_state_dict(
+        full: Any = get_optimizer_state_dict(
             self.model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
         if not full:
@@ -136,7 +162,7 @@ class ShardedModel:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         names = self._optimizer_param_names(optimizer)
-        by_name = {
+        by_name: Any = {
             "state": {names[int(i)]: value for i, value in state["state"].items()},
             "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in state["param_groups"]],
         }

@@ -39,7 +39,13 @@ from grpolab.rollout.sampler import RolloutSampler
 from grpolab.rollout.types import Rollout, collate
 from grpolab.sampler import QuestionSampler
 from grpolab.schedule import build_optimizer
-from grpolab.sharding import ShardedModel, accelerate_fsdp_requested, fsdp_settings, shard_model
+from grpolab.sharding import (
+    ShardedModel,
+    accelerate_fsdp_requested,
+    fsdp_settings,
+    refuse_deepspeed,
+    shard_model,
+)
 from grpolab.tasks import build_splits
 from grpolab.tasks.base import Example, Splits
 from grpolab.tracking import Tracker
@@ -183,6 +189,10 @@ class Trainer:
         self.tracker: Tracker | NullTracker = (
             Tracker(self.run_dir, cfg, total_steps=cfg.train.max_steps) if self.ctx.is_main else NullTracker()
         )
+        if self.sharded is not None:
+            self.tracker.info(f"FSDP: {self.sharded.describe()} over {self.ctx.world_size} ranks")
+        elif cfg.distributed.strategy == "fsdp":
+            self.tracker.info("distributed.strategy=fsdp with one process: nothing to shard, training unsharded")
         self.control = TrainingControl(self, self.run_dir / "checkpoints")
         self.step = 0
         self._stop_signal: str | None = None
@@ -417,6 +427,7 @@ class Trainer:
 
 def run_training(cfg: Config) -> RunSummary:
     """The whole run. Under torchrun / accelerate launch, one call per rank (see docs/distributed.md)."""
+    refuse_deepspeed()  # before any process group or model
     ctx = DistContext.from_env(cfg.distributed, cfg.train.device)
     try:
         with failure_guard(ctx):

@@ -7,6 +7,7 @@ start: the before/after accuracy that `grpolab train` prints is on questions hel
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -49,13 +50,13 @@ MIXTURE: list[tuple[dict[str, Any], float]] = [
 ]
 
 
-def _tool_trace(example: Example, rng: random.Random) -> WarmStartExample:
+def _tool_trace(example: Example, rng: random.Random, tool_use_rate: float = TOOL_USE_RATE) -> WarmStartExample:
     from grpolab.agent.env import CalculatorEnv
 
     env = CalculatorEnv(system_prompt="")
     messages = env.reset(example.row())
     a, _, b = example.question.removeprefix("What is ").rstrip("?").split(" ")
-    if rng.random() < TOOL_USE_RATE:
+    if rng.random() < tool_use_rate:
         call = json.dumps({"name": "calculator", "arguments": {"expression": f"{a} * {b}"}})
         result = env.step(f"<tool_call>{call}</tool_call>").observations[0]["content"]
         return WarmStartExample(
@@ -68,6 +69,18 @@ def _tool_trace(example: Example, rng: random.Random) -> WarmStartExample:
         )
     guess = int(example.answer) + rng.choice([-10, -1, 1, 10, 100]) * rng.randint(1, 3)
     return WarmStartExample(messages, f"<answer>{guess}</answer>", example.answer, tools=env.tools)
+
+
+def _copy_drill(example: Example, rng: random.Random) -> WarmStartExample:
+    """A tool trace whose tool result is an arbitrary number and whose only trained reply is the answer
+    that repeats it. Measured: with real results the model kept estimating the product from the
+    question (tool "3220" -> answer "3108", 0 of 60 copied after 600 steps); only when the result
+    cannot be derived from the question does copying it become the one way to lower the loss."""
+    trace = _tool_trace(example, rng, tool_use_rate=1.0)
+    shown = str(rng.randint(100, 9999))
+    return dataclasses.replace(
+        trace, observations=(shown,), later_targets=(f"<answer>{shown}</answer>",), first_trained_reply=1
+    )
 
 
 def _pools(mixture: list[tuple[dict[str, Any], float]]) -> list[tuple[DataConfig, list[Example], float]]:
@@ -198,10 +211,12 @@ def make_tiny_model(
     return card
 
 
-def make_tiny_agent_model(base_dir: Path, out_dir: Path, *, seed: int = 0, steps: int = 300) -> dict[str, Any]:
-    """Stage 3, for the agent presets: continue from the tiny model on half tool-use traces, half the
-    default task (so its arithmetic is kept), lr 1e-3. Measured: the breadth stage alone (~1,900
-    traces) did not teach the long <tool_call> JSON; the model never called the tool."""
+def make_tiny_agent_model(base_dir: Path, out_dir: Path, *, seed: int = 0, steps: int = 600) -> dict[str, Any]:
+    """Stage 3, for the agent presets: continue from the tiny model at lr 1e-3 on three kinds of batch,
+    in equal shares: tool-use traces (half call the calculator and copy its result, half guess), copy
+    drills (`_copy_drill`), and the default task (so its arithmetic is kept). Measured: the breadth
+    stage alone (~1,900 traces) never produced a well-formed call; traces alone taught the call but
+    not reading its result (see docs/experiments.md)."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     torch.set_num_threads(2)
@@ -211,8 +226,11 @@ def make_tiny_agent_model(base_dir: Path, out_dir: Path, *, seed: int = 0, steps
     default_data, default_pool, agent_pool = material.default_data, material.default_pool, material.agent_pool
 
     def batch(rng: random.Random, n: int) -> list[WarmStartExample]:
-        if rng.random() < 0.5:
+        kind = rng.random()
+        if kind < 1 / 3:
             return [_tool_trace(rng.choice(agent_pool), rng) for _ in range(n // 2)]
+        if kind < 2 / 3:
+            return [_copy_drill(rng.choice(agent_pool), rng) for _ in range(n // 2)]
         return [_as_warm_start(rng.choice(default_pool), default_data, rng, 0.0) for _ in range(n)]
 
     def accuracy(m: Any) -> float:
@@ -229,7 +247,12 @@ def make_tiny_agent_model(base_dir: Path, out_dir: Path, *, seed: int = 0, steps
             "warm_start_steps": card["warm_start_steps"] + result.steps,
             "warm_start_seconds": round(card["warm_start_seconds"] + time.perf_counter() - started, 1),
             "heldout_greedy_accuracy": result.heldout_accuracy,
-            "agent_stage": {"steps": result.steps, "lr": 1e-3, "tool_trace_batches": 0.5, "from": "tiny"},
+            "agent_stage": {
+                "steps": result.steps,
+                "lr": 1e-3,
+                "batches": {"tool_traces": 1 / 3, "copy_drills": 1 / 3, "default_task": 1 / 3},
+                "from": "tiny",
+            },
         }
     )
     save_tiny(model, tok, out_dir, card)

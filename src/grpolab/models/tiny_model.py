@@ -102,7 +102,8 @@ def build_model(tokenizer: PreTrainedTokenizerFast, seed: int, size: str = "defa
 class WarmStartExample:
     """A conversation to imitate. messages: the prompt turns; target: the assistant reply (plain text,
     no end-of-turn token). For a tool-use trace, `observations[i]` is the tool result that follows
-    reply i and `later_targets[i]` the assistant reply after it; only replies are trained."""
+    reply i and `later_targets[i]` the assistant reply after it; only replies are trained, and of
+    those only the ones from index `first_trained_reply` on (0 = the target, 1 = the first later one)."""
 
     messages: list[dict[str, Any]]
     target: str
@@ -110,6 +111,7 @@ class WarmStartExample:
     tools: list[dict[str, Any]] | None = None
     observations: tuple[str, ...] = ()
     later_targets: tuple[str, ...] = ()
+    first_trained_reply: int = 0
 
 
 @dataclass
@@ -121,7 +123,8 @@ class WarmStartResult:
 
 
 def encode_example(tok: PreTrainedTokenizerFast, example: WarmStartExample) -> tuple[list[int], list[int]]:
-    """Token ids of the conversation and a 0/1 list marking the trained ones (replies + <|im_end|>).
+    """Token ids of the conversation and a 0/1 list marking the trained ones (replies + <|im_end|>,
+    from reply `first_trained_reply` on).
 
     Built the way rollouts are: the prompt, then each reply's ids, then the tool turn and the next
     generation prompt as an untrained delta.
@@ -138,7 +141,7 @@ def encode_example(tok: PreTrainedTokenizerFast, example: WarmStartExample) -> t
     for index, reply in enumerate(replies):
         reply_ids = tok(reply, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         ids += reply_ids
-        trained += [1] * len(reply_ids)
+        trained += [int(index >= example.first_trained_reply)] * len(reply_ids)
         if index < len(example.observations):
             delta = f"\n<|im_start|>tool\n{example.observations[index]}<|im_end|>\n<|im_start|>assistant\n"
             delta_ids = tok(delta, add_special_tokens=False)["input_ids"]
