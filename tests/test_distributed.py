@@ -85,7 +85,7 @@ def scripted_step(ctx: DistContext, loss_type: str, bucket_bytes: int) -> dict[s
 
 
 CASES = [("dapo", 25 * 2**20), ("grpo", 512)]  # 512 bytes: many buckets, each tensor split off
-UNEVEN = [6, 2]  # sequences per rank in the FSDP scenario: 3 and 1 micro-batches of 2
+UNEVEN = {2: [6, 2], 4: [3, 2, 2, 1]}  # sequences per rank in the FSDP scenarios (micro-batches of 2)
 
 
 def trainer_step(ctx: DistContext, strategy: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -111,10 +111,12 @@ def trainer_step(ctx: DistContext, strategy: str) -> tuple[dict[str, torch.Tenso
     ctx.sync_parameters(model)
     rollouts, adv = scripted_rollouts(), torch.tensor(ADV)
     sharded = sharded_reference = None
-    if strategy == "fsdp" and ctx.enabled:
-        start = sum(UNEVEN[: ctx.rank])
-        rollouts, adv = rollouts[start : start + UNEVEN[ctx.rank]], adv[start : start + UNEVEN[ctx.rank]]
-        distributed = DistributedConfig(strategy="fsdp")
+    if strategy in ("fsdp", "hsdp") and ctx.enabled:
+        sizes = UNEVEN[ctx.world_size]
+        start = sum(sizes[: ctx.rank])
+        rollouts, adv = rollouts[start : start + sizes[ctx.rank]], adv[start : start + sizes[ctx.rank]]
+        mesh = ([2, 2], ["dp", "fsdp"]) if strategy == "hsdp" else None
+        distributed = DistributedConfig(strategy="fsdp", mesh_shape=mesh)
         sharded, sharded_reference = shard_model(model, ctx, distributed), shard_model(reference, ctx, distributed)
     elif ctx.enabled:
         rollouts, adv = ctx.shard(rollouts, what="scripted"), torch.tensor(ctx.shard(ADV, what="scripted"))
@@ -146,8 +148,8 @@ def worker(scenario: str, out: Path) -> None:
             torch.save({lt: scripted_step(ctx, lt, bucket) for lt, bucket in CASES}, out / f"rank{ctx.rank}.pt")
         elif scenario == "reductions":
             write_reductions(ctx, out)
-        elif scenario == "fsdp":
-            weights, metrics = trainer_step(ctx, "fsdp")
+        elif scenario in ("fsdp", "hsdp"):
+            weights, metrics = trainer_step(ctx, scenario)
             torch.save({"weights": weights, "metrics": metrics}, out / f"rank{ctx.rank}.pt")
         elif scenario == "evaluate":
             write_evaluation(ctx, out)
@@ -212,10 +214,12 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), **extra}
 
 
-def spawn_ranks(scenario: str, out: Path, timeout: float, **extra: str) -> tuple[list[int | None], list[str], float]:
-    """Two worker processes with the env vars torchrun sets; (exit codes, stderr, seconds). An exit
+def spawn_ranks(
+    scenario: str, out: Path, timeout: float, world: int = 2, **extra: str
+) -> tuple[list[int | None], list[str], float]:
+    """`world` worker processes with the env vars torchrun sets; (exit codes, stderr, seconds). An exit
     code of None means the process was still running after `timeout` (killed)."""
-    env = child_env(WORLD_SIZE="2", **extra)
+    env = child_env(WORLD_SIZE=str(world), **extra)
     procs = [
         subprocess.Popen(
             [sys.executable, str(HERE), scenario, str(out)],
@@ -224,7 +228,7 @@ def spawn_ranks(scenario: str, out: Path, timeout: float, **extra: str) -> tuple
             stderr=subprocess.PIPE,
             text=True,
         )
-        for rank in range(2)
+        for rank in range(world)
     ]
     started = time.monotonic()
     codes: list[int | None] = []
@@ -260,11 +264,14 @@ def test_two_processes_update_equals_one_process(tmp_path):
                 torch.testing.assert_close(rank[loss_type][name], value, atol=1e-6, rtol=0)
 
 
-def test_fsdp_update_equals_one_process_with_uneven_micro_batches(tmp_path):
-    codes, errors, _ = spawn_ranks("fsdp", tmp_path, timeout=90)
-    assert codes == [0, 0], errors
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
-    assert rank1["weights"] == {}  # the full state is gathered onto rank 0 only
+@pytest.mark.parametrize(("scenario", "world"), [("fsdp", 2), ("hsdp", 4)])
+def test_fsdp_update_equals_one_process_with_uneven_micro_batches(tmp_path, scenario, world):
+    # fsdp: FULL_SHARD over 2 ranks; hsdp: mesh [[2,2],[dp,fsdp]] = shard in pairs, replicate across them
+    codes, errors, _ = spawn_ranks(scenario, tmp_path, timeout=120, world=world)
+    assert codes == [0] * world, errors
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    rank0 = ranks[0]
+    assert all(rank["weights"] == {} for rank in ranks[1:])  # the full state is gathered onto rank 0 only
     single_weights, single_metrics = trainer_step(DistContext.single(), "ddp")
     torch.manual_seed(0)
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -277,9 +284,9 @@ def test_fsdp_update_equals_one_process_with_uneven_micro_batches(tmp_path):
     for name, value in single_weights.items():
         torch.testing.assert_close(rank0["weights"][name], value, atol=1e-5, rtol=0)
     for key in ("loss/policy", "loss/kl"):  # each rank's loss is its share of the step loss
-        shares = rank0["metrics"][key] + rank1["metrics"][key]
+        shares = sum(rank["metrics"][key] for rank in ranks)
         assert shares == pytest.approx(single_metrics[key], rel=1e-4, abs=1e-6), key
-    for rank in (rank0, rank1):  # the clipped norm is the whole gradient's, on every rank
+    for rank in ranks:  # the clipped norm is the whole gradient's, on every rank
         assert rank["metrics"]["grad_norm"] == pytest.approx(single_metrics["grad_norm"], rel=1e-4)
 
 
