@@ -50,10 +50,15 @@ def test_two_processes_train_and_the_checkpoint_resumes_on_one(tmp_path):
     assert (run_dir / "checkpoints" / "step-2" / "trainer_state.json").is_file()
 
     # the same config in one process: the baseline validation is identical (same model, greedy)
-    single = Trainer(load_config("default", [*args, "train.max_steps=1", f"train.output_dir={tmp_path / 'one'}"],
+    single = Trainer(load_config("default", [*args, f"train.output_dir={tmp_path / 'one'}"],
                                  env_file=None, environ={})).run()  # fmt: skip
     first_eval = lambda rows: next(r for r in rows if "eval/accuracy" in r)  # noqa: E731
-    assert first_eval(read_metrics(single.run_dir))["eval/accuracy"] == first_eval(rows)["eval/accuracy"]
+    single_rows = read_metrics(single.run_dir)
+    assert first_eval(single_rows) == first_eval(rows) | {"time": first_eval(single_rows)["time"]}
+    # after two steps: the ranks sample their own rollouts (their own RNG streams), so the runs differ
+    # by sampling noise only (exact equality of the update is the scripted tests' job); 8 test questions
+    final = lambda rows: next(r for r in rows if "final/test/accuracy" in r)["final/test/accuracy"]  # noqa: E731
+    assert abs(final(single_rows) - final(rows)) <= 0.25
 
     # the world-size-2 checkpoint resumes in a single process
     cfg = load_config(
