@@ -102,3 +102,7 @@ def test_fsdp_lora_trains_on_two_processes_and_resumes_on_one(tmp_path):
         saved = adapter[key.replace(".default.", ".")]
         assert torch.equal(value, saved), key
     assert trainer.step == 2
+
+    # and two FSDP processes load it back into their shards (adapter names, optimizer ids) and go on
+    torchrun_train([*args, "train.max_steps=3", f"train.resume={ckpt}"])
+    assert [r["step"] for r in read_metrics(run_dir) if "loss" in r] == [1, 2, 3]
