@@ -243,6 +243,7 @@ def model_card(card: dict[str, Any]) -> str:
         f"- held-out greedy accuracy: {accuracy:.1%} on {card.get('heldout')}" if accuracy is not None else "",
         f"- warm-start mixture: {json.dumps(card.get('mixture'))}",
         f"- tool-use traces: {json.dumps(card.get('tool_traces'))}",
+        *([f"- agent stage (tiny-agent): {json.dumps(card['agent_stage'])}"] if "agent_stage" in card else []),
         "",
         "Not a useful language model: a fixture that makes `grpolab train` run and learn offline.",
     ]
