@@ -135,7 +135,11 @@ class ShardedModel:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         full: Any = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return dict(full)
+        # a tied weight (lm_head = embeddings) appears under both names; save it once, as
+        # save_pretrained does for an unsharded model
+        names = {name for name, _ in self.model.named_parameters()}
+        aliases = {name for name, _ in self.model.named_parameters(remove_duplicate=False)} - names
+        return {key: value for key, value in full.items() if key not in aliases}
 
     def load_full_state_dict(self, state: dict[str, torch.Tensor], strict: bool) -> None:
         """Every rank passes the same full tensors (keys as in model.state_dict()); each keeps its shard."""
