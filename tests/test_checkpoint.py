@@ -20,7 +20,6 @@ import torch
 from grpolab.checkpoint import (
     clean_stale,
     copy_as,
-    export_model,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -28,6 +27,7 @@ from grpolab.checkpoint import (
     save_checkpoint,
     step_dir,
 )
+from grpolab.export import export_model
 from run_helpers import micro_llama
 
 IDS = torch.tensor([[3, 5, 7, 9, 11, 13], [2, 4, 6, 8, 10, 12]])

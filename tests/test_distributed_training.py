@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from dist_workers import free_port
 from grpolab.config_load import load_config
 from grpolab.trainer import Trainer
 from run_helpers import QUICK, read_metrics
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def torchrun_train(args: list[str]) -> None:

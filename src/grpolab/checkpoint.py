@@ -99,7 +99,7 @@ def _install(tmp: Path, target: Path) -> None:
 
 
 @contextmanager
-def _atomic_dir(target: Path) -> Iterator[Path]:
+def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield an empty hidden sibling of `target`; on success it becomes `target`, on error it goes."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
@@ -191,7 +191,7 @@ def save_checkpoint(
         raise ValueError(f"save_checkpoint(is_peft={is_peft}) got {kind}")
     # Serialise first: a state that is not JSON-able fails before anything touches the disk.
     state_json = json.dumps(trainer_state, indent=2)
-    with _atomic_dir(ckpt_dir) as tmp:
+    with atomic_dir(ckpt_dir) as tmp:
         # PeftModel.save_pretrained writes the adapter only; a PreTrainedModel its full weights.
         # Both write safetensors (the default in transformers 5 and peft).
         if model_state is not None:
@@ -381,53 +381,6 @@ def copy_as(ckpt: Path, name: str = BEST) -> Path:
     target = ckpt.parent / name
     if target.resolve() == ckpt.resolve():
         return target
-    with _atomic_dir(target) as tmp:
+    with atomic_dir(target) as tmp:
         shutil.copytree(ckpt, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
     return target
-
-
-# --- export ---------------------------------------------------------------------------------------
-
-
-def export_model(
-    ckpt_dir: Path,
-    out_dir: Path,
-    merge: bool = False,
-    base_model_name: str | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write a checkpoint's model to `out_dir` without the training state.
-
-    Adapter + merge: load the base (`base_model_name`, default the adapter config's
-    base_model_name_or_path), apply the adapter, `merge_and_unload()`, save a plain transformers model.
-    Adapter without merge: the adapter files (base_model_name, if given, is written into its config).
-    Full weights: copied. Tokenizer files in the checkpoint come along in every case.
-    An existing non-empty `out_dir` is replaced only with overwrite=True (it is deleted).
-    """
-    ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose another directory or overwrite")
-    if not (ckpt_dir / ADAPTER_CONFIG).is_file() and not (ckpt_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{ckpt_dir} holds neither an adapter nor a model")
-    is_adapter = (ckpt_dir / ADAPTER_CONFIG).is_file()
-    skip = set(TRAINING_FILES)
-    with _atomic_dir(out_dir) as tmp:
-        if is_adapter and merge:
-            from peft import PeftModel
-            from transformers import AutoModelForCausalLM
-
-            adapter_cfg = json.loads((ckpt_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-            base_name = base_model_name or adapter_cfg["base_model_name_or_path"]
-            base = AutoModelForCausalLM.from_pretrained(base_name, dtype="auto")
-            merged = PeftModel.from_pretrained(base, str(ckpt_dir)).merge_and_unload()
-            merged.save_pretrained(str(tmp))
-            skip |= {ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md"}  # README is peft's adapter card
-        for path in ckpt_dir.iterdir():
-            if path.is_file() and path.name not in skip and not (tmp / path.name).exists():
-                shutil.copy2(path, tmp / path.name)
-        if is_adapter and not merge and base_model_name:
-            cfg_path = tmp / ADAPTER_CONFIG
-            adapter_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-            adapter_cfg["base_model_name_or_path"] = base_model_name
-            cfg_path.write_text(json.dumps(adapter_cfg, indent=2), encoding="utf-8")
-    return out_dir

@@ -74,7 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from grpolab.checkpoint import export_model
+    from grpolab.export import export_model
     from grpolab.models.loading import resolve_source
 
     saved = load_config(str(Path(args.checkpoint) / "config.yaml"), [], env_file=None, environ={})

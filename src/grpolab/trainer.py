@@ -12,7 +12,6 @@ import math
 import os
 import random
 import signal
-import statistics
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +45,7 @@ from grpolab.sharding import (
     refuse_deepspeed,
     shard_model,
 )
+from grpolab.step_metrics import LOCAL_METRIC_OPS, completion_statistics, reward_statistics, reward_tensor
 from grpolab.tasks import build_splits
 from grpolab.tasks.base import Example, Splits
 from grpolab.tracking import Tracker
@@ -106,47 +106,6 @@ def find_resume_point(cfg: Config) -> Path | None:
         if found is not None:
             return found
     return None
-
-
-# how per-rank rollout statistics combine: counts add, extremes take min/max, the rest is a mean
-LOCAL_METRIC_OPS: dict[str, Literal["sum", "min", "max"]] = {
-    "tokens/trainable": "sum",
-    "tokens/total": "sum",
-    "completions/min_length": "min",
-    "completions/max_length": "max",
-}
-
-
-def reward_tensor(scores: RewardScores, num_questions: int, group: int) -> torch.Tensor:
-    """Weighted totals as [B, G], NaN where no reward function could score the sample."""
-    values = [math.nan if v is None else float(v) for v in scores.total]
-    return torch.tensor(values, dtype=torch.float32).view(num_questions, group)
-
-
-def reward_statistics(rewards: torch.Tensor) -> dict[str, float]:
-    scored = rewards[~torch.isnan(rewards)].tolist()
-    if not scored:
-        return {"reward": math.nan}
-    return {
-        "reward": statistics.fmean(scored),
-        "reward/median": statistics.median(scored),
-        "reward/min": min(scored),
-        "reward/max": max(scored),
-        "reward/batch_std": statistics.pstdev(scored),
-    }
-
-
-def completion_statistics(rollouts: list[Rollout]) -> dict[str, float]:
-    lengths = [sum(r.completion_mask) for r in rollouts]
-    totals = [len(r.completion_ids) for r in rollouts]
-    return {
-        "completions/mean_length": statistics.fmean(lengths),
-        "completions/min_length": float(min(lengths)),
-        "completions/max_length": float(max(lengths)),
-        "completions/clipped_ratio": statistics.fmean(float(r.truncated) for r in rollouts),
-        "tokens/trainable": float(sum(lengths)),
-        "tokens/total": float(sum(totals) + sum(len(r.prompt_ids) for r in rollouts)),
-    }
 
 
 class Trainer:
