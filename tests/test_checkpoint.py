@@ -153,7 +153,7 @@ def test_lora_round_trip_and_peft_auto_loading(tmp_path: Path) -> None:
 
 
 class FakeTokenizer:
-    def save_pretrained(self, path: str) -> None:
+    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
         Path(path, "tokenizer.json").write_text("{}")
 
 
@@ -221,7 +221,7 @@ class FakeModel(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.arange(size * size, dtype=torch.float32).reshape(size, size))
         self.pause = pause
 
-    def save_pretrained(self, path: str) -> None:
+    def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
         from safetensors.torch import save_file
 
         save_file({"w": self.w.detach()}, os.path.join(path, "model.safetensors"))
@@ -291,7 +291,7 @@ def test_failed_save_leaves_nothing_and_resaving_replaces(tmp_path: Path) -> Non
     fake_save(tmp_path / "step-1", 1)
 
     class Broken(FakeModel):
-        def save_pretrained(self, path: str) -> None:
+        def save_pretrained(self, path: str, state_dict: dict | None = None) -> None:
             raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):

@@ -194,10 +194,7 @@ def save_checkpoint(
     with atomic_dir(ckpt_dir) as tmp:
         # PeftModel.save_pretrained writes the adapter only; a PreTrainedModel its full weights.
         # Both write safetensors (the default in transformers 5 and peft).
-        if model_state is not None:
-            model.save_pretrained(str(tmp), state_dict=model_state)
-        else:
-            model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), state_dict=model_state)  # None: the model's own
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         torch.save(optimizer_state if optimizer_state is not None else optimizer.state_dict(), tmp / OPTIMIZER_FILE)
@@ -222,11 +219,14 @@ def _load_adapter(ckpt_dir: Path, model: Any, sharded: ShardedModel | None) -> N
     result: Any = set_peft_model_state_dict(model, weights, adapter_name=adapter)
     # load_state_dict(strict=False) underneath: the base weights are "missing" by design, but a LoRA
     # weight that is missing or a key that matches nothing means a different adapter layout.
-    missing = [k for k in result.missing_keys if "lora_" in k]
-    if result.unexpected_keys or missing:
+    _check_adapter_fits(ckpt_dir, list(result.unexpected_keys), [k for k in result.missing_keys if "lora_" in k])
+
+
+def _check_adapter_fits(ckpt_dir: Path, unexpected: list[str], missing_lora: list[str]) -> None:
+    if unexpected or missing_lora:
         raise ValueError(
-            f"adapter in {ckpt_dir} does not fit the model: unexpected {result.unexpected_keys[:5]}, "
-            f"missing {missing[:5]} (different lora_rank or target modules?)"
+            f"adapter in {ckpt_dir} does not fit the model: unexpected {unexpected[:5]}, "
+            f"missing {missing_lora[:5]} (different lora_rank or target modules?)"
         )
 
 
@@ -239,11 +239,7 @@ def _load_sharded_adapter(
     by_saved_name = {key.replace(marker, "."): key for key in model.state_dict() if marker in key}
     unexpected = [k for k in weights if k not in by_saved_name]
     missing = [k for k, v in by_saved_name.items() if "lora_" in v and k not in weights]
-    if unexpected or missing:
-        raise ValueError(
-            f"adapter in {ckpt_dir} does not fit the model: unexpected {unexpected[:5]}, "
-            f"missing {missing[:5]} (different lora_rank or target modules?)"
-        )
+    _check_adapter_fits(ckpt_dir, unexpected, missing)
     sharded.load_full_state_dict({by_saved_name[k]: v for k, v in weights.items()}, strict=False)
 
 

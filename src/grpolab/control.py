@@ -196,10 +196,7 @@ class TrainingControl:
         final_dir = t.run_dir / "final"
         model_state = t.sharded.full_state_dict() if t.sharded is not None else None
         if t.ctx.is_main:
-            if model_state is not None:
-                t.model.save_pretrained(str(final_dir), state_dict=model_state)
-            else:
-                t.model.save_pretrained(str(final_dir))
+            t.model.save_pretrained(str(final_dir), state_dict=model_state)  # None: the model's own
             t.tokenizer.save_pretrained(str(final_dir))
         split = self.cfg.eval.final_split
         after = t.evaluate(t.splits.test if split == "test" else t.val).metrics(split)

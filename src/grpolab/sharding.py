@@ -96,15 +96,15 @@ def _no_split_modules(model: Any) -> set[str]:
 class ShardedModel:
     """A model after `fully_shard`, with the switches the trainer needs around it."""
 
-    def __init__(self, model: Any, units: list[Any], reshard_flags: list[bool], world_size: int) -> None:
+    def __init__(self, model: Any, units: list[Any], reshard_layers: bool, world_size: int) -> None:
         self.model = model
         self.units = units  # every FSDPModule, the root FIRST: the first unshard initialises FSDP from the root
-        self._reshard_flags = reshard_flags  # each unit's reshard_after_forward outside `gathered`
+        self.reshard_layers = reshard_layers  # the layers' reshard_after_forward outside `gathered` (root: False)
         self.world_size = world_size
 
     def describe(self) -> str:
         layers = {unsharded_class(unit).__name__ for unit in self.units[1:]}
-        shard = "FULL_SHARD" if self._reshard_flags[1:] and self._reshard_flags[1] else "SHARD_GRAD_OP"
+        shard = "FULL_SHARD" if self.reshard_layers else "SHARD_GRAD_OP"
         return f"{len(self.units)} shard units (root + {len(self.units) - 1} x {', '.join(sorted(layers))}), {shard}"
 
     @property
@@ -126,8 +126,8 @@ class ShardedModel:
         finally:
             for unit in self.units:
                 unit.reshard()
-            for unit, reshard in zip(self.units, self._reshard_flags):
-                unit.set_reshard_after_forward(reshard, recurse=False)
+            for index, unit in enumerate(self.units):
+                unit.set_reshard_after_forward(index > 0 and self.reshard_layers, recurse=False)
 
     # -- full state, for checkpoints ---------------------------------------------------------
     def full_state_dict(self) -> dict[str, torch.Tensor]:
@@ -213,5 +213,4 @@ def shard_model(
         model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=ctx.device))
     for unit in units:  # leave every parameter sharded: the optimizer must be built on the DTensor shards
         unit.reshard()
-    flags = [False] + [settings.reshard_after_forward] * len(layers)
-    return ShardedModel(model, units, flags, ctx.world_size)
+    return ShardedModel(model, units, settings.reshard_after_forward, ctx.world_size)
