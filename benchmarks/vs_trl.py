@@ -5,7 +5,7 @@
 
 Same data (the default preset's train split), same B questions x G generations, same sampling,
 learning rate, beta and loss type. Each engine/mode runs in its own subprocess so that peak memory
-(max RSS) is its own. Held-out accuracy is measured by the same code (grpolab.evaluate, greedy, the
+(max RSS) is its own. Held-out accuracy is measured by the same code (grpolab.eval.evaluate, greedy, the
 test split) for both. Prints a markdown table; a benchmark, not a test.
 """
 
@@ -19,8 +19,8 @@ import sys
 import time
 from typing import Any
 
-from grpolab.config import Config
-from grpolab.config_load import load_config
+from grpolab.config.load import load_config
+from grpolab.config.schema import Config
 
 SETTINGS = [
     "train.questions_per_step=16",
@@ -49,12 +49,12 @@ def config(steps: int, finetune: str, lr: float) -> Config:
 
 
 def heldout_accuracy(cfg: Config, model: Any, tokenizer: Any) -> float:
-    from grpolab.evaluate import evaluate
+    from grpolab.data import build_splits
+    from grpolab.eval.evaluate import evaluate
     from grpolab.rewards import build_rewards
     from grpolab.rollout.backend import HFGenerator
     from grpolab.rollout.single_turn import prompt_ids
-    from grpolab.tasks import build_splits
-    from grpolab.trainer import evaluation_rewards
+    from grpolab.train.trainer import evaluation_rewards
 
     stops = [tokenizer.eos_token_id]
     result = evaluate(
@@ -77,7 +77,7 @@ def heldout_accuracy(cfg: Config, model: Any, tokenizer: Any) -> float:
 
 
 def run_grpolab(cfg: Config) -> dict[str, float]:
-    from grpolab.trainer import Trainer
+    from grpolab.train.trainer import Trainer
 
     trainer = Trainer(cfg)
     started = time.perf_counter()
@@ -96,9 +96,9 @@ def run_trl(cfg: Config) -> dict[str, float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
+    from grpolab.data import build_messages, build_splits
     from grpolab.models.loading import resolve_source
     from grpolab.rewards.correctness import numeric as numeric_reward
-    from grpolab.tasks import build_messages, build_splits
 
     torch.manual_seed(cfg.train.seed)
     source = resolve_source(cfg.model.name)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from grpolab.config import DistributedConfig
-from grpolab.distributed import DistContext, failure_guard, global_step_totals
+from grpolab.config.schema import DistributedConfig
+from grpolab.parallel.distributed import DistContext, failure_guard, global_step_totals
 
 HERE = Path(__file__).resolve()
 ADV = [1.0, -0.5, 0.25, -0.75, 0.6, -1.2, 0.3, 0.9]  # one fixed advantage per sequence
@@ -96,10 +96,10 @@ def trainer_step(ctx: DistContext, strategy: str) -> tuple[dict[str, torch.Tenso
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from grpolab.config_load import load_config
+    from grpolab.config.load import load_config
+    from grpolab.parallel.sharding import shard_model
     from grpolab.rollout.types import collate
-    from grpolab.sharding import shard_model
-    from grpolab.update import policy_update
+    from grpolab.train.update import policy_update
 
     torch.manual_seed(0)
     config = LlamaConfig(

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from grpolab.config_load import load_config
-from grpolab.trainer import Trainer
+from grpolab.config.load import load_config
+from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, read_metrics
 
 pytestmark = pytest.mark.slow

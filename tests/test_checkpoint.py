@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from grpolab.checkpoint import (
+from grpolab.train.checkpoint import (
     clean_stale,
     copy_as,
     latest_checkpoint,
@@ -27,7 +27,7 @@ from grpolab.checkpoint import (
     save_checkpoint,
     step_dir,
 )
-from grpolab.export import export_model
+from grpolab.train.export import export_model
 from run_helpers import micro_llama
 
 IDS = torch.tensor([[3, 5, 7, 9, 11, 13], [2, 4, 6, 8, 10, 12]])

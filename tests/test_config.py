@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grpolab.config_load import ConfigError, config_to_yaml, configs_dir, load_config
+from grpolab.config.load import ConfigError, config_to_yaml, configs_dir, load_config
 
 
 def load(*overrides: str, preset: str | None = None, environ: dict[str, str] | None = None, env_file=None):

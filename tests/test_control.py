@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from grpolab.cli import main
-from grpolab.trainer import Trainer
+from grpolab.cli.main import main
+from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, quick_config, read_metrics
 
 pytestmark = pytest.mark.slow

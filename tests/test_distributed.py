@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from dist_workers import CASES, HERE, child_env, scripted_step, spawn_ranks, write_evaluation
-from grpolab.config import DistributedConfig
-from grpolab.distributed import DistContext, DistributedError, failure_guard, global_step_totals
+from grpolab.config.schema import DistributedConfig
+from grpolab.parallel.distributed import DistContext, DistributedError, failure_guard, global_step_totals
 
 
 def test_two_processes_update_equals_one_process(tmp_path):
@@ -84,8 +84,8 @@ def test_init_failure_is_fast_and_says_what_to_check(tmp_path):
     # Rank 0 of 2 with no rank 1: rendezvous cannot complete, and must say so within the timeout.
     env = child_env(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
     code = (
-        "from grpolab.config import DistributedConfig\n"
-        "from grpolab.distributed import DistContext, DistributedError\n"
+        "from grpolab.config.schema import DistributedConfig\n"
+        "from grpolab.parallel.distributed import DistContext, DistributedError\n"
         "try:\n    DistContext.from_env(DistributedConfig(timeout_s=2))\n"
         "except DistributedError as e:\n    print(e); raise SystemExit(3)\n"
     )

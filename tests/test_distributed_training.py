@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from dist_workers import free_port
-from grpolab.config_load import load_config
-from grpolab.trainer import Trainer
+from grpolab.config.load import load_config
+from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, read_metrics
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from grpolab.early_stopping import EarlyStopping
+from grpolab.eval.early_stopping import EarlyStopping
 
 
 def run(es: EarlyStopping, values: list[float], every: int = 10) -> list[tuple[bool, bool]]:

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from grpolab.cli import main
-from grpolab.trainer import Trainer
+from grpolab.cli.main import main
+from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, quick_config, read_metrics, without_time
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def test_full_finetune_run_changes_weights_and_writes_the_run_directory(tmp_path
     assert (summary.run_dir / "final" / "model.safetensors").is_file()
     # the warm-started model gets mixed rewards, so some group has a spread and the weights move
     assert any(r["frac_reward_zero_std"] < 1 for r in train_rows)
-    from grpolab.checkpoint import load_checkpoint
+    from grpolab.train.checkpoint import load_checkpoint
 
     load_checkpoint(summary.run_dir / "checkpoints" / "step-3", model=trainer.model, optimizer=None, scheduler=None)
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))

@@ -15,12 +15,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grpolab.config import RewardsConfig
-from grpolab.evaluate import evaluate, pass_at_k
+from grpolab.config.schema import RewardsConfig
+from grpolab.data.base import Example
+from grpolab.eval.evaluate import evaluate, pass_at_k
 from grpolab.rewards import RewardInputs, RewardScores, RewardSet, build_rewards
 from grpolab.rewards.api import BoundReward
 from grpolab.rollout.backend import GenerationOutput, SamplingParams
-from grpolab.tasks.base import Example
 
 # --- pass@k -------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""FSDP (grpolab.sharding) on several CPU processes: the same update as one process with uneven
+"""FSDP (grpolab.parallel.sharding) on several CPU processes: the same update as one process with uneven
 micro-batch counts, HYBRID_SHARD on a 2-D mesh, the mesh mapping, and what Accelerate's launch
 environment turns on or is refused. Workers: tests/dist_workers.py."""
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dist_workers import spawn_ranks, trainer_step
-from grpolab.config import DistributedConfig
-from grpolab.distributed import DistContext, DistributedError, mesh_plan
+from grpolab.config.schema import DistributedConfig
+from grpolab.parallel.distributed import DistContext, DistributedError, mesh_plan
 
 
 @pytest.mark.parametrize(("scenario", "world"), [("fsdp", 2), ("hsdp", 4)])
@@ -59,7 +59,7 @@ def test_tunix_mesh_with_tensor_parallel_is_rejected_with_the_equivalent():
 
 
 def test_accelerate_fsdp_launch_config_is_read_from_its_env_vars():
-    from grpolab.sharding import FsdpSettings, accelerate_fsdp_requested, fsdp_settings
+    from grpolab.parallel.sharding import FsdpSettings, accelerate_fsdp_requested, fsdp_settings
 
     assert not accelerate_fsdp_requested({}) and fsdp_settings({}) == FsdpSettings()
     launched = {
@@ -77,7 +77,7 @@ def test_accelerate_fsdp_launch_config_is_read_from_its_env_vars():
 
 
 def test_a_deepspeed_launch_is_refused_not_silently_unsharded():
-    from grpolab.sharding import refuse_deepspeed
+    from grpolab.parallel.sharding import refuse_deepspeed
 
     refuse_deepspeed({})  # no DeepSpeed: nothing to say
     with pytest.raises(DistributedError, match=r"ZeRO-3 = FSDP FULL_SHARD"):

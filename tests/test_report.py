@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from grpolab.config import Config
-from grpolab.report import load_run, write_comparison, write_report
-from grpolab.tracking import Tracker
+from grpolab.config.schema import Config
+from grpolab.observe import Tracker
+from grpolab.observe.report import load_run, write_comparison, write_report
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -147,7 +147,7 @@ def test_report_failure_is_a_warning_not_a_crash(tmp_path: Path, monkeypatch: py
     def broken(run_dir: Path) -> Path:
         raise RuntimeError("matplotlib exploded")
 
-    monkeypatch.setattr("grpolab.report.write_report", broken)
+    monkeypatch.setattr("grpolab.observe.report.write_report", broken)
     cfg = Config.model_validate({"logging": {"tensorboard": False, "report": True}})
     out = io.StringIO()
     Tracker(tmp_path / "run", cfg, total_steps=1, console_file=out).close({})
@@ -203,7 +203,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
 def cli(argv: list[str]) -> int:
     import argparse
 
-    from grpolab.cli_observe import add_observe_parsers
+    from grpolab.cli.observe import add_observe_parsers
 
     parser = argparse.ArgumentParser(prog="grpolab")
     add_observe_parsers(parser.add_subparsers(dest="command", required=True))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from grpolab.config_load import load_config
-from grpolab.control import ResumeError
-from grpolab.trainer import Trainer
+from grpolab.config.load import load_config
+from grpolab.train.control import ResumeError
+from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, read_metrics, without_time
 
 pytestmark = pytest.mark.slow

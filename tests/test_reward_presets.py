@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grpolab.cli import main
+from grpolab.cli.main import main
 from run_helpers import read_metrics
 
 pytestmark = pytest.mark.slow

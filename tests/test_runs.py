@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from grpolab.runs import list_runs, runs_table
+from grpolab.observe.runs import list_runs, runs_table
 
 NOW = 1_700_000_000.0
 
@@ -100,7 +100,7 @@ def test_runs_and_tensorboard_commands(
 ) -> None:
     import argparse
 
-    from grpolab.cli_observe import add_observe_parsers
+    from grpolab.cli.observe import add_observe_parsers
 
     parser = argparse.ArgumentParser(prog="grpolab")
     add_observe_parsers(parser.add_subparsers(dest="command", required=True))

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from grpolab.config_load import ConfigError
-from grpolab.sweep import combo_name, parse_grid, run_sweep, split_values
+from grpolab.config.load import ConfigError
+from grpolab.observe.sweep import combo_name, parse_grid, run_sweep, split_values
 
 
 def test_parse_grid_is_the_cartesian_product() -> None:
@@ -115,10 +115,12 @@ def test_sweep_command_splits_grid_and_fixed(
 ) -> None:
     import argparse
 
-    from grpolab.cli_observe import add_observe_parsers
+    from grpolab.cli.observe import add_observe_parsers
 
     fake = FakeTraining()
-    monkeypatch.setattr("grpolab.sweep.default_run_one", lambda overrides, out_dir, preset: fake(overrides, out_dir))
+    monkeypatch.setattr(
+        "grpolab.observe.sweep.default_run_one", lambda overrides, out_dir, preset: fake(overrides, out_dir)
+    )
     parser = argparse.ArgumentParser(prog="grpolab")
     add_observe_parsers(parser.add_subparsers(dest="command", required=True))
     argv = ["sweep", "--sweep-dir", str(tmp_path), "lr=1e-6,3e-6", "--", "train.max_steps=3"]
@@ -134,7 +136,7 @@ def test_sweep_command_splits_grid_and_fixed(
 
 
 def test_split_grid_overrides_for_multirun() -> None:
-    from grpolab.sweep import split_grid_overrides
+    from grpolab.observe.sweep import split_grid_overrides
 
     fixed, grid = split_grid_overrides(["lr=1e-6,3e-6", "eval.pass_k=[1,5]", "seed=1", "eval.pass_k=[1],[1,4]"])
     assert fixed == ["eval.pass_k=[1,5]", "seed=1"] and grid == ["lr=1e-6,3e-6", "eval.pass_k=[1],[1,4]"]

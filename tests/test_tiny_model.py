@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import random
 
-from grpolab.agent.env import CalculatorEnv
-from grpolab.agent.rollout import observation_delta
+from grpolab.data.base import Example
+from grpolab.envs.env import CalculatorEnv
 from grpolab.models.make_tiny import _copy_drill, _tool_trace
-from grpolab.tasks.base import Example
+from grpolab.rollout.multi_turn import observation_delta
 
 QUESTION = Example("What is 12 * 34?", "408", "mul")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from grpolab.config import Config
-from grpolab.tracking import Tracker, read_jsonl, read_status
+from grpolab.config.schema import Config
+from grpolab.observe import Tracker, read_jsonl, read_status
 
 
 def make_cfg(**logging_cfg: Any) -> Config:

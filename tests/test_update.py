@@ -10,11 +10,11 @@ import torch
 
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.algo.loss import StepTotals, grpo_loss
-from grpolab.config_load import load_config
+from grpolab.config.load import load_config
 from grpolab.models.loading import LoadedModel
 from grpolab.rollout.types import Rollout, collate
-from grpolab.schedule import build_optimizer
-from grpolab.update import policy_update
+from grpolab.train.schedule import build_optimizer
+from grpolab.train.update import policy_update
 
 
 def make_batch(pad_id: int, n: int = 8, seed: int = 0):
@@ -142,7 +142,7 @@ def test_second_iteration_is_off_policy_and_clipped(tiny_llama, tiny_tokenizer):
 
 
 def test_schedule_factors_by_hand():
-    from grpolab.schedule import lr_factor
+    from grpolab.train.schedule import lr_factor
 
     # total 10, warmup 2: steps 0, 1 ramp to 0.5, 1.0; linear step 6 -> (10 - 6) / 8 = 0.5
     assert [lr_factor(s, 10, 2, "linear") for s in (0, 1, 6)] == [0.5, 1.0, 0.5]

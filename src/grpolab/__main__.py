@@ -1,4 +1,4 @@
-from grpolab.cli import main
+from grpolab.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -11,8 +11,8 @@ from typing import Any
 from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
-from grpolab.agent.env import Environment, StepResult
-from grpolab.agent.tools import has_tool_call
+from grpolab.envs.env import Environment, StepResult
+from grpolab.envs.tools import has_tool_call
 from grpolab.rollout.backend import GenerationOutput, SamplingParams
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]

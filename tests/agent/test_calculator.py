@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grpolab.agent.calculator import CalculatorLimits, calculator_tool, evaluate, format_number
-from grpolab.agent.tools import ToolError
+from grpolab.envs.calculator import CalculatorLimits, calculator_tool, evaluate, format_number
+from grpolab.envs.tools import ToolError
 
 VALUES = [
     ("12 * (3 + 4)", "84"),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from grpolab.agent.env import CalculatorEnv, PythonEnv, ToolEnv, load_env
+from grpolab.envs.env import CalculatorEnv, PythonEnv, ToolEnv, load_env
 
 
 def call(name: str, **arguments: str) -> str:
@@ -71,7 +71,7 @@ def test_python_env_runs_code():
 def test_load_env_resolves_builtins_and_import_paths():
     assert isinstance(load_env("calculator", {})(), CalculatorEnv)
     assert load_env("python", {"timeout_s": 1.0})().tools[0]["function"]["name"] == "python"
-    assert isinstance(load_env("grpolab.agent.env:CalculatorEnv", {"max_calls_per_turn": 2})(), ToolEnv)
+    assert isinstance(load_env("grpolab.envs.env:CalculatorEnv", {"max_calls_per_turn": 2})(), ToolEnv)
     env_a, env_b = (load_env("calculator", {})() for _ in range(2))
     assert env_a is not env_b  # one instance per trajectory
 
@@ -81,7 +81,7 @@ def test_load_env_resolves_builtins_and_import_paths():
     [
         ("calculater", {}, "did you mean 'calculator'"),
         ("nope.module:Env", {}, "cannot import"),
-        ("grpolab.agent.env:Missing", {}, "cannot import"),
+        ("grpolab.envs.env:Missing", {}, "cannot import"),
         ("calculator", {"max_call_per_turn": 2}, "agent.env_params"),  # a typo fails at load time
     ],
 )

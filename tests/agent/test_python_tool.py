@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from grpolab.agent.python_tool import PythonLimits, python_tool, run_python
-from grpolab.agent.tools import ToolError
+from grpolab.envs.python_tool import PythonLimits, python_tool, run_python
+from grpolab.envs.tools import ToolError
 
 FAST = PythonLimits(timeout_s=1.0, cpu_s=1.0, memory_mb=256, max_output_chars=200)
 

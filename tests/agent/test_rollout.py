@@ -20,12 +20,12 @@ from agent_fakes import TEMPLATES, ScriptedGenerator, Turn, char_tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grpolab.agent.env import CalculatorEnv, load_env
-from grpolab.agent.metrics import agent_metrics
-from grpolab.agent.rollout import run_agent_rollouts, trained_spans
-from grpolab.agent.tools import parse_tool_calls
+from grpolab.envs.env import CalculatorEnv, load_env
+from grpolab.envs.tools import parse_tool_calls
 from grpolab.models.tiny_model import build_tokenizer
+from grpolab.rollout.agent_metrics import agent_metrics
 from grpolab.rollout.backend import SamplingParams
+from grpolab.rollout.multi_turn import run_agent_rollouts, trained_spans
 from grpolab.rollout.types import Rollout, collate
 
 TOKENIZERS = {name: char_tokenizer(template) for name, template in TEMPLATES.items()}

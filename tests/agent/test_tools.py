@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grpolab.agent.tools import INVALID_TOOL, Tool, ToolCall, ToolError, execute, parse_tool_calls
+from grpolab.envs.tools import INVALID_TOOL, Tool, ToolCall, ToolError, execute, parse_tool_calls
 
 
 def _add(a: str, b: str) -> str:

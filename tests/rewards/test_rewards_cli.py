@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from grpolab.cli_rewards import add_rewards_parser
+from grpolab.cli.rewards import add_rewards_parser
 from grpolab.rewards import reward_registry
 
 

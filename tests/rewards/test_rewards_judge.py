@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from rewards_helpers import batch
 
-from grpolab.config import RewardsConfig
-from grpolab.config_load import ConfigError
+from grpolab.config.load import ConfigError
+from grpolab.config.schema import RewardsConfig
 from grpolab.rewards import build_rewards
 from grpolab.rewards.judge import JudgeClient, judge, judge_metric, parse_score
 

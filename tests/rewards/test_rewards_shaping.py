@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rewards_helpers import batch
 
-from grpolab.config import RewardsConfig
+from grpolab.config.schema import RewardsConfig
 from grpolab.rewards import build_rewards
 from grpolab.rewards.shaping import cosine_scaled, length, reasoning_steps, repetition_penalty, soft_overlong
 

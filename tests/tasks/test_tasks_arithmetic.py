@@ -10,9 +10,9 @@ from fractions import Fraction
 
 import pytest
 
-from grpolab.config import DataConfig
-from grpolab.tasks import DataError, build_splits, validate_data
-from grpolab.tasks.arithmetic import CATEGORY, division_drawer, division_space
+from grpolab.config.schema import DataConfig
+from grpolab.data import DataError, build_splits, validate_data
+from grpolab.data.arithmetic import CATEGORY, division_drawer, division_space
 
 QUESTION = re.compile(r"What is (-?\d+) ([-+*/]) (-?\d+)\?")
 

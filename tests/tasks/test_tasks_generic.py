@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from grpolab.config import DataConfig
-from grpolab.tasks import DataError, build_splits, hub, validate_data
+from grpolab.config.schema import DataConfig
+from grpolab.data import DataError, build_splits, hub, validate_data
 
 
 def rows(n: int) -> list[dict[str, Any]]:

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from grpolab.config import DataConfig
-from grpolab.tasks import DataError, build_splits, gsm8k, hub, validate_data
+from grpolab.config.schema import DataConfig
+from grpolab.data import DataError, build_splits, gsm8k, hub, validate_data
 
 ROWS = [
     {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"},

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from grpolab.config import DataConfig
-from grpolab.tasks import DataError, build_splits, hub, validate_data
+from grpolab.config.schema import DataConfig
+from grpolab.data import DataError, build_splits, hub, validate_data
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from grpolab.config import DataConfig
-from grpolab.tasks import build_splits
-from grpolab.tasks.mixed import ITEMS, WORDS
+from grpolab.config.schema import DataConfig
+from grpolab.data import build_splits
+from grpolab.data.mixed import ITEMS, WORDS
 
 ARITH = re.compile(r"What is (-?\d+) ([-+*/]) (-?\d+)\?")
 LETTERS = re.compile(r"How many times does the letter '([a-z])' appear in '([a-z]+)'\?")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from grpolab.config import DataConfig
-from grpolab.tasks import DataError, Example, build_messages, default_system_prompt, validate_data
+from grpolab.config.schema import DataConfig
+from grpolab.data import DataError, Example, build_messages, default_system_prompt, validate_data
 
 EXAMPLE = Example(question="What is 2 + 3?", answer="5", category="add")
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from grpolab.tasks.base import Example
-from grpolab.tasks.sampling import Source, draw_unique
+from grpolab.data.base import Example
+from grpolab.data.draw import Source, draw_unique
 
 
 def counting_source(name: str, weight: float, space: int, calls: list[int]) -> Source:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grpolab.config import DataConfig
-from grpolab.tasks import Splits, build_splits
+from grpolab.config.schema import DataConfig
+from grpolab.data import Splits, build_splits
 
 SYNTHETIC = ["arithmetic", "small_numbers", "mixed"]
 

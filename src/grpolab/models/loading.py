@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grpolab.config import ModelConfig
+from grpolab.config.schema import ModelConfig
 from grpolab.models.tiny_model import TINY_AGENT_DIR, TINY_DIR
 
 HUB_HOST = ("huggingface.co", 443)

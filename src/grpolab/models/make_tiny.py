@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
-from grpolab.config import DataConfig
+from grpolab.config.schema import DataConfig
+from grpolab.data import build_messages, build_splits
+from grpolab.data.base import Example
 from grpolab.models.tiny_model import (
     WarmStartExample,
     build_model,
@@ -27,8 +29,6 @@ from grpolab.models.tiny_model import (
     warm_start,
 )
 from grpolab.rollout.backend import HFGenerator, SamplingParams
-from grpolab.tasks import build_messages, build_splits
-from grpolab.tasks.base import Example
 
 DEFAULT_SEED = 42  # data.seed of the presets: their val/test splits are excluded from the warm start
 ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -51,7 +51,7 @@ MIXTURE: list[tuple[dict[str, Any], float]] = [
 
 
 def _tool_trace(example: Example, rng: random.Random, tool_use_rate: float = TOOL_USE_RATE) -> WarmStartExample:
-    from grpolab.agent.env import CalculatorEnv
+    from grpolab.envs.env import CalculatorEnv
 
     env = CalculatorEnv(system_prompt="")
     messages = env.reset(example.row())

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from grpolab.config import RewardsConfig, RewardSpec
-from grpolab.config_load import ConfigError
+from grpolab.config.load import ConfigError
+from grpolab.config.schema import RewardsConfig, RewardSpec
 from grpolab.rewards import correctness, format, judge, shaping
 from grpolab.rewards.api import STANDARD_INPUTS, BoundReward, RewardSet
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from grpolab.config import Config
+from grpolab.config.schema import Config
+from grpolab.data import build_messages
+from grpolab.data.base import Example
 from grpolab.rollout.backend import Generator, SamplingParams
 from grpolab.rollout.single_turn import prompt_ids, sample_completions
 from grpolab.rollout.types import Rollout
-from grpolab.tasks import build_messages
-from grpolab.tasks.base import Example
 
 
 class RolloutSampler:
@@ -25,7 +25,7 @@ class RolloutSampler:
         self.stop_ids = stop_ids
         self.env_factory = None
         if cfg.agent.enabled:
-            from grpolab.agent.env import load_env
+            from grpolab.envs.env import load_env
 
             self.env_factory = load_env(cfg.agent.env, cfg.agent.env_params)
 
@@ -43,7 +43,7 @@ class RolloutSampler:
         if self.env_factory is None:
             prompts = [self.prompt_ids(e) for e in examples]
             return sample_completions(self.generator, self.tokenizer, prompts, params, self.stop_ids)
-        from grpolab.agent.rollout import run_agent_rollouts
+        from grpolab.rollout.multi_turn import run_agent_rollouts
 
         agent = self.cfg.agent
         return run_agent_rollouts(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from grpolab.config import DataConfig
+from grpolab.config.schema import DataConfig
+from grpolab.data import build_messages
+from grpolab.data.base import Example
 from grpolab.rollout.backend import Generator, SamplingParams
 from grpolab.rollout.types import Rollout
-from grpolab.tasks import build_messages
-from grpolab.tasks.base import Example
 
 
 def prompt_ids(tokenizer: Any, example: Example, data: DataConfig, max_prompt_length: int) -> list[int]:

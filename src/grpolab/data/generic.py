@@ -1,0 +1,134 @@
+"""Any question/answer dataset: a local file (task "jsonl") or a hub dataset (task "hf").
+
+Columns come from the config: data.question_column, data.answer_column, and optionally
+data.category_column (without it every example's category is the task name). Every other column
+is kept in Example.fields, so a reward can read e.g. a row's `unit` or `tolerance` by name.
+
+Splitting: duplicate questions are dropped (first occurrence kept), the rest is shuffled with the
+seed, then test, val and train are cut in that order. Test and val must fit; train takes what is
+left up to data.train_size (a warning says when that is less), so train_size=100000 means "all".
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from grpolab.config.schema import DataConfig
+from grpolab.data import hub
+from grpolab.data.base import DataError, Example, Sizes, Splits, check_space, cut_splits
+from grpolab.data.files import Row, read_rows
+
+log = logging.getLogger(__name__)
+
+HF_LOCAL_HINT = (
+    "To use a local copy instead, set data.task=jsonl and data.path=/path/to/file.jsonl "
+    "(.jsonl, .json, .parquet or .csv with the same columns)."
+)
+
+MakeExample = Callable[[int, Row], Example]
+
+
+def required(row: Row, column: str, number: int, source: str) -> str:
+    """The row's value in `column` as text; a missing or empty value names the row and column."""
+    if column not in row:
+        have = ", ".join(map(str, row)) or "nothing"
+        raise DataError(f"{source}: row {number}: missing column '{column}' (row has: {have})")
+    value = row[column]
+    text = "" if value is None else str(value).strip()
+    if not text:
+        raise DataError(f"{source}: row {number}: column '{column}' is empty")
+    return text
+
+
+def row_maker(data: DataConfig, source: str) -> MakeExample:
+    """Turns a row into an Example using the configured columns; other columns go to fields."""
+    used = {data.question_column, data.answer_column, data.category_column}
+
+    def make(number: int, row: Row) -> Example:
+        return Example(
+            question=required(row, data.question_column, number, source),
+            answer=required(row, data.answer_column, number, source),
+            category=(required(row, data.category_column, number, source) if data.category_column else data.task),
+            fields={k: v for k, v in row.items() if k not in used},
+        )
+
+    return make
+
+
+def to_examples(rows: Iterable[tuple[int, Row]], make: MakeExample) -> list[Example]:
+    return [make(number, row) for number, row in rows]
+
+
+def unique(examples: Iterable[Example], exclude: set[str] | None = None) -> list[Example]:
+    """Examples with distinct question text, first occurrence kept, minus questions in `exclude`."""
+    seen = set(exclude or ())
+    out = []
+    for example in examples:
+        if example.question not in seen:
+            seen.add(example.question)
+            out.append(example)
+    return out
+
+
+def shuffled(examples: list[Example], seed: int) -> list[Example]:
+    order = list(examples)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def fit_train(available: int, sizes: Sizes, what: str) -> Sizes:
+    """Sizes with train shrunk to what is left after test and val (which must fit, with one train
+    question at least)."""
+    check_space(available, Sizes(train=1, val=sizes.val, test=sizes.test), what, "")
+    left = available - sizes.test - sizes.val
+    if sizes.train > left:
+        log.warning("%s: data.train_size=%d but only %d questions are left for train", what, sizes.train, left)
+        return Sizes(train=left, val=sizes.val, test=sizes.test)
+    return sizes
+
+
+def split_examples(examples: list[Example], seed: int, sizes: Sizes, what: str) -> Splits:
+    """Deduplicate, shuffle with `seed`, cut test, val, train."""
+    pool = unique(examples)
+    return cut_splits(shuffled(pool, seed), fit_train(len(pool), sizes, what))
+
+
+def source_name(data: DataConfig) -> str:
+    return f"data.path {data.path}" if data.path else f"dataset '{data.hf_name}'"
+
+
+def as_rows(dataset: Any) -> Iterable[tuple[int, Row]]:
+    """Number the rows of a hub split from 1, as local files are numbered."""
+    return enumerate(dataset, start=1)
+
+
+def load_rows(data: DataConfig) -> Iterable[tuple[int, Row]]:
+    """Rows of data.path when set (a local file wins over a hub id), else of the hub split
+    data.hf_split of data.hf_name."""
+    if data.path:
+        return read_rows(data.path)
+    assert data.hf_name, "config validation requires hf_name for the hf task"
+    dataset = hub.load_split(data.hf_name, data.hf_config, data.hf_split, HF_LOCAL_HINT)
+    if len(dataset) == 0:
+        raise DataError(f"dataset '{data.hf_name}' split {data.hf_split!r} has no rows")
+    return as_rows(dataset)
+
+
+def build(data: DataConfig, seed: int, sizes: Sizes) -> Splits:
+    source = source_name(data)
+    examples = to_examples(load_rows(data), row_maker(data, source))
+    return split_examples(examples, seed, sizes, source)
+
+
+def validate(data: DataConfig, sizes: Sizes) -> None:
+    """A local file is read in full (cheap next to a model); a hub dataset only has its reachability
+    checked, since downloading it is the expensive part the check exists to avoid."""
+    if data.path:
+        source = source_name(data)
+        pool = unique(to_examples(read_rows(data.path), row_maker(data, source)))
+        fit_train(len(pool), sizes, source)
+    elif data.hf_name:
+        hub.check_hub(data.hf_name, HF_LOCAL_HINT)

@@ -1,0 +1,1 @@
+"""Evaluation (the one path training and `grpolab eval` share) and early stopping."""

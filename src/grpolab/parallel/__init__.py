@@ -1,0 +1,1 @@
+"""Several processes: the process group (DDP, torch.distributed) and parameter sharding (FSDP2)."""

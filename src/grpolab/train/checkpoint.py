@@ -1,0 +1,382 @@
+"""Checkpoints: everything a run needs to continue exactly where it stopped, written atomically.
+
+Layout of `<run>/checkpoints/`:
+    step-N/   adapter (adapter_config.json + adapter_model.safetensors) or full weights
+              (config.json + model*.safetensors), optimizer.pt, scheduler.pt, rng_state.pt,
+              trainer_state.json (step, sampler position, early stopping, metric history), config.yaml,
+              tokenizer files when given
+    best/     a copy of the best step (hard links: no extra disk)
+    .tmp-*    a save in progress (or one killed mid-way); never read, cleaned by `prune_checkpoints`
+
+Why it is safe to kill at any moment: a checkpoint is written into a hidden sibling directory, its
+files and the directory are fsynced, and only then is it renamed into place. A rename within one
+directory is atomic on POSIX, so `step-N/` either does not exist or is complete. Replacing an
+existing directory needs two renames (the old one away, the new one in); a crash between them leaves
+`.old-NAME-PID`, which `prune_checkpoints` renames back.
+
+The checkpoint's model files sit at its top level, so `AutoPeftModelForCausalLM.from_pretrained(ckpt)`
+(adapter) or `AutoModelForCausalLM.from_pretrained(ckpt)` (full) load it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from grpolab.parallel.sharding import ShardedModel, unsharded_class
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+RNG_FILE = "rng_state.pt"
+TRAINER_STATE_FILE = "trainer_state.json"
+CONFIG_FILE = "config.yaml"
+BEST = "best"
+# Files that only matter for resuming; an exported model leaves them out.
+TRAINING_FILES = frozenset({OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE, TRAINER_STATE_FILE})
+
+_STEP_RE = re.compile(r"step-(\d+)")
+_HIDDEN_RE = re.compile(r"\.(tmp|old|del)-(.+)-(\d+)")
+
+
+def step_dir(checkpoints_dir: Path, step: int) -> Path:
+    return Path(checkpoints_dir) / f"step-{step}"
+
+
+# --- atomic directories ---------------------------------------------------------------------------
+
+
+def _fsync(path: Path) -> None:
+    if path.is_dir() and os.name != "posix":
+        return  # directories cannot be opened for fsync on Windows
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    # Files first, then their directories: after this, a power cut cannot leave the renamed
+    # checkpoint with missing or truncated files.
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        _fsync(path)
+    _fsync(root)
+
+
+def _remove(path: Path) -> None:
+    # Rename before deleting: rmtree is not atomic, and a half-deleted step-N that still holds
+    # trainer_state.json would look like a checkpoint.
+    doomed = path.parent / f".del-{path.name}-{os.getpid()}"
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def _install(tmp: Path, target: Path) -> None:
+    """Rename the finished `tmp` to `target`, moving an existing `target` out of the way first."""
+    old = None
+    if target.exists():
+        # os.replace cannot replace a non-empty directory, hence two renames.
+        old = target.parent / f".old-{target.name}-{os.getpid()}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync(target.parent)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty hidden sibling of `target`; on success it becomes `target`, on error it goes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        _install(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --- RNG ------------------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy, torch CPU and (if present) CUDA generators, in a form `torch.load(weights_only=True)`
+    accepts: numpy's state array becomes a list, so no pickled numpy objects are needed to resume."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": np.asarray(keys).tolist(),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np.asarray(np_state["keys"], dtype=np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        # A resume on fewer GPUs restores the ones that exist.
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
+
+
+# --- save / load ----------------------------------------------------------------------------------
+
+
+def _is_peft_model(model: Any) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def save_checkpoint(
+    ckpt_dir: Path,
+    *,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any | None,
+    trainer_state: dict[str, Any],
+    config_yaml: str,
+    is_peft: bool,
+    tokenizer: Any | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a complete checkpoint to `ckpt_dir` atomically (replacing one that exists) and return it.
+
+    is_peft: save only the LoRA adapter (the base weights are the base model's); else the full weights.
+    trainer_state must be JSON-able. Call on the main process only, with the unwrapped model.
+    model_state / optimizer_state: the full (gathered) states of a sharded model, written in place of
+    the model's and optimizer's own (see sharding.ShardedModel), so the files do not depend on FSDP.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if is_peft != _is_peft_model(model):
+        kind = "a peft model" if _is_peft_model(model) else "a plain transformers model"
+        raise ValueError(f"save_checkpoint(is_peft={is_peft}) got {kind}")
+    # Serialise first: a state that is not JSON-able fails before anything touches the disk.
+    state_json = json.dumps(trainer_state, indent=2)
+    with atomic_dir(ckpt_dir) as tmp:
+        # PeftModel.save_pretrained writes the adapter only; a PreTrainedModel its full weights.
+        # Both write safetensors (the default in transformers 5 and peft).
+        model.save_pretrained(str(tmp), state_dict=model_state)  # None: the model's own
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        torch.save(optimizer_state if optimizer_state is not None else optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
+        torch.save(capture_rng_state(), tmp / RNG_FILE)
+        (tmp / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
+        (tmp / TRAINER_STATE_FILE).write_text(state_json, encoding="utf-8")
+    return ckpt_dir
+
+
+def _load_adapter(ckpt_dir: Path, model: Any, sharded: ShardedModel | None) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    device = next(model.parameters()).device
+    weights = load_file(ckpt_dir / ADAPTER_WEIGHTS, device=str(device) if sharded is None else "cpu")
+    adapter = getattr(model, "active_adapter", "default")
+    if sharded is not None:
+        _load_sharded_adapter(ckpt_dir, model, weights, adapter, sharded)
+        return
+    result: Any = set_peft_model_state_dict(model, weights, adapter_name=adapter)
+    # load_state_dict(strict=False) underneath: the base weights are "missing" by design, but a LoRA
+    # weight that is missing or a key that matches nothing means a different adapter layout.
+    _check_adapter_fits(ckpt_dir, list(result.unexpected_keys), [k for k in result.missing_keys if "lora_" in k])
+
+
+def _check_adapter_fits(ckpt_dir: Path, unexpected: list[str], missing_lora: list[str]) -> None:
+    if unexpected or missing_lora:
+        raise ValueError(
+            f"adapter in {ckpt_dir} does not fit the model: unexpected {unexpected[:5]}, "
+            f"missing {missing_lora[:5]} (different lora_rank or target modules?)"
+        )
+
+
+def _load_sharded_adapter(
+    ckpt_dir: Path, model: Any, weights: dict[str, torch.Tensor], adapter: str, sharded: ShardedModel
+) -> None:
+    # peft saves adapter keys without the adapter's name (lora_A.weight for lora_A.<adapter>.weight);
+    # put it back by matching the model's own keys, then let FSDP keep each rank's shard
+    marker = f".{adapter}."
+    by_saved_name = {key.replace(marker, "."): key for key in model.state_dict() if marker in key}
+    unexpected = [k for k in weights if k not in by_saved_name]
+    missing = [k for k, v in by_saved_name.items() if "lora_" in v and k not in weights]
+    _check_adapter_fits(ckpt_dir, unexpected, missing)
+    sharded.load_full_state_dict({by_saved_name[k]: v for k, v in weights.items()}, strict=False)
+
+
+def _load_full(ckpt_dir: Path, model: Any, sharded: ShardedModel | None) -> None:
+    # from_pretrained handles shards, tied weights and checkpoint key conventions; the fresh copy is
+    # built on CPU and copied into the existing model object (whose parameters the optimizer holds).
+    dtype = next(model.parameters()).dtype
+    fresh = unsharded_class(model).from_pretrained(str(ckpt_dir), dtype=dtype)
+    if sharded is not None:
+        sharded.load_full_state_dict(fresh.state_dict(), strict=True)
+    else:
+        model.load_state_dict(fresh.state_dict(), strict=True)
+    del fresh
+
+
+def load_checkpoint(
+    ckpt_dir: Path,
+    *,
+    model: Any,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    restore_rng: bool = True,
+    sharded: ShardedModel | None = None,
+) -> dict[str, Any]:
+    """Restore weights (in place), optimizer, scheduler and RNG from `ckpt_dir`; return trainer_state.
+
+    optimizer/scheduler None: not restored. restore_rng=False: weights only (loading the best model at
+    the end of a run should not rewind the random streams). sharded: the model is FSDP-sharded; every
+    rank calls this and keeps its shard of the full tensors read from disk."""
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / TRAINER_STATE_FILE).is_file():
+        raise FileNotFoundError(f"{ckpt_dir} is not a grpolab checkpoint (no {TRAINER_STATE_FILE})")
+    has_adapter = (ckpt_dir / ADAPTER_CONFIG).is_file()
+    if has_adapter != _is_peft_model(model):
+        saved = "a LoRA adapter" if has_adapter else "full weights"
+        raise ValueError(
+            f"{ckpt_dir} holds {saved}, but the model is "
+            f"{'a peft model' if _is_peft_model(model) else 'a plain model'} (model.finetune changed?)"
+        )
+    if has_adapter:
+        _load_adapter(ckpt_dir, model, sharded)
+    else:
+        _load_full(ckpt_dir, model, sharded)
+    if optimizer is not None:
+        # map_location cpu: Optimizer.load_state_dict moves each state tensor to its parameter's device.
+        saved = torch.load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        if sharded is not None:
+            sharded.load_full_optimizer_state(optimizer, saved)
+        else:
+            optimizer.load_state_dict(saved)
+    if scheduler is not None:
+        scheduler.load_state_dict(torch.load(ckpt_dir / SCHEDULER_FILE, weights_only=True))
+    state: dict[str, Any] = json.loads((ckpt_dir / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+    # Last, on purpose: the resumed run must continue from the state captured at save time, even if
+    # loading drew random numbers (a model class whose from_pretrained initialises weights).
+    if restore_rng:
+        restore_rng_state(torch.load(ckpt_dir / RNG_FILE, weights_only=True))
+    return state
+
+
+# --- listing, pruning, best -----------------------------------------------------------------------
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
+    """Complete `step-N` checkpoints, oldest first (hidden temp dirs and `best` are not listed)."""
+    root = Path(checkpoints_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _STEP_RE.fullmatch(path.name)
+        if match and (path / TRAINER_STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The checkpoint with the highest step (by number: step-10 is after step-9), or None."""
+    found = list_checkpoints(checkpoints_dir)
+    return found[-1][1] if found else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale(checkpoints_dir: Path) -> None:
+    """Finish what a killed save left behind: delete `.tmp-`/`.del-` dirs of dead processes and put an
+    `.old-NAME` back where NAME is missing (a crash between the two renames of `_install`)."""
+    root = Path(checkpoints_dir)
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        match = _HIDDEN_RE.fullmatch(path.name)
+        if not match or not path.is_dir():
+            continue
+        kind, name, pid = match.group(1), match.group(2), int(match.group(3))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue  # a save in progress (ours or another live process's)
+        if kind == "old" and not (root / name).exists():
+            os.replace(path, root / name)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` step checkpoints (never `best`); return what was deleted."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1 (got {keep_last}): the newest checkpoint is never deleted")
+    clean_stale(checkpoints_dir)
+    doomed = [path for _, path in list_checkpoints(checkpoints_dir)[:-keep_last]]
+    for path in doomed:
+        _remove(path)
+    return doomed
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    # Checkpoint files are never modified in place (every save writes a new directory), so sharing
+    # them through hard links is safe, and `best` costs no disk; fall back to copying across devices.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def copy_as(ckpt: Path, name: str = BEST) -> Path:
+    """Atomically make `<checkpoints>/<name>` a copy of checkpoint `ckpt` (the best checkpoint)."""
+    ckpt = Path(ckpt)
+    target = ckpt.parent / name
+    if target.resolve() == ckpt.resolve():
+        return target
+    with atomic_dir(target) as tmp:
+        shutil.copytree(ckpt, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+    return target

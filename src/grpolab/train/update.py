@@ -1,0 +1,145 @@
+"""One GRPO update from a batch of scored rollouts: micro-batches, gradient accumulation, clipping.
+
+Order of operations, and why:
+1. Reference log-probs (beta > 0) are computed once, before any update, under no_grad: they
+   must come from the frozen reference, which for LoRA is the same module with the adapter off.
+2. With num_iterations = 1 the old policy is the current one, so old_logp = logp.detach() and the
+   ratio is exactly 1 (no extra forward). With more iterations the old log-probs are computed once
+   before the first update, as the policy moves after it.
+3. Each micro-batch's loss is its share of the step loss (see algo.loss.normalise), so the summed
+   gradients equal one big batch's, whatever the micro-batch size.
+4. Under FSDP (`sharded`), no-grad passes run on the gathered model, every rank runs the same number
+   of training passes (zero-weighted dummies where it has fewer micro-batches), the backward loss is
+   scaled by W because FSDP averages gradients, and the gradient is already reduced: no sum_gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from grpolab.algo.logprobs import sequence_logprobs
+from grpolab.algo.loss import grpo_loss
+from grpolab.config.schema import Config
+from grpolab.parallel.distributed import DistContext, global_step_totals
+from grpolab.parallel.sharding import ShardedModel
+from grpolab.rollout.types import Batch
+
+
+@dataclass
+class UpdateResult:
+    metrics: dict[str, float]
+    skipped_nonfinite: bool  # the gradient was NaN/inf: the optimizer step was skipped
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+@torch.no_grad()
+def _forward_logprobs(model: Any, batch: Batch, parts: list[slice], temperature: float) -> list[torch.Tensor]:
+    return [sequence_logprobs(model, batch.select(part), temperature)[0] for part in parts]
+
+
+def _dummy_pass(model: Any, batch: Batch) -> None:
+    """A forward and backward that adds zero to every gradient: keeps an FSDP rank in step with
+    ranks that have more micro-batches (each pass gathers and reduce-scatters every layer)."""
+    ids = batch.input_ids[:1, :1] if len(batch) else torch.zeros(1, 1, dtype=torch.long)
+    logits = model(input_ids=ids.to(next(model.parameters()).device)).logits
+    (logits.sum() * 0.0).backward()
+
+
+def _clip(params: list[torch.nn.Parameter], max_norm: float) -> float:
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    full = getattr(norm, "full_tensor", None)  # FSDP: a DTensor, already reduced over the shards
+    return float(full() if full is not None else norm)
+
+
+def policy_update(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    batch: Batch,
+    adv: torch.Tensor,
+    cfg: Config,
+    reference: Callable[[], AbstractContextManager[Any]] | None,
+    ctx: DistContext | None = None,
+    sharded: ShardedModel | None = None,
+) -> UpdateResult:
+    """batch of N sequences, adv [N] -> optimizer step(s); returns step metrics."""
+    grpo = cfg.grpo
+    temperature = cfg.generation.temperature
+    parts = _chunks(len(batch), cfg.micro_batch)
+    mask = batch.completion_mask
+    ctx = ctx or DistContext.single()
+    # whole-step counts over all ranks: each rank's loss is then its share of the global loss, and
+    # summing gradients over ranks gives exactly the single-process gradient
+    totals = global_step_totals(ctx, len(batch), float(mask.sum()), cfg.generation.max_new_tokens)
+    ref_logps = None
+    if grpo.beta > 0 and reference is not None:
+        with reference() as ref_model:
+            ref_logps = _forward_logprobs(ref_model, batch, parts, temperature)
+    old_logps = None
+    if grpo.num_iterations > 1:
+        with sharded.gathered() if sharded is not None else nullcontext():
+            old_logps = _forward_logprobs(model, batch, parts, temperature)
+    # FSDP: every rank runs as many training passes as the rank with the most micro-batches
+    passes = len(parts) if sharded is None else int(ctx.all_reduce_max({"passes": float(len(parts))})["passes"])
+    loss_scale = 1.0 if sharded is None else sharded.loss_scale
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    skipped = False
+    grad_norm = 0.0
+    for _ in range(grpo.num_iterations):
+        optimizer.zero_grad(set_to_none=True)
+        for index, part in enumerate(parts):
+            sub = batch.select(part)
+            logp, entropy = sequence_logprobs(model, sub, temperature)  # [n, C]
+            old = old_logps[index] if old_logps is not None else logp.detach()
+            loss, metrics = grpo_loss(
+                logp,
+                old,
+                ref_logps[index] if ref_logps is not None else None,
+                adv[part],
+                sub.completion_mask,
+                epsilon=grpo.epsilon,
+                epsilon_high=grpo.epsilon_high,
+                beta=grpo.beta,
+                loss_type=grpo.loss_type,
+                totals=totals,
+            )
+            if grpo.loss_type == "bnpo":
+                loss = loss / (len(parts) * ctx.world_size)
+            (loss * loss_scale).backward()
+            tokens = float(sub.completion_mask.sum())
+            metrics["entropy"] = float((entropy * sub.completion_mask).sum() / max(tokens, 1.0))
+            for key, value in metrics.items():
+                # loss shares add up to the step loss; per-token statistics are token-weighted means
+                share = key.startswith("loss/")
+                sums[key] = sums.get(key, 0.0) + (value if share else value * tokens)
+                weights[key] = 1.0 if share else weights.get(key, 0.0) + tokens
+        for _ in range(passes - len(parts)):
+            _dummy_pass(model, batch)
+        if sharded is None:
+            ctx.sum_gradients(params)
+        grad_norm = _clip(params, cfg.optim.max_grad_norm)
+        if not math.isfinite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            skipped = True
+            continue
+        optimizer.step()
+        scheduler.step()
+    out = {key: sums[key] / max(weights[key], 1e-12) for key in sums}
+    if grpo.num_iterations > 1:
+        out = {k: v / (grpo.num_iterations if k.startswith("loss/") else 1) for k, v in out.items()}
+    out["loss"] = out.get("loss/policy", 0.0) + out.get("loss/kl", 0.0)
+    out["grad_norm"] = grad_norm
+    out["learning_rate"] = float(optimizer.param_groups[0]["lr"])
+    return UpdateResult(out, skipped)
