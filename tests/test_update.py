@@ -71,26 +71,59 @@ def test_masked_positions_get_exactly_zero_gradient(tiny_llama, tiny_tokenizer):
     assert torch.all(grad[:, C, :] == 0.0)  # the logit after the last token predicts nothing trained
 
 
+def sgd_update(model, batch, adv, loss_type: str, micro: int, **overrides):
+    """policy_update with SGD(lr=1) on a copy of `model`: (metrics, updated parameters).
+
+    SGD, not Adam: Adam's first step is lr * sign(grad), which turns float noise in a near-zero
+    gradient into a full step; SGD's update is the gradient itself.
+    """
+    model = copy.deepcopy(model)
+    cfg = config(**{"train.micro_batch_size": micro, "grpo.loss_type": loss_type, "grpo.beta": 0.0, **overrides})
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    out = policy_update(model, optimizer, scheduler, batch, adv, cfg, reference=None)
+    return out.metrics, [p.detach().clone() for p in model.parameters()]
+
+
+def assert_same_update(first, second):
+    (m1, p1), (m2, p2) = first, second
+    assert m1["loss"] == pytest.approx(m2["loss"], rel=1e-5, abs=1e-7)
+    for a, b in zip(p1, p2):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
 def test_micro_batching_does_not_change_the_update(tiny_llama, tiny_tokenizer, loss_type):
     batch = make_batch(tiny_tokenizer.pad_token_id)
     adv = torch.linspace(-1, 1, len(batch))
-    results = []
-    for micro in (8, 1):
-        model = copy.deepcopy(tiny_llama)
-        cfg = config(
-            **{"train.micro_batch_size": micro, "grpo.loss_type": loss_type, "grpo.beta": 0.0, "optim.lr": 0.01}
-        )
-        # SGD, not Adam: Adam's first step is lr * sign(grad), which turns float noise in a
-        # near-zero gradient into a full step; SGD's update is the gradient itself.
-        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-        out = policy_update(model, optimizer, scheduler, batch, adv, cfg, reference=None)
-        results.append((out.metrics, [p.detach().clone() for p in model.parameters()]))
-    (m1, p1), (m8, p8) = results
-    assert m1["loss"] == pytest.approx(m8["loss"], rel=1e-5, abs=1e-7)
-    for a, b in zip(p1, p8):
-        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    assert_same_update(sgd_update(tiny_llama, batch, adv, loss_type, 8), sgd_update(tiny_llama, batch, adv, loss_type, 1))
+
+
+def test_bnpo_is_the_mean_of_the_micro_batch_losses(tiny_llama, tiny_tokenizer):
+    # bnpo divides each micro-batch by its own token count (TRL), so unlike the others it depends on
+    # the micro-batching. Two identities pin it down: with one sequence per micro-batch it is grpo's
+    # mean of sequence means; with one micro-batch it is dapo's sum / all tokens.
+    batch = make_batch(tiny_tokenizer.pad_token_id)
+    adv = torch.linspace(-0.5, 1, len(batch))  # mean 0.25: the losses compared are not all 0
+    assert_same_update(sgd_update(tiny_llama, batch, adv, "bnpo", 1), sgd_update(tiny_llama, batch, adv, "grpo", 8))
+    assert_same_update(sgd_update(tiny_llama, batch, adv, "bnpo", 8), sgd_update(tiny_llama, batch, adv, "dapo", 8))
+    # 4 micro-batches of 2: at ratio 1 and beta 0 each token's loss is -adv, so micro-batch m's loss
+    # is -sum(adv_i * n_i) / sum(n_i) over its 2 sequences, and the step loss is the mean of the 4.
+    tokens = batch.completion_mask.sum(-1)  # [8]
+    local = [-(adv[m : m + 2] * tokens[m : m + 2]).sum() / tokens[m : m + 2].sum() for m in range(0, 8, 2)]
+    metrics, _ = sgd_update(tiny_llama, batch, adv, "bnpo", 2)
+    assert metrics["loss"] == pytest.approx(float(sum(local) / 4), rel=1e-5)
+
+
+def test_dr_grpo_normalises_agent_episodes_by_the_episode_token_cap(tiny_llama, tiny_tokenizer):
+    # An agent episode runs to agent.max_total_tokens, not generation.max_new_tokens (one turn), so
+    # dr_grpo's constant is N x 100 here: at ratio 1 and beta 0, loss = -sum(adv_i * n_i) / (8 * 100).
+    batch = make_batch(tiny_tokenizer.pad_token_id)
+    adv = torch.linspace(-1, 1, len(batch))
+    agent = {"agent.enabled": "true", "agent.max_total_tokens": 100, "generation.max_new_tokens": 10}
+    metrics, _ = sgd_update(tiny_llama, batch, adv, "dr_grpo", 8, **agent)
+    expected = -(adv * batch.completion_mask.sum(-1)).sum() / (8 * 100)
+    assert metrics["loss"] == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_first_step_is_on_policy_with_zero_kl(tiny_llama, tiny_tokenizer):

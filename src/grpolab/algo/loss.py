@@ -9,11 +9,14 @@ Per token t of completion i (mask 1 only):
 How the token losses become one number is the only difference between the loss variants, so it
 is one normaliser, not four code paths:
     grpo    (paper)   mean over each sequence's tokens, then mean over sequences
-    bnpo              sum / number of mask tokens in this micro-batch (local; varies with micro-batching)
+    bnpo              mean over micro-batches of (sum / number of mask tokens in that micro-batch)
     dr_grpo           sum / (number of sequences x max_completion_length)   (no length bias)
     dapo    (default) sum / number of mask tokens in the whole step (all micro-batches)
 Every normaliser except bnpo is computed over the full step, so splitting a step into micro-batches
-and accumulating gradients gives the same update as one big batch.
+and accumulating gradients gives the same update as one big batch. bnpo normalises each
+micro-batch by its own token count (TRL's definition), so its update depends on the micro-batching
+by design; each micro-batch's share is its local loss / the step's number of micro-batches (all
+ranks), so the shares still add up to the step loss: the mean of the local losses.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class StepTotals:
     num_sequences: int
     num_tokens: float  # mask tokens in the whole step
     max_completion_length: int
+    num_micro_batches: int = 1  # micro-batches in the whole step, summed over ranks (bnpo's mean)
 
 
 def per_token_loss(
@@ -75,13 +79,14 @@ def normalise(token_loss: torch.Tensor, mask: torch.Tensor, loss_type: LossType,
 
     Worked example, 2 sequences with 1 and 3 trained tokens of loss 1 each (sum 4):
       grpo: (1/1 + 3/3) / 2 = 1;  bnpo/dapo: 4 / 4 = 1;  dr_grpo (max len 4): 4 / (2 * 4) = 0.5.
+      bnpo in a step of 4 micro-batches: this one's share is (4 / 4) / 4 = 0.25.
     """
     masked = token_loss * mask
     if loss_type == "grpo":
         per_sequence = masked.sum(-1) / mask.sum(-1).clamp(min=1)  # [N]
         return per_sequence.sum() / totals.num_sequences
     if loss_type == "bnpo":
-        return masked.sum() / mask.sum().clamp(min=1)
+        return masked.sum() / mask.sum().clamp(min=1) / totals.num_micro_batches
     if loss_type == "dr_grpo":
         return masked.sum() / (totals.num_sequences * totals.max_completion_length)
     if loss_type == "dapo":
@@ -104,9 +109,8 @@ def grpo_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """logp, old_logp, ref_logp, mask [N, T]; adv [N] -> (scalar loss, metrics of this micro-batch).
 
-    The returned loss is this micro-batch's share: summing it over the micro-batches of a step gives
-    the step loss (bnpo is local by definition: the caller divides its share by the number of
-    micro-batches, i.e. averages the local losses as gradient accumulation does).
+    The returned loss (and its `loss/*` metrics) is this micro-batch's share: summing it over the
+    micro-batches of a step, on every rank, gives the step loss, for every loss_type.
     """
     policy, kl_term, diag = per_token_loss(
         logp, old_logp, ref_logp, adv, epsilon=epsilon, epsilon_high=epsilon_high, beta=beta

@@ -11,7 +11,8 @@ so the trainer calls them unconditionally. How a step is split, and why it is ex
   whole-step totals (`global_step_totals`: all-reduced sequence and mask-token counts, see
   algo.loss.StepTotals), so each rank's loss is already its share of the single-process step loss
   and the sum of the per-rank gradients is exactly the single-process gradient (tested, atol 1e-6).
-  Averaging would shrink every update by W. bnpo is local by definition: divide its loss by W too.
+  Averaging would shrink every update by W. bnpo is local by definition: its normaliser divides by
+  the micro-batch count summed over ranks.
 - After `sum_gradients` every rank holds the same gradient, so clipping, the non-finite check and
   the optimizer step agree on every rank without further communication; weights stay identical.
 - Metrics are reduced to weighted means (`reduce_metrics`) and logged by rank 0 only.
@@ -298,15 +299,26 @@ def _buckets(params: list[torch.nn.Parameter], cap: int) -> Iterator[list[torch.
 
 
 def global_step_totals(
-    ctx: DistContext, local_num_sequences: int, local_num_tokens: float, max_completion_length: int
+    ctx: DistContext,
+    local_num_sequences: int,
+    local_num_tokens: float,
+    max_completion_length: int,
+    local_num_micro_batches: int = 1,
 ) -> StepTotals:
     """The whole step's StepTotals from each rank's counts (max_completion_length is a config value,
     the same everywhere). With these, per-rank losses add up to the single-process loss."""
-    total = ctx.all_reduce_sum({"sequences": float(local_num_sequences), "tokens": float(local_num_tokens)})
+    total = ctx.all_reduce_sum(
+        {
+            "sequences": float(local_num_sequences),
+            "tokens": float(local_num_tokens),
+            "micro_batches": float(local_num_micro_batches),
+        }
+    )
     return StepTotals(
         num_sequences=round(total["sequences"]),
         num_tokens=total["tokens"],
         max_completion_length=max_completion_length,
+        num_micro_batches=max(1, round(total["micro_batches"])),
     )
 
 

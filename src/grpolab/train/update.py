@@ -26,6 +26,7 @@ import torch
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.algo.loss import grpo_loss
 from grpolab.config.schema import Config
+from grpolab.models.loading import trainable_parameters
 from grpolab.parallel.distributed import DistContext, global_step_totals
 from grpolab.parallel.sharding import ShardedModel
 from grpolab.rollout.types import Batch
@@ -35,6 +36,15 @@ from grpolab.rollout.types import Batch
 class UpdateResult:
     metrics: dict[str, float]
     skipped_nonfinite: bool  # the gradient was NaN/inf: the optimizer step was skipped
+
+
+def completion_token_cap(cfg: Config) -> int:
+    """The longest completion a rollout can have: dr_grpo's constant normaliser.
+
+    Single-turn: generation.max_new_tokens. Agent episodes run several turns plus tool observations
+    until prompt + completion reaches agent.max_total_tokens, so that (an upper bound) is the cap.
+    """
+    return cfg.agent.max_total_tokens if cfg.agent.enabled else cfg.generation.max_new_tokens
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -79,7 +89,7 @@ def policy_update(
     ctx = ctx or DistContext.single()
     # whole-step counts over all ranks: each rank's loss is then its share of the global loss, and
     # summing gradients over ranks gives exactly the single-process gradient
-    totals = global_step_totals(ctx, len(batch), float(mask.sum()), cfg.generation.max_new_tokens)
+    totals = global_step_totals(ctx, len(batch), float(mask.sum()), completion_token_cap(cfg), len(parts))
     ref_logps = None
     if grpo.beta > 0 and reference is not None:
         with reference() as ref_model:
@@ -92,7 +102,7 @@ def policy_update(
     passes = len(parts) if sharded is None else int(ctx.all_reduce_max({"passes": float(len(parts))})["passes"])
     loss_scale = 1.0 if sharded is None else sharded.loss_scale
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable_parameters(model)
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
     skipped = False
@@ -115,8 +125,6 @@ def policy_update(
                 loss_type=grpo.loss_type,
                 totals=totals,
             )
-            if grpo.loss_type == "bnpo":
-                loss = loss / (len(parts) * ctx.world_size)
             (loss * loss_scale).backward()
             tokens = float(sub.completion_mask.sum())
             metrics["entropy"] = float((entropy * sub.completion_mask).sum() / max(tokens, 1.0))
