@@ -1,16 +1,27 @@
 import math
 
+import pytest
 import torch
 
 from grpolab.algo.advantages import group_advantages
 
 
 def test_group_scale_matches_hand_computation():
-    # mean 0.5; unbiased std sqrt((4 * 0.25) / 3) = 0.57735 -> +-0.5 / 0.57735 = +-0.86603
+    # mean 0.5; unbiased std sqrt((4 * 0.25) / 3) = 0.57735 -> +-0.5 / (0.57735 + 1e-4) = +-0.86588
     adv, stats = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0]]), "group")
-    assert torch.allclose(adv, torch.tensor([[0.86603, -0.86603, -0.86603, 0.86603]]), atol=1e-5)
+    assert torch.allclose(adv, torch.tensor([[0.86588, -0.86588, -0.86588, 0.86588]]), atol=1e-5)
     assert stats.frac_reward_zero_std == 0.0
-    assert math.isclose(stats.reward_std, 0.57735, rel_tol=1e-4)
+    assert math.isclose(stats.mean_group_std, 0.57735, rel_tol=1e-4)
+
+
+def test_near_tie_gets_small_advantages_not_full_size_ones():
+    # A continuous shaping reward with a near-tie: mean 1.0000025, unbiased std
+    # sqrt((3 * 2.5e-6^2 + 7.5e-6^2) / 3) = 5e-6. Divided by the bare std this would be
+    # [-0.5, 1.5, -0.5, -0.5] out of float noise; with TRL's std + 1e-4:
+    # -2.5e-6 / 1.05e-4 = -0.0238 and 7.5e-6 / 1.05e-4 = 0.0714.
+    adv, stats = group_advantages(torch.tensor([[1.0, 1.00001, 1.0, 1.0]]), "group")
+    assert adv[0].tolist() == pytest.approx([-0.0238, 0.0714, -0.0238, -0.0238], abs=5e-4)
+    assert stats.frac_reward_zero_std == 0.0  # a real (tiny) spread, not an all-equal group
 
 
 def test_all_equal_group_gives_exact_zero_and_is_counted():
@@ -18,8 +29,19 @@ def test_all_equal_group_gives_exact_zero_and_is_counted():
     assert torch.equal(adv[0], torch.zeros(3))
     assert not torch.isnan(adv).any()
     assert stats.frac_reward_zero_std == 0.5
-    # second group: mean 1, std sqrt((1 + 4 + 1) / 2) = sqrt(3) -> [-1, 2, -1] / 1.732
-    assert torch.allclose(adv[1], torch.tensor([-0.57735, 1.1547, -0.57735]), atol=1e-4)
+    # second group: mean 1, std sqrt((1 + 4 + 1) / 2) = sqrt(3) = 1.73205 -> [-1, 2, -1] / 1.73215
+    assert torch.allclose(adv[1], torch.tensor([-0.57732, 1.15464, -0.57732]), atol=1e-4)
+    # the mean of the group stds: (0 + 1.73205) / 2
+    assert math.isclose(stats.mean_group_std, 0.86603, rel_tol=1e-4)
+
+
+def test_float_noise_in_an_all_equal_group_is_not_amplified():
+    # 0.1 + 0.2 != 0.3 in floats: the group's values differ by one ulp, its std is ~1e-8 (<= 1e-6),
+    # so it counts as all-equal and gets exact zeros instead of noise / 1e-4.
+    rewards = torch.tensor([[0.1 + 0.2, 0.3, 0.3]], dtype=torch.float64)
+    adv, stats = group_advantages(rewards, "group")
+    assert torch.equal(adv, torch.zeros(1, 3, dtype=torch.float64))
+    assert stats.frac_reward_zero_std == 1.0
 
 
 def test_batch_and_none_scales():
@@ -27,9 +49,9 @@ def test_batch_and_none_scales():
     # none: centred only -> [[-1, 1], [0, 0]]
     adv, _ = group_advantages(rewards, "none")
     assert torch.equal(adv, torch.tensor([[-1.0, 1.0], [0.0, 0.0]]))
-    # batch: std of [0, 2, 1, 1] (unbiased) = sqrt(2/3) = 0.8165 -> [[-1.2247, 1.2247], [0, 0]]
+    # batch: std of [0, 2, 1, 1] (unbiased) = sqrt(2/3) = 0.81650 -> 1 / 0.81660 = 1.22459
     adv, _ = group_advantages(rewards, "batch")
-    assert torch.allclose(adv, torch.tensor([[-1.22474, 1.22474], [0.0, 0.0]]), atol=1e-4)
+    assert torch.allclose(adv, torch.tensor([[-1.22459, 1.22459], [0.0, 0.0]]), atol=1e-4)
 
 
 def test_unscored_samples_get_zero_and_do_not_poison_the_group():
@@ -37,6 +59,6 @@ def test_unscored_samples_get_zero_and_do_not_poison_the_group():
     adv, stats = group_advantages(torch.tensor([[1.0, nan, 0.0], [nan, nan, nan]]), "group")
     assert not torch.isnan(adv).any()
     assert adv[0, 1] == 0.0 and torch.equal(adv[1], torch.zeros(3))
-    # scored pair [1, 0]: mean 0.5, std sqrt(0.5) = 0.7071 -> +-0.7071
-    assert torch.allclose(adv[0, [0, 2]], torch.tensor([0.70711, -0.70711]), atol=1e-4)
+    # scored pair [1, 0]: mean 0.5, std sqrt(0.5) = 0.70711 -> +-0.5 / 0.70721 = +-0.70701
+    assert torch.allclose(adv[0, [0, 2]], torch.tensor([0.70701, -0.70701]), atol=1e-4)
     assert stats.frac_reward_zero_std == 0.5  # the all-unscored group has no spread

@@ -28,15 +28,21 @@ def reward_tensor(scores: RewardScores, num_questions: int, group: int) -> torch
 
 
 def reward_statistics(rewards: torch.Tensor) -> dict[str, float]:
+    """rewards [B, G] of the whole step (NaN = unscored) -> statistics over the scored ones.
+
+    `reward_std` means what TRL logs: the std over the whole batch, unbiased (n - 1, torch.std's
+    default), like every std we log. [[1, 1, 0, 0], [1, 1, 1, 1]] -> sqrt(1.5 / 7) = 0.463; the mean
+    within-group std (0.289 there) is `reward/mean_group_std`, from algo.advantages.
+    """
     scored = rewards[~torch.isnan(rewards)].tolist()
     if not scored:
         return {"reward": math.nan}
     return {
         "reward": statistics.fmean(scored),
+        "reward_std": statistics.stdev(scored) if len(scored) > 1 else 0.0,
         "reward/median": statistics.median(scored),
         "reward/min": min(scored),
         "reward/max": max(scored),
-        "reward/batch_std": statistics.pstdev(scored),
     }
 
 

@@ -252,7 +252,7 @@ class Trainer:
             local.update(agent_metrics(rollouts))
         metrics.update(ctx.reduce_metrics(local, float(len(rollouts)), LOCAL_METRIC_OPS))
         metrics.update(reward_statistics(rewards))
-        metrics["reward_std"] = adv_stats.reward_std
+        metrics["reward/mean_group_std"] = adv_stats.mean_group_std
         metrics["frac_reward_zero_std"] = adv_stats.frac_reward_zero_std
         metrics["num_tokens"] = metrics["tokens/total"]
         metrics["time/generation"] = generated - started
