@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 
 @dataclass
@@ -19,7 +25,8 @@ class GenerationOutput:
 
     completions: sampled ids up to and including the first stop token (no padding).
     truncated: True where no stop token came within max_new_tokens.
-    logprobs: the sampler's log-prob of each sampled token (after temperature/top-k/top-p).
+    logprobs: the log-prob of each sampled token under the distribution it was drawn from, i.e.
+        after repetition penalty, temperature, top-k and top-p (greedy: the model's log-prob at T=1).
     """
 
     completions: list[list[int]]
@@ -45,9 +52,9 @@ class Generator(Protocol):
 class _SampledLogprobRecorder(LogitsProcessor):
     """Records log p(sampled token) with O(N x V) memory instead of keeping every step's scores.
 
-    It runs last in the processor list, so it sees the final (warped) distribution of step t; the
-    token sampled from it is visible at step t+1 as the last input id, and after generate for the
-    final step.
+    It must see the final distribution of step t, the one the token is drawn from: see
+    `_sampling_processors` for how it is kept last. The token sampled at step t is visible at step
+    t+1 as the last input id, and after generate for the final step.
     """
 
     def __init__(self) -> None:
@@ -64,6 +71,39 @@ class _SampledLogprobRecorder(LogitsProcessor):
         if self.previous is not None:
             self.picked.append(self.previous.gather(-1, last_tokens[:, None]).squeeze(-1))
         return torch.stack(self.picked, dim=1) if self.picked else torch.zeros(last_tokens.shape[0], 0)
+
+
+# Sampling settings that make `generate` add no warper of its own: the model's generation_config
+# may set some (Qwen's sets top_k=20, top_p=0.8), and any warper generate adds would run after the
+# recorder, so the recorded log-probs would not be those of the distribution sampled from.
+_NO_BUILTIN_WARPERS: dict[str, Any] = {
+    "temperature": 1.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "min_p": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "top_h": None,
+}
+
+
+def _sampling_processors(params: SamplingParams, recorder: _SampledLogprobRecorder) -> LogitsProcessorList:
+    """Temperature, top-k, top-p (the order generate uses), then the recorder, as OUR processors.
+
+    transformers 5 puts custom processors after its own logits processors (repetition penalty,
+    suppressed tokens) but before its sampling warpers; applying the warpers ourselves, and turning
+    generate's off (`_NO_BUILTIN_WARPERS`), lets the recorder see exactly what is sampled from.
+    """
+    processors: list[LogitsProcessor] = []
+    if not params.greedy:
+        if params.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k:
+            processors.append(TopKLogitsWarper(top_k=params.top_k))
+        if params.top_p < 1.0:
+            processors.append(TopPLogitsWarper(top_p=params.top_p))
+    return LogitsProcessorList([*processors, recorder])
 
 
 class HFGenerator:
@@ -84,16 +124,7 @@ class HFGenerator:
             input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[i, width - len(ids) :] = 1
         recorder = _SampledLogprobRecorder()
-        sampling: dict[str, Any] = (
-            {"do_sample": False}
-            if params.greedy
-            else {
-                "do_sample": True,
-                "temperature": params.temperature,
-                "top_p": params.top_p,
-                "top_k": params.top_k or None,
-            }
-        )
+        sampling: dict[str, Any] = {"do_sample": not params.greedy, **_NO_BUILTIN_WARPERS}
         was_training = self.model.training
         self.model.eval()
         try:
@@ -105,7 +136,7 @@ class HFGenerator:
                 eos_token_id=self.stop_ids,
                 pad_token_id=self.pad_id,
                 repetition_penalty=params.repetition_penalty,
-                logits_processor=LogitsProcessorList([recorder]),
+                logits_processor=_sampling_processors(params, recorder),
                 use_cache=True,
                 # transformers turns lockstep decoding on for FSDP modules; ours generates on the
                 # gathered model (sharding.ShardedModel.gathered), where ranks need not agree on steps
