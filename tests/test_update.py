@@ -12,6 +12,7 @@ from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.algo.loss import StepTotals, grpo_loss
 from grpolab.config.load import load_config
 from grpolab.models.loading import LoadedModel
+from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.rollout.types import Rollout, collate
 from grpolab.train.schedule import build_optimizer
 from grpolab.train.update import policy_update
@@ -126,16 +127,53 @@ def test_dr_grpo_normalises_agent_episodes_by_the_episode_token_cap(tiny_llama, 
     assert metrics["loss"] == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_first_step_is_on_policy_with_zero_kl(tiny_llama, tiny_tokenizer):
-    batch = make_batch(tiny_tokenizer.pad_token_id)
-    reference = copy.deepcopy(tiny_llama).eval()
-    loaded = LoadedModel(tiny_llama, tiny_tokenizer, reference, False, [2], "test")
-    cfg = config(**{"grpo.beta": 0.1})
-    optimizer, scheduler = build_optimizer(tiny_llama, cfg)
-    out = policy_update(tiny_llama, optimizer, scheduler, batch, torch.ones(len(batch)), cfg, loaded.as_reference)
-    assert out.metrics["ratio_mean"] == 1.0
-    assert out.metrics["kl"] == 0.0
-    assert out.metrics["clip_ratio/region_mean"] == 0.0
+def test_first_step_is_on_policy_and_moves_along_the_sampled_tokens_logprobs_at_t(tiny_llama, tiny_tokenizer):
+    # Rollouts sampled by the backend at T = 0.7 from prompts of different lengths (left padding).
+    # Reference log-probs are computed here one row at a time, unpadded, with the shift done by hand:
+    # logits at position P-1+j, divided by T, predict completion token j.
+    # (1) On-policy: they equal the sampler's recorded log-probs (so the first ratio really is 1).
+    # (2) At ratio = exp(logp - logp.detach()) = 1 with beta 0 the grpo loss is -1/N sum_i adv_i
+    #     mean_j ratio(i, j): value -mean(adv), gradient that of -1/N sum_i adv_i mean_j logp(i, j).
+    #     One SGD(lr=1) update must move the weights by exactly that gradient; an update at the wrong
+    #     temperature or with the tokens shifted by one position moves them elsewhere.
+    temperature = 0.7
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14, 15, 16, 17], [18, 19]]
+    torch.manual_seed(0)
+    generator = HFGenerator(tiny_llama, tiny_tokenizer.pad_token_id, [tiny_tokenizer.eos_token_id])
+    out = generator.generate(prompts, SamplingParams(max_new_tokens=6, temperature=temperature, num_samples=2))
+    rollouts = [
+        Rollout(row // 2, prompts[row // 2], ids, [1] * len(ids), "", truncated, logprobs)
+        for row, (ids, truncated, logprobs) in enumerate(zip(out.completions, out.truncated, out.logprobs))
+    ]
+    adv = torch.linspace(-0.5, 1.0, len(rollouts))
+
+    reference = copy.deepcopy(tiny_llama)
+    objective = torch.zeros(())
+    for i, rollout in enumerate(rollouts):
+        p, c = len(rollout.prompt_ids), len(rollout.completion_ids)
+        ids = torch.tensor([rollout.prompt_ids + rollout.completion_ids])  # [1, P+C], no padding
+        logits = reference(input_ids=ids).logits[0, p - 1 : p + c - 1] / temperature  # [C, V]
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, p:, None]).squeeze(-1)  # [C]
+        torch.testing.assert_close(logp.detach(), torch.tensor(rollout.sample_logprobs), atol=1e-5, rtol=1e-5)
+        ratio = torch.exp(logp - logp.detach())  # [C], all 1
+        objective = objective - adv[i] * ratio.mean() / len(rollouts)
+    objective.backward()
+    expected = [p.detach() - p.grad for p in reference.parameters()]
+
+    cfg = config(
+        **{"grpo.loss_type": "grpo", "grpo.beta": 0.0, "generation.temperature": temperature,
+           "train.micro_batch_size": 2, "optim.max_grad_norm": 1e6}
+    )  # fmt: skip
+    optimizer = torch.optim.SGD(tiny_llama.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    batch = collate(rollouts, tiny_tokenizer.pad_token_id)
+    metrics = policy_update(tiny_llama, optimizer, scheduler, batch, adv, cfg, reference=None).metrics
+    assert metrics["loss"] == pytest.approx(-0.25, rel=1e-5)  # -mean(adv)
+    assert float(objective.detach()) == pytest.approx(-0.25, rel=1e-5)
+    moved = max(float((a - b).abs().max()) for a, b in zip(expected, reference.parameters()))
+    assert moved > 1e-4, "the update must move the weights, or equality proves nothing"
+    for updated, wanted in zip(tiny_llama.parameters(), expected):
+        torch.testing.assert_close(updated.detach(), wanted, atol=1e-6, rtol=1e-5)
 
 
 def test_lora_changes_only_the_adapter_and_reference_is_the_base(tiny_llama, tiny_tokenizer):

@@ -124,7 +124,8 @@ class HFGenerator:
             input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[i, width - len(ids) :] = 1
         recorder = _SampledLogprobRecorder()
-        sampling: dict[str, Any] = {"do_sample": not params.greedy, **_NO_BUILTIN_WARPERS}
+        # greedy decoding applies no warpers at all (they only act when sampling)
+        sampling: dict[str, Any] = {"do_sample": False} if params.greedy else {"do_sample": True, **_NO_BUILTIN_WARPERS}
         was_training = self.model.training
         self.model.eval()
         try:
