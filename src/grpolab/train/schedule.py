@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from grpolab.config.schema import Config
+from grpolab.train.weight_decay import parameter_groups
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
@@ -28,11 +29,11 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
 
 
 def build_optimizer(model: Any, cfg: Config) -> tuple[torch.optim.Optimizer, Any]:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    groups = parameter_groups(model, cfg.optim.weight_decay)  # no decay on biases and norm weights
+    if not groups:
         raise ValueError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW(
-        params,
+        groups,
         lr=cfg.optim.lr,
         betas=(cfg.optim.adam_beta1, cfg.optim.adam_beta2),
         weight_decay=cfg.optim.weight_decay,
