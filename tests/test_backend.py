@@ -60,9 +60,7 @@ def test_recorded_logprobs_are_the_trainers_at_the_sampling_temperature(tiny_lla
 
 
 @pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(0.7, 5, 1.0), (1.0, 0, 0.6), (0.7, 8, 0.7)])
-def test_recorded_logprobs_are_renormalised_over_top_k_and_top_p(
-    tiny_llama, tiny_tokenizer, temperature, top_k, top_p
-):
+def test_recorded_logprobs_are_renormalised_over_top_k_and_top_p(tiny_llama, tiny_tokenizer, temperature, top_k, top_p):
     params = SamplingParams(max_new_tokens=8, temperature=temperature, top_k=top_k, top_p=top_p, num_samples=3)
     batch, recorded = sample(tiny_llama, tiny_tokenizer, params)
     completion_len = batch.completion_mask.shape[1]

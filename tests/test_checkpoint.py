@@ -19,7 +19,6 @@ import torch
 
 from grpolab.train.checkpoint import (
     clean_stale,
-    copy_as,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -271,18 +270,18 @@ def test_latest_prune_and_best(tmp_path: Path) -> None:
     # By number, not by name: "step-5" sorts after "step-25" as a string.
     assert latest_checkpoint(root) == root / "step-25"
 
-    best = copy_as(root / "step-10")
-    assert best == root / "best"
+    best = root / "best"
+    fake_save(best, 10)  # the best step is saved in full, as a step is
     assert latest_checkpoint(root) == root / "step-25"  # best is not a step
     assert prune_checkpoints(root, keep_last=2) == [root / "step-5", root / "step-10", root / "step-15"]
     assert [s for s, _ in list_checkpoints(root)] == [20, 25]
-    # best survives its step being pruned (hard links keep the data), and is complete.
+    # best survives its step being pruned, and is complete.
     assert json.loads((best / "trainer_state.json").read_text()) == {"step": 10}
     assert (best / "model.safetensors").stat().st_size > 0
 
-    copy_as(root / "step-25")  # replacing best leaves no .old-/.tmp- dirs behind
+    fake_save(best, 25)  # replacing best leaves no .old-/.tmp- dirs behind
     assert json.loads((best / "trainer_state.json").read_text()) == {"step": 25}
-    assert not [p.name for p in root.iterdir() if p.name.startswith((".old", ".del"))]
+    assert not [p.name for p in root.iterdir() if p.name.startswith((".old", ".del", ".tmp-best"))]
     with pytest.raises(ValueError):
         prune_checkpoints(root, keep_last=0)
 

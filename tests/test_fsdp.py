@@ -41,15 +41,15 @@ def test_fsdp_update_equals_one_process_with_uneven_micro_batches(tmp_path, scen
 @pytest.mark.parametrize(
     ("mesh", "strategy", "world", "expected"),
     [
-        (None, "ddp", 4, (4, 1, "NO_SHARD")),
-        (None, "fsdp", 4, (1, 4, "FULL_SHARD")),
-        (([2, 2], ["dp", "fsdp"]), "fsdp", 4, (2, 2, "HYBRID_SHARD")),  # replicate over 2 groups of 2
-        (([4, 1], ["fsdp", "tp"]), "fsdp", 4, (1, 4, "FULL_SHARD")),  # tp of 1 is just a label
+        (None, "ddp", 4, (4, 1)),
+        (None, "fsdp", 4, (1, 4)),
+        (([2, 2], ["dp", "fsdp"]), "fsdp", 4, (2, 2)),  # replicate over 2 groups of 2
+        (([4, 1], ["fsdp", "tp"]), "fsdp", 4, (1, 4)),  # tp of 1 is just a label
     ],
 )
 def test_mesh_plan(mesh, strategy, world, expected):
     plan = mesh_plan(DistributedConfig(mesh_shape=mesh, strategy=strategy), world)
-    assert (plan.dp, plan.fsdp, plan.fsdp_sharding_strategy) == expected
+    assert (plan.dp, plan.fsdp) == expected
 
 
 def test_tunix_mesh_with_tensor_parallel_is_rejected_with_the_equivalent():

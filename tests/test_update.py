@@ -97,7 +97,9 @@ def assert_same_update(first, second):
 def test_micro_batching_does_not_change_the_update(tiny_llama, tiny_tokenizer, loss_type):
     batch = make_batch(tiny_tokenizer.pad_token_id)
     adv = torch.linspace(-1, 1, len(batch))
-    assert_same_update(sgd_update(tiny_llama, batch, adv, loss_type, 8), sgd_update(tiny_llama, batch, adv, loss_type, 1))
+    assert_same_update(
+        sgd_update(tiny_llama, batch, adv, loss_type, 8), sgd_update(tiny_llama, batch, adv, loss_type, 1)
+    )
 
 
 def test_bnpo_is_the_mean_of_the_micro_batch_losses(tiny_llama, tiny_tokenizer):

@@ -18,7 +18,7 @@ from rewards_helpers import batch
 from grpolab.config.load import ConfigError
 from grpolab.config.schema import RewardsConfig
 from grpolab.rewards import build_rewards
-from grpolab.rewards.judge import JudgeClient, judge, judge_metric, parse_score
+from grpolab.rewards.judge import JudgeClient, judge, parse_score
 
 SECRET = "sk-test-very-secret-123"
 
@@ -203,13 +203,6 @@ def test_judge_in_a_reward_set_never_raises() -> None:
         scores = rewards.score(batch(["<answer>42</answer>"]))
         assert scores.per_function == {"numeric": [1.0], "judge": [None]} and scores.total == [1.0]
         assert scores.metrics()["rewards/judge/none_frac"] == 1.0
-
-
-def test_judge_metric() -> None:
-    for server in serve("ok"):
-        out = judge_metric(["q", "q"], ["42", "42"], ["<answer>42</answer>", "x"], model="m", base_url=server.url)
-        # scores 1 and 0.25 -> mean 0.625
-        assert out == {"judge/mean": 0.625, "judge/none_frac": 0.0, "judge/graded": 2.0}
 
 
 @pytest.mark.parametrize(

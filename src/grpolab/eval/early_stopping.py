@@ -1,9 +1,10 @@
 """Early stopping on an evaluation metric: stop after `patience` evaluations without improvement.
 
 - The first evaluation (the step-0 baseline) always counts as an improvement: it sets `best`.
-- An evaluation improves when it beats `best` by MORE than `min_delta` (mode="max": value > best +
-  min_delta). A smaller gain counts as a bad evaluation and does not move `best`, so a slow drift of
-  tiny gains cannot keep a run alive forever.
+- Higher is better (accuracy, pass@k, format rate, mean reward: the metrics worth stopping on). It improves
+  when it beats `best` by MORE than `min_delta` (value > best + min_delta). A smaller gain counts as
+  a bad evaluation and does not move `best`, so a slow drift of tiny gains cannot keep a run alive
+  forever.
 - NaN never improves (a diverged run must not reset the counter).
 - patience = 0 turns stopping off; `best`/`best_step` are still tracked (they pick the best checkpoint).
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -34,17 +35,14 @@ class EarlyStopping:
     [False, False, False, True]
     """
 
-    def __init__(self, metric: str, patience: int, min_delta: float = 0.0, mode: Literal["max", "min"] = "max") -> None:
+    def __init__(self, metric: str, patience: int, min_delta: float = 0.0) -> None:
         if patience < 0:
             raise ValueError(f"patience must be >= 0 (0 = never stop), got {patience}")
         if min_delta < 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta}")
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.metric = metric
         self.patience = patience
         self.min_delta = min_delta
-        self.mode = mode
         self.best: float | None = None
         self.best_step: int | None = None
         self.bad_evals = 0
@@ -54,9 +52,7 @@ class EarlyStopping:
             return False
         if self.best is None:
             return True
-        if self.mode == "max":
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
 
     def update(self, value: float, step: int) -> Decision:
         """Record the metric of the evaluation at `step` and say whether to save as best and to stop."""
@@ -82,7 +78,6 @@ class EarlyStopping:
     def state_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric,
-            "mode": self.mode,
             "patience": self.patience,
             "min_delta": self.min_delta,
             "best": self.best,
@@ -92,12 +87,9 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the counters. patience/min_delta keep this object's values: a resumed run may change
-        them. A different metric or mode would make `best` meaningless, so that is an error."""
-        if state["metric"] != self.metric or state["mode"] != self.mode:
-            raise ValueError(
-                f"early-stopping state is for {state['mode']} {state['metric']!r}, "
-                f"but this run watches {self.mode} {self.metric!r}"
-            )
+        them. A different metric would make `best` meaningless, so that is an error."""
+        if state["metric"] != self.metric:
+            raise ValueError(f"early-stopping state is for {state['metric']!r}, but this run watches {self.metric!r}")
         self.best = None if state["best"] is None else float(state["best"])
         self.best_step = None if state["best_step"] is None else int(state["best_step"])
         self.bad_evals = int(state["bad_evals"])

@@ -329,13 +329,6 @@ class MeshPlan:
     dp: int
     fsdp: int
 
-    @property
-    def fsdp_sharding_strategy(self) -> str:
-        """The Accelerate/torch FSDP sharding strategy that realises this mesh."""
-        if self.fsdp == 1:
-            return "NO_SHARD"
-        return "FULL_SHARD" if self.dp == 1 else "HYBRID_SHARD"
-
 
 def mesh_plan(cfg: DistributedConfig, world_size: int) -> MeshPlan:
     if cfg.mesh_shape is None:

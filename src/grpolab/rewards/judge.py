@@ -228,22 +228,6 @@ def judge(
     return client.score_many(question, answer, completions)
 
 
-def judge_metric(questions: list[Any], answers: list[Any], completions: list[str], **params: Any) -> dict[str, float]:
-    """Evaluation metric: mean judge score over the graded completions, and the fraction ungraded.
-
-    `params` are the judge reward's (model, base_url, cache_dir, ...). Returns `judge/mean` (absent
-    when nothing could be graded), `judge/none_frac` and `judge/graded`."""
-    scores = judge(completions, questions, answers, **params)
-    graded = [s for s in scores if s is not None]
-    out = {
-        "judge/none_frac": 1 - len(graded) / len(scores) if scores else 0.0,
-        "judge/graded": float(len(graded)),
-    }
-    if graded:
-        out["judge/mean"] = sum(graded) / len(graded)
-    return out
-
-
 def check_params(params: dict[str, Any]) -> None:
     """Build-time checks of the judge's params (the model itself is checked as a required param)."""
     template = params.get("prompt_template", DEFAULT_RUBRIC)

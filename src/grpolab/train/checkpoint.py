@@ -5,7 +5,7 @@ Layout of `<run>/checkpoints/`:
               (config.json + model*.safetensors), optimizer.pt, scheduler.pt, rng_state.pt,
               trainer_state.json (step, sampler position, early stopping, metric history), config.yaml,
               tokenizer files when given
-    best/     a copy of the best step (hard links: no extra disk)
+    best/     the best step, saved in full (same layout) when an evaluation improves
     .tmp-*    a save in progress (or one killed mid-way); never read, cleaned by `prune_checkpoints`
 
 Why it is safe to kill at any moment: a checkpoint is written into a hidden sibling directory, its
@@ -360,23 +360,3 @@ def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> list[Path]:
     for path in doomed:
         _remove(path)
     return doomed
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    # Checkpoint files are never modified in place (every save writes a new directory), so sharing
-    # them through hard links is safe, and `best` costs no disk; fall back to copying across devices.
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def copy_as(ckpt: Path, name: str = BEST) -> Path:
-    """Atomically make `<checkpoints>/<name>` a copy of checkpoint `ckpt` (the best checkpoint)."""
-    ckpt = Path(ckpt)
-    target = ckpt.parent / name
-    if target.resolve() == ckpt.resolve():
-        return target
-    with atomic_dir(target) as tmp:
-        shutil.copytree(ckpt, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
-    return target
