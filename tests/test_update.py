@@ -172,7 +172,7 @@ def test_first_step_is_on_policy_and_moves_along_the_sampled_tokens_logprobs_at_
     metrics = policy_update(tiny_llama, optimizer, scheduler, batch, adv, cfg, reference=None).metrics
     assert metrics["loss"] == pytest.approx(-0.25, rel=1e-5)  # -mean(adv)
     assert float(objective.detach()) == pytest.approx(-0.25, rel=1e-5)
-    moved = max(float((a - b).abs().max()) for a, b in zip(expected, reference.parameters()))
+    moved = max(float((a - b.detach()).abs().max()) for a, b in zip(expected, reference.parameters()))
     assert moved > 1e-4, "the update must move the weights, or equality proves nothing"
     for updated, wanted in zip(tiny_llama.parameters(), expected):
         torch.testing.assert_close(updated.detach(), wanted, atol=1e-6, rtol=1e-5)
