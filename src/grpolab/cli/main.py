@@ -29,9 +29,12 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     from grpolab.data import validate_data
     from grpolab.rewards import build_rewards
 
+    from grpolab.train.lr_schedule import check_scheduler
+
     cfg = load_config(preset, overrides)
     build_rewards(cfg.rewards)
     validate_data(cfg.data)
+    check_scheduler(cfg.optim, cfg.train.max_steps, cfg.grpo.num_iterations)
     return cfg
 
 

@@ -103,7 +103,21 @@ class OptimConfig(Section):
     adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW beta1")
     adam_beta2: float = Field(0.99, ge=0.0, lt=1.0, description="AdamW beta2")
     warmup_ratio: float = Field(0.0, ge=0.0, le=1.0, description="fraction of steps spent warming up")
-    scheduler: Literal["constant", "linear", "cosine"] = Field("constant", description="LR schedule")
+    scheduler: Literal[
+        "constant",
+        "constant_with_warmup",
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "cosine_with_min_lr",
+        "cosine_warmup_with_min_lr",
+        "polynomial",
+        "inverse_sqrt",
+        "warmup_stable_decay",
+    ] = Field("constant", description="LR schedule: a transformers.get_scheduler name (TRL's lr_scheduler_type)")
+    scheduler_kwargs: dict[str, Any] = Field(
+        {}, description="extra schedule arguments (TRL's lr_scheduler_kwargs), e.g. {min_lr_rate: 0.1}"
+    )
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping norm")
 
 
