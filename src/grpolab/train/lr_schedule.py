@@ -52,7 +52,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, max_st
             scheduler_specific_kwargs=dict(optim.scheduler_kwargs),
         )
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"optim.scheduler={optim.scheduler} with optim.scheduler_kwargs={optim.scheduler_kwargs}: {err}")
+        what = f"optim.scheduler={optim.scheduler} with optim.scheduler_kwargs={optim.scheduler_kwargs}"
+        raise ConfigError(f"{what}: {err}") from None
 
 
 def check_scheduler(optim: OptimConfig, max_steps: int, num_iterations: int) -> None:
