@@ -303,6 +303,8 @@ class Config(Section):
                 f"= {self.train.questions_per_step} x {self.grpo.num_generations} = {seqs}; "
                 f"values that work: {divisors}"
             )
+        if not self.agent.enabled and any(spec.name == "env" for spec in self.rewards.functions):
+            raise ValueError("rewards: the 'env' reward is the environment's final_reward(); set agent.enabled=true")
         if self.grpo.epsilon_high is not None and self.grpo.epsilon_high < self.grpo.epsilon:
             raise ValueError("grpo.epsilon_high must be >= grpo.epsilon")
         if self.data.task not in ("jsonl", "hf", "gsm8k") and self.data.train_size > 100_000:
