@@ -42,7 +42,7 @@ def test_episode_rewards_come_from_the_rollouts_info():
 
 
 def test_the_config_refuses_env_without_agent_rollouts():
-    with pytest.raises(ConfigError, match="agent.enabled=true"):
+    with pytest.raises(ConfigError, match=r"agent\.enabled=true"):
         load_config("default", ["rewards=[env]"], env_file=None, environ={})
 
 
