@@ -256,7 +256,7 @@ class Trainer:
         metrics.update(reward_statistics(rewards))
         metrics["reward_std"] = adv_stats.reward_std
         metrics["frac_reward_zero_std"] = adv_stats.frac_reward_zero_std
-        metrics["num_tokens"] = metrics["tokens/total"]
+        metrics["num_tokens"] = self.control.count_tokens(metrics["tokens/total"])  # cumulative, as TRL
         metrics["time/generation"] = generated - started
         metrics["time/reward"] = scored - generated
         metrics["time/train_step"] = updated - scored
