@@ -46,7 +46,12 @@ class DataConfig(Section):
     operations: list[Literal["+", "-", "*", "/"]] = Field(
         ["+", "-", "*", "/"], min_length=1, description="arithmetic operations"
     )
-    path: str | None = Field(None, description="local .jsonl/.json/.parquet/.csv file (jsonl, gsm8k)")
+    path: str | None = Field(
+        None, description="local .jsonl/.json/.parquet/.csv file, or a datasets save_to_disk directory (jsonl, gsm8k)"
+    )
+    data_files: list[str] | str | None = Field(
+        None, description="files or glob patterns loaded with datasets (jsonl, gsm8k: local; hf: in the hub repo)"
+    )
     hf_name: str | None = Field(None, description="hub dataset id (hf, gsm8k)")
     hf_config: str | None = Field(None, description="hub dataset config name")
     hf_split: str = Field("train", description="hub split to draw questions from")
@@ -60,8 +65,12 @@ class DataConfig(Section):
     def _check_range(self) -> DataConfig:
         if self.task in ("arithmetic", "small_numbers", "mixed") and self.min_num > self.max_num:
             raise ValueError(f"data.min_num ({self.min_num}) must be <= data.max_num ({self.max_num})")
-        if self.task == "jsonl" and not self.path:
-            raise ValueError("data.path: the jsonl task needs a file (data.path=/path/to/file.jsonl)")
+        if self.task == "jsonl" and not (self.path or self.data_files):
+            raise ValueError(
+                "data.path: the jsonl task needs a file (data.path=/path/to/file.jsonl) or data.data_files patterns"
+            )
+        if self.path and self.data_files:
+            raise ValueError("data.data_files: give data.path or data.data_files, not both")
         if self.task == "hf" and not self.hf_name:
             raise ValueError("data.hf_name: the hf task needs a dataset id (data.hf_name=owner/name)")
         if self.path and not Path(self.path).expanduser().exists():
