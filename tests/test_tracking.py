@@ -106,8 +106,10 @@ def test_tensorboard_gets_scalars_and_text(tmp_path: Path) -> None:
     acc = EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
     scalars = acc.Tags()["scalars"]
-    assert {"reward", "kl", "eval/accuracy", "eval/pass@4"} <= set(scalars)
-    assert [e.step for e in acc.Scalars("reward")] == [1, 2, 3, 4]
+    # TRL's dashboard names: training metrics under train/, evaluations under eval/
+    assert {"train/reward", "train/kl", "train/loss/policy", "eval/accuracy", "eval/pass@4"} <= set(scalars)
+    assert not {"reward", "kl", "train/eval/accuracy"} & set(scalars)
+    assert [e.step for e in acc.Scalars("train/reward")] == [1, 2, 3, 4]
     assert any("samples" in tag for tag in acc.Tags()["tensors"])  # add_text is stored as a tensor
 
 
@@ -267,3 +269,35 @@ def test_wandb_log_failure_mid_run_warns_once(tmp_path: Path, monkeypatch: pytes
     assert out.getvalue().count("connection reset by peer") == 1
     assert len(list(read_jsonl(tmp_path / "run" / "metrics.jsonl"))) == 5
     assert read_status(tmp_path / "run")["wandb_id"] == "abc123"
+
+
+def test_wandb_gets_trls_names_and_global_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in wandb module that records what is logged: TRL's keys, metrics.jsonl keeps ours."""
+    import types
+
+    logged: list[tuple[dict[str, Any], int]] = []
+
+    class RecordingRun:
+        id = "rec1"
+
+        def __init__(self) -> None:
+            self.summary: dict[str, Any] = {}
+
+        def log(self, data: dict[str, Any], step: int) -> None:
+            logged.append((data, step))
+
+        def finish(self, exit_code: int = 0) -> None:
+            pass
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: RecordingRun()  # type: ignore[attr-defined]
+    fake.Settings = lambda **kwargs: kwargs  # type: ignore[attr-defined]
+    fake.Table = lambda **kwargs: kwargs  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    run_short(Tracker(tmp_path / "run", make_cfg(wandb=True), total_steps=4, console_file=io.StringIO()))
+    scalars = [(data, step) for data, step in logged if "samples" not in data]
+    first, step = scalars[0]
+    assert step == 1 and first["train/global_step"] == 1 and first["train/reward"] == pytest.approx(0.1)
+    assert "reward" not in first and "train/kl" in first
+    assert any("eval/accuracy" in data and "train/eval/accuracy" not in data for data, _ in scalars)
+    assert "reward" in next(read_jsonl(tmp_path / "run" / "metrics.jsonl"))  # the file keeps bare names

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
@@ -212,12 +211,3 @@ def test_second_iteration_is_off_policy_and_clipped(tiny_llama, tiny_tokenizer):
     assert out.metrics["ratio_mean"] != 1.0
     assert out.metrics["clip_ratio/region_mean"] > 0.0
     assert scheduler.last_epoch == 2  # one scheduler step per optimizer step
-
-
-def test_schedule_factors_by_hand():
-    from grpolab.train.schedule import lr_factor
-
-    # total 10, warmup 2: steps 0, 1 ramp to 0.5, 1.0; linear step 6 -> (10 - 6) / 8 = 0.5
-    assert [lr_factor(s, 10, 2, "linear") for s in (0, 1, 6)] == [0.5, 1.0, 0.5]
-    assert lr_factor(6, 10, 2, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert lr_factor(9, 10, 0, "constant") == 1.0

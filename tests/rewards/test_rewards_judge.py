@@ -1,8 +1,10 @@
 """The LLM judge against real HTTP servers on 127.0.0.1: answers, 5xx then success, always down,
-timeouts, unparsable replies, the cache, and the API key never leaking."""
+timeouts, unparsable replies, the cache, and the API key never leaking. Every server test runs
+through both clients: the openai package (when installed) and the standard library."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import threading
@@ -18,9 +20,18 @@ from rewards_helpers import batch
 from grpolab.config.load import ConfigError
 from grpolab.config.schema import RewardsConfig
 from grpolab.rewards import build_rewards
-from grpolab.rewards.judge import JudgeClient, judge, parse_score
+from grpolab.rewards.judge import JudgeClient, judge, parse_score, resolve_client
 
 SECRET = "sk-test-very-secret-123"
+HAS_OPENAI = importlib.util.find_spec("openai") is not None
+
+
+@pytest.fixture(
+    params=["stdlib", pytest.param("openai", marks=pytest.mark.skipif(not HAS_OPENAI, reason="openai not installed"))]
+)
+def client(request: pytest.FixtureRequest) -> str:
+    """Which HTTP client the judge uses in this test."""
+    return str(request.param)
 
 
 class JudgeServer(ThreadingHTTPServer):
@@ -99,98 +110,102 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> str:
     return "GRPOLAB_TEST_JUDGE_KEY"
 
 
-def run_judge(server: JudgeServer, completions: list[str], env: str = "NO_SUCH_ENV", **kw: Any) -> list[float | None]:
-    params: dict[str, Any] = {"max_retries": 2, "backoff_s": 0.01, "timeout_s": 5.0, **kw}
+def run_judge(
+    server: JudgeServer, completions: list[str], client: str, env: str = "NO_SUCH_ENV", **kw: Any
+) -> list[float | None]:
+    params: dict[str, Any] = {"max_retries": 2, "backoff_s": 0.01, "timeout_s": 5.0, "client": client, **kw}
     return judge(completions, ["What is 6*7?"] * len(completions), ["42"] * len(completions),
                  model="judge-model", base_url=server.url, api_key_env=env, **params)  # fmt: skip
 
 
-def test_answers_are_scored_and_key_is_sent(secret_env: str) -> None:
+def test_answers_are_scored_and_key_is_sent(client: str, secret_env: str) -> None:
     for server in serve("ok"):
-        scores = run_judge(server, ["<answer>42</answer>", "<answer>41</answer>"], env=secret_env)
+        scores = run_judge(server, ["<answer>42</answer>", "<answer>41</answer>"], client, env=secret_env)
         assert scores == [1.0, 0.25]
         assert server.auth == [f"Bearer {SECRET}"] * 2
         assert server.requests[0]["model"] == "judge-model"
         assert "What is 6*7?" in server.requests[0]["messages"][0]["content"]
 
 
-def test_duplicates_in_a_batch_are_asked_once() -> None:
+def test_duplicates_in_a_batch_are_asked_once(client: str) -> None:
     for server in serve("ok"):
-        assert run_judge(server, ["<answer>42</answer>"] * 4) == [1.0] * 4
+        assert run_judge(server, ["<answer>42</answer>"] * 4, client) == [1.0] * 4
         assert len(server.requests) == 1
 
 
 @pytest.mark.parametrize("mode", ["fail", "rate"])
-def test_500_or_429_then_success_after_retries(mode: str) -> None:
+def test_500_or_429_then_success_after_retries(client: str, mode: str) -> None:
     # the first two requests fail (500 or 429), the third answers: max_retries=2 is just enough
     for server in serve(mode, fail_first=2):
-        assert run_judge(server, ["<answer>42</answer>"]) == [1.0]
+        assert run_judge(server, ["<answer>42</answer>"], client) == [1.0]
         assert len(server.requests) == 3
 
 
-def test_always_down_gives_none_and_a_counted_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_always_down_gives_none_and_a_counted_warning(client: str, caplog: pytest.LogCaptureFixture) -> None:
     for server in serve("down"):
         with caplog.at_level(logging.WARNING, logger="grpolab.rewards"):
-            assert run_judge(server, ["a", "b"]) == [None, None]
+            assert run_judge(server, ["a", "b"], client) == [None, None]
         assert len(server.requests) == 2 * 3  # 1 try + 2 retries each
         assert "2 of 2 requests gave no score" in caplog.text and "HTTP 500 after 3 attempts" in caplog.text
 
 
-def test_connection_refused_gives_none() -> None:
-    client = JudgeClient("m", base_url="http://127.0.0.1:9/v1", max_retries=1, backoff_s=0.01, timeout_s=1.0)
-    assert client.score_many(["q"], ["42"], ["x"]) == [None]
+def test_connection_refused_gives_none(client: str) -> None:
+    judge_client = JudgeClient("m", base_url="http://127.0.0.1:9/v1", client=client, max_retries=1, backoff_s=0.01)
+    assert judge_client.score_many(["q"], ["42"], ["x"]) == [None]
 
 
-def test_timeout_gives_none_quickly() -> None:
+def test_timeout_gives_none_quickly(client: str) -> None:
     for server in serve("slow"):
         start = time.perf_counter()
-        assert run_judge(server, ["x"], timeout_s=0.2, max_retries=1) == [None]
+        assert run_judge(server, ["x"], client, timeout_s=0.2, max_retries=1) == [None]
         # two attempts of 0.2 s plus a 0.01 s backoff; the server would have taken 1 s each
         assert time.perf_counter() - start < 0.9
 
 
-def test_unparsable_reply_gives_none_without_retry() -> None:
+def test_unparsable_reply_gives_none_without_retry(client: str) -> None:
     for server in serve("garbage"):
-        assert run_judge(server, ["x"]) == [None]
+        assert run_judge(server, ["x"], client) == [None]
         assert len(server.requests) == 1
 
 
-def test_401_is_not_retried() -> None:
+def test_401_is_not_retried(client: str) -> None:
     for server in serve("unauthorized"):
-        assert run_judge(server, ["x"]) == [None]
+        assert run_judge(server, ["x"], client) == [None]
         assert len(server.requests) == 1
 
 
-def test_cache_avoids_a_second_request(tmp_path: Path, secret_env: str) -> None:
+def test_cache_avoids_a_second_request(client: str, tmp_path: Path, secret_env: str) -> None:
     for server in serve("ok"):
-        first = run_judge(server, ["<answer>42</answer>", "no"], env=secret_env, cache_dir=str(tmp_path))
-        second = run_judge(server, ["<answer>42</answer>", "no"], env=secret_env, cache_dir=str(tmp_path))
+        first = run_judge(server, ["<answer>42</answer>", "no"], client, env=secret_env, cache_dir=str(tmp_path))
+        second = run_judge(server, ["<answer>42</answer>", "no"], client, env=secret_env, cache_dir=str(tmp_path))
         assert first == second == [1.0, 0.25]
         assert len(server.requests) == 2  # the second call was served from disk
     files = list(tmp_path.rglob("*.json"))
     assert len(files) == 2 and all(SECRET not in f.read_text() for f in files)
     # another model is another key: it must ask again (no server now -> None)
-    other = JudgeClient("other-model", base_url="http://127.0.0.1:9/v1", max_retries=0, cache_dir=str(tmp_path))
+    other = JudgeClient(
+        "other-model", base_url="http://127.0.0.1:9/v1", client=client, max_retries=0, cache_dir=str(tmp_path)
+    )
     assert other.score_many(["What is 6*7?"], ["42"], ["<answer>42</answer>"]) == [None]
 
 
-def test_failures_are_not_cached(tmp_path: Path) -> None:
+def test_failures_are_not_cached(client: str, tmp_path: Path) -> None:
     for server in serve("garbage"):
-        run_judge(server, ["x"], cache_dir=str(tmp_path))
-        run_judge(server, ["x"], cache_dir=str(tmp_path))
+        run_judge(server, ["x"], client, cache_dir=str(tmp_path))
+        run_judge(server, ["x"], client, cache_dir=str(tmp_path))
         assert len(server.requests) == 2 and not list(tmp_path.rglob("*.json"))
 
 
-def test_key_never_leaks(secret_env: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_key_never_leaks(client: str, secret_env: str, caplog: pytest.LogCaptureFixture) -> None:
     for server in serve("echo_auth"):
         with caplog.at_level(logging.DEBUG):
-            assert run_judge(server, ["x"], env=secret_env) == [None]
+            assert run_judge(server, ["x"], client, env=secret_env) == [None]
         assert "malformed response" in caplog.text and SECRET not in caplog.text
     rewards = build_rewards(RewardsConfig.model_validate([{"name": "judge", "model": "m", "api_key_env": secret_env}]))
     assert SECRET not in repr(rewards) + repr(rewards.rewards) + repr(JudgeClient("m", api_key_env=secret_env))
 
 
-def test_judge_in_a_reward_set_never_raises() -> None:
+def test_judge_in_a_reward_set_never_raises(client: str) -> None:
     for server in serve("down"):
         spec = {
             "name": "judge",
@@ -198,6 +213,7 @@ def test_judge_in_a_reward_set_never_raises() -> None:
             "base_url": server.url,
             "max_retries": 0,
             "api_key_env": "NONE",
+            "client": client,
         }
         rewards = build_rewards(RewardsConfig.model_validate(["numeric", spec]))
         scores = rewards.score(batch(["<answer>42</answer>"]))
@@ -239,3 +255,13 @@ def test_parse_score(reply: str, expected: float | None) -> None:
 def test_judge_build_errors(params: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("(", r"\(")):
         build_rewards(RewardsConfig.model_validate([{"name": "judge", **params}]))
+
+
+def test_auto_means_openai_when_installed() -> None:
+    assert resolve_client("auto") == ("openai" if HAS_OPENAI else "stdlib")
+    assert resolve_client("stdlib") == "stdlib"
+
+
+def test_an_unknown_client_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="client must be auto, openai or stdlib"):
+        build_rewards(RewardsConfig.model_validate([{"name": "judge", "model": "m", "client": "requests"}]))

@@ -140,7 +140,9 @@ def test_held_out_larger_than_file_names_the_fields(tmp_path: Path) -> None:
 def test_hf_task_loads_configured_split(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def load_split(name: str, config: str | None, split: str, hint: str) -> list[dict[str, Any]]:
+    def load_split(
+        name: str, config: str | None, split: str, hint: str, data_files: Any = None
+    ) -> list[dict[str, Any]]:
         calls.append((name, config, split))
         return rows(30)
 

@@ -28,10 +28,12 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     """Load and fully validate a config (rewards, data) before anything heavy is imported or loaded."""
     from grpolab.data import validate_data
     from grpolab.rewards import build_rewards
+    from grpolab.train.lr_schedule import check_scheduler
 
     cfg = load_config(preset, overrides)
     build_rewards(cfg.rewards)
     validate_data(cfg.data)
+    check_scheduler(cfg.optim, cfg.train.max_steps, cfg.grpo.num_iterations)
     return cfg
 
 
@@ -74,17 +76,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from grpolab.models.loading import resolve_source
-    from grpolab.train.export import export_model
+    from grpolab.train.export import export_run
 
-    saved = load_config(str(Path(args.checkpoint) / "config.yaml"), [], env_file=None, environ={})
-    export_model(
-        Path(args.checkpoint),
-        Path(args.out),
-        merge=args.merge,
-        base_model_name=resolve_source(saved.model.name),
-    )
-    print(f"exported {args.checkpoint} -> {args.out}")
+    if args.push_to_hub:
+        from grpolab.train.hub_push import check_repo_id
+
+        check_repo_id(args.push_to_hub)  # before the export: a typo should not cost a merge
+    out = export_run(Path(args.checkpoint), Path(args.out), merge=args.merge)
+    print(f"exported {args.checkpoint} -> {out} (model card: {out / 'README.md'})")
+    if args.push_to_hub:
+        from grpolab.train.hub_push import push_to_hub
+
+        print(f"uploaded to {push_to_hub(out, args.push_to_hub, private=args.private)}")
     return 0
 
 
@@ -122,10 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*")
     ev.set_defaults(func=cmd_eval)
 
-    export = sub.add_parser("export", help="write a checkpoint as a plain transformers model")
+    export = sub.add_parser("export", help="a run's final/ or a checkpoint as a model folder with a model card")
     export.add_argument("checkpoint")
     export.add_argument("--out", required=True)
     export.add_argument("--merge", action="store_true", help="merge a LoRA adapter into the base weights")
+    export.add_argument("--push-to-hub", metavar="REPO", help="upload the export to this hub model repo")
+    export.add_argument("--private", action="store_true", help="create the hub repo as private")
     export.set_defaults(func=cmd_export)
 
     tiny = sub.add_parser("make-tiny-model", help="rebuild the embedded tiny model")
@@ -155,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         from grpolab.models.loading import ModelLoadError
         from grpolab.rewards import RewardError
         from grpolab.train.control import ResumeError
+        from grpolab.train.export import ExportError
 
-        if isinstance(err, (DataError, ModelLoadError, ResumeError, RewardError)):
+        if isinstance(err, (DataError, ModelLoadError, ResumeError, RewardError, ExportError)):
             return fail(str(err), 1)
         raise

@@ -46,7 +46,12 @@ class DataConfig(Section):
     operations: list[Literal["+", "-", "*", "/"]] = Field(
         ["+", "-", "*", "/"], min_length=1, description="arithmetic operations"
     )
-    path: str | None = Field(None, description="local .jsonl/.json/.parquet/.csv file (jsonl, gsm8k)")
+    path: str | None = Field(
+        None, description="local .jsonl/.json/.parquet/.csv file, or a datasets save_to_disk directory (jsonl, gsm8k)"
+    )
+    data_files: list[str] | str | None = Field(
+        None, description="files or glob patterns loaded with datasets (jsonl, gsm8k: local; hf: in the hub repo)"
+    )
     hf_name: str | None = Field(None, description="hub dataset id (hf, gsm8k)")
     hf_config: str | None = Field(None, description="hub dataset config name")
     hf_split: str = Field("train", description="hub split to draw questions from")
@@ -60,8 +65,12 @@ class DataConfig(Section):
     def _check_range(self) -> DataConfig:
         if self.task in ("arithmetic", "small_numbers", "mixed") and self.min_num > self.max_num:
             raise ValueError(f"data.min_num ({self.min_num}) must be <= data.max_num ({self.max_num})")
-        if self.task == "jsonl" and not self.path:
-            raise ValueError("data.path: the jsonl task needs a file (data.path=/path/to/file.jsonl)")
+        if self.task == "jsonl" and not (self.path or self.data_files):
+            raise ValueError(
+                "data.path: the jsonl task needs a file (data.path=/path/to/file.jsonl) or data.data_files patterns"
+            )
+        if self.path and self.data_files:
+            raise ValueError("data.data_files: give data.path or data.data_files, not both")
         if self.task == "hf" and not self.hf_name:
             raise ValueError("data.hf_name: the hf task needs a dataset id (data.hf_name=owner/name)")
         if self.path and not Path(self.path).expanduser().exists():
@@ -103,7 +112,21 @@ class OptimConfig(Section):
     adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW beta1")
     adam_beta2: float = Field(0.99, ge=0.0, lt=1.0, description="AdamW beta2")
     warmup_ratio: float = Field(0.0, ge=0.0, le=1.0, description="fraction of steps spent warming up")
-    scheduler: Literal["constant", "linear", "cosine"] = Field("constant", description="LR schedule")
+    scheduler: Literal[
+        "constant",
+        "constant_with_warmup",
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "cosine_with_min_lr",
+        "cosine_warmup_with_min_lr",
+        "polynomial",
+        "inverse_sqrt",
+        "warmup_stable_decay",
+    ] = Field("constant", description="LR schedule: a transformers.get_scheduler name (TRL's lr_scheduler_type)")
+    scheduler_kwargs: dict[str, Any] = Field(
+        {}, description="extra schedule arguments (TRL's lr_scheduler_kwargs), e.g. {min_lr_rate: 0.1}"
+    )
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping norm")
 
 
@@ -289,6 +312,8 @@ class Config(Section):
                 f"= {self.train.questions_per_step} x {self.grpo.num_generations} = {seqs}; "
                 f"values that work: {divisors}"
             )
+        if not self.agent.enabled and any(spec.name == "env" for spec in self.rewards.functions):
+            raise ValueError("rewards: the 'env' reward is the environment's final_reward(); set agent.enabled=true")
         if self.grpo.epsilon_high is not None and self.grpo.epsilon_high < self.grpo.epsilon:
             raise ValueError("grpo.epsilon_high must be >= grpo.epsilon")
         if self.data.task not in ("jsonl", "hf", "gsm8k") and self.data.train_size > 100_000:

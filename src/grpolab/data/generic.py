@@ -1,4 +1,7 @@
-"""Any question/answer dataset: a local file (task "jsonl") or a hub dataset (task "hf").
+"""Any question/answer dataset: local data (task "jsonl") or a hub dataset (task "hf").
+
+Local data is one file (data.path: .jsonl/.json/.parquet/.csv), files matched by data.data_files
+patterns, or a directory written by `datasets`' save_to_disk (data.path); see local_datasets.py.
 
 Columns come from the config: data.question_column, data.answer_column, and optionally
 data.category_column (without it every example's category is the task name). Every other column
@@ -14,12 +17,14 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from grpolab.config.schema import DataConfig
 from grpolab.data import hub
 from grpolab.data.base import DataError, Example, Sizes, Splits, check_space, cut_splits
 from grpolab.data.files import Row, read_rows
+from grpolab.data.local_datasets import Source, data_files_sources, saved_dataset_source
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +102,12 @@ def split_examples(examples: list[Example], seed: int, sizes: Sizes, what: str) 
 
 
 def source_name(data: DataConfig) -> str:
-    return f"data.path {data.path}" if data.path else f"dataset '{data.hf_name}'"
+    """The data as a whole, for messages about all of it (sizes); rows name their own file."""
+    if data.path:
+        return f"data.path {data.path}"
+    if data.data_files and data.task != "hf":
+        return f"data.data_files {data.data_files}"
+    return f"dataset '{data.hf_name}'"
 
 
 def as_rows(dataset: Any) -> Iterable[tuple[int, Row]]:
@@ -105,30 +115,46 @@ def as_rows(dataset: Any) -> Iterable[tuple[int, Row]]:
     return enumerate(dataset, start=1)
 
 
-def load_rows(data: DataConfig) -> Iterable[tuple[int, Row]]:
-    """Rows of data.path when set (a local file wins over a hub id), else of the hub split
-    data.hf_split of data.hf_name."""
+def local_sources(data: DataConfig) -> list[Source] | None:
+    """The rows of local data, one source per file (each numbered from 1 for its errors), or None
+    when the data comes from the hub. For the hf task, data.data_files are files of the hub repo."""
+    if data.path and Path(data.path).expanduser().is_dir():  # save_to_disk's (else a one-line error)
+        return [saved_dataset_source(data.path, data.hf_split)]
     if data.path:
-        return read_rows(data.path)
+        return [(source_name(data), read_rows(data.path))]
+    if data.data_files and data.task != "hf":
+        return data_files_sources(data.data_files)
+    return None
+
+
+def load_sources(data: DataConfig) -> list[Source]:
+    """Local data when set (it wins over a hub id), else the hub split data.hf_split of data.hf_name."""
+    local = local_sources(data)
+    if local is not None:
+        return local
     assert data.hf_name, "config validation requires hf_name for the hf task"
-    dataset = hub.load_split(data.hf_name, data.hf_config, data.hf_split, HF_LOCAL_HINT)
+    dataset = hub.load_split(data.hf_name, data.hf_config, data.hf_split, HF_LOCAL_HINT, data_files=data.data_files)
     if len(dataset) == 0:
         raise DataError(f"dataset '{data.hf_name}' split {data.hf_split!r} has no rows")
-    return as_rows(dataset)
+    return [(source_name(data), list(as_rows(dataset)))]
+
+
+def sources_examples(sources: list[Source], maker: Callable[[str], MakeExample]) -> list[Example]:
+    """Examples of every source, in order; `maker(source name)` turns a row into an Example."""
+    return [example for name, rows in sources for example in to_examples(rows, maker(name))]
 
 
 def build(data: DataConfig, seed: int, sizes: Sizes) -> Splits:
-    source = source_name(data)
-    examples = to_examples(load_rows(data), row_maker(data, source))
-    return split_examples(examples, seed, sizes, source)
+    examples = sources_examples(load_sources(data), lambda name: row_maker(data, name))
+    return split_examples(examples, seed, sizes, source_name(data))
 
 
 def validate(data: DataConfig, sizes: Sizes) -> None:
-    """A local file is read in full (cheap next to a model); a hub dataset only has its reachability
+    """Local data is read in full (cheap next to a model); a hub dataset only has its reachability
     checked, since downloading it is the expensive part the check exists to avoid."""
-    if data.path:
-        source = source_name(data)
-        pool = unique(to_examples(read_rows(data.path), row_maker(data, source)))
-        fit_train(len(pool), sizes, source)
+    local = local_sources(data)
+    if local is not None:
+        pool = unique(sources_examples(local, lambda name: row_maker(data, name)))
+        fit_train(len(pool), sizes, source_name(data))
     elif data.hf_name:
         hub.check_hub(data.hf_name, HF_LOCAL_HINT)

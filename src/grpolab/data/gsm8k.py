@@ -14,7 +14,7 @@ from __future__ import annotations
 from grpolab.config.schema import DataConfig
 from grpolab.data import generic, hub
 from grpolab.data.base import DataError, Example, Sizes, Splits
-from grpolab.data.files import Row, read_rows
+from grpolab.data.files import Row
 
 DEFAULT_NAME, DEFAULT_CONFIG = "openai/gsm8k", "main"
 MARKER = "####"
@@ -65,10 +65,10 @@ def _hub_examples(data: DataConfig, split: str) -> list[Example]:
 
 
 def build(data: DataConfig, seed: int, sizes: Sizes) -> Splits:
-    if data.path:
-        source = generic.source_name(data)
-        examples = generic.to_examples(read_rows(data.path), row_maker(data, source))
-        return generic.split_examples(examples, seed, sizes, source)
+    local = generic.local_sources(data)
+    if local is not None:
+        examples = generic.sources_examples(local, lambda name: row_maker(data, name))
+        return generic.split_examples(examples, seed, sizes, generic.source_name(data))
     name, _ = _hub_name(data)
     test_pool = generic.unique(_hub_examples(data, "test"))
     if sizes.test > len(test_pool):
@@ -86,9 +86,9 @@ def build(data: DataConfig, seed: int, sizes: Sizes) -> Splits:
 
 
 def validate(data: DataConfig, sizes: Sizes) -> None:
-    if data.path:
-        source = generic.source_name(data)
-        pool = generic.unique(generic.to_examples(read_rows(data.path), row_maker(data, source)))
-        generic.fit_train(len(pool), sizes, source)
+    local = generic.local_sources(data)
+    if local is not None:
+        pool = generic.unique(generic.sources_examples(local, lambda name: row_maker(data, name)))
+        generic.fit_train(len(pool), sizes, generic.source_name(data))
     else:
         hub.check_hub(_hub_name(data)[0], LOCAL_HINT)

@@ -63,13 +63,16 @@ def check_hub(name: str, local_hint: str) -> None:
         )
 
 
-def load_split(name: str, config: str | None, split: str, local_hint: str) -> Any:
-    """`datasets.load_dataset(name, config, split=split)`, with every failure turned into a DataError."""
+def load_split(
+    name: str, config: str | None, split: str, local_hint: str, data_files: str | list[str] | None = None
+) -> Any:
+    """`datasets.load_dataset(name, config, split=split, data_files=...)`, every failure a DataError.
+    `data_files`: files (or patterns) within the hub repo, as `load_dataset` takes them."""
     check_hub(name, local_hint)
     import datasets
 
     try:
-        return datasets.load_dataset(name, config, split=split)
+        return datasets.load_dataset(name, config, split=split, data_files=data_files)
     except Exception as err:  # not-found, bad config name, network, cache miss: all end the run here
         where = " (offline mode: only the local HF cache was searched)" if offline_mode() else ""
         raise DataError(

@@ -7,10 +7,15 @@ trajectory through a factory):
     messages = env.reset(row)                      # [system, user]: the question and tool instructions
     result = env.step(assistant_message_text)      # tool-role observations, done?, per-step info
     env.final_reward()                             # optional reward of the whole episode, or None
+    env.bind_tokenizer(tokenizer)                  # optional; called before reset (see ToolEnv)
 
 `tools` holds the OpenAI-format schemas that the rollout passes to `apply_chat_template(tools=...)`.
 Write your own by subclassing `Environment` (or any class with these methods) and point
 `agent.env` at it as "pkg.module:Class"; `agent.env_params` become its keyword arguments.
+
+`final_reward()` reaches the rewards as the `env` reward (`rewards: [{name: env, weight: 1.0}]`):
+an environment that knows whether the episode succeeded (a test suite passed, a game was won) says
+so there, and the config weighs it against the other rewards.
 
 The built-in tool environments end an episode when the assistant writes a message without a tool
 call: that message is the answer. `StepResult.info` counts this step's tool calls and failures,
@@ -29,6 +34,7 @@ from typing import Any, Protocol
 
 from grpolab.envs.calculator import CalculatorLimits, calculator_tool
 from grpolab.envs.python_tool import PythonLimits, python_tool
+from grpolab.envs.tool_parsing import ToolCallParser, tool_call_parser
 from grpolab.envs.tools import INVALID_TOOL, Tool, ToolResult, execute, parse_tool_calls
 
 Message = dict[str, Any]
@@ -84,6 +90,9 @@ class ToolEnv(Environment):
     system_prompt: None = `tool_instructions(tools)`; "" = no tool instructions (for templates that
         explain the tools themselves).
     max_calls_per_turn: calls beyond this in one message are answered with an error, not run.
+
+    Tool calls are found by the tokenizer's own response parser when the rollout binds a tokenizer
+    that has one, by the Hermes `<tool_call>` parser otherwise (see tool_parsing.py).
     """
 
     def __init__(self, tools: list[Tool], system_prompt: str | None = None, max_calls_per_turn: int = 4):
@@ -94,15 +103,23 @@ class ToolEnv(Environment):
         self.instructions = tool_instructions(tools) if system_prompt is None else system_prompt
         self.max_calls_per_turn = max_calls_per_turn
         self.row: dict[str, Any] = {}
+        self._tokenizer: Any = None
+        self._parse: ToolCallParser = parse_tool_calls
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:
+        """The policy's tokenizer: its response parser (if any) reads the tool calls."""
+        self._tokenizer = tokenizer
 
     def reset(self, row: dict[str, Any]) -> list[Message]:
         self.row = row
         system = "\n\n".join(part for part in (row.get("system_prompt"), self.instructions) if part)
         user = row.get("prompt") or row["question"]
-        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        self._parse = tool_call_parser(self._tokenizer, messages, self.tools)
+        return messages
 
     def step(self, assistant_message: str) -> StepResult:
-        parsed = parse_tool_calls(assistant_message)
+        parsed = self._parse(assistant_message)
         if not parsed:
             return StepResult([], done=True, info=_counts([]))
         results = [execute(call, self._tools) for call in parsed[: self.max_calls_per_turn]]

@@ -113,6 +113,13 @@ def _parse_body(body: str) -> ParsedCall:
         return ParsedCall(raw=body, error=f"malformed tool call: invalid JSON ({err.msg})")
     except (ValueError, RecursionError):  # absurd nesting depth exhausts the decoder's recursion
         return ParsedCall(raw=body, error="malformed tool call: invalid JSON")
+    return call_from_json(data, body)
+
+
+def call_from_json(data: Any, raw: str) -> ParsedCall:
+    """A decoded call object `{"name": ..., "arguments": {...}}` (arguments may be a JSON string, as
+    the OpenAI wire format sends them) as a ParsedCall; anything else is a ParsedCall with an error."""
+    body = raw
     if not isinstance(data, dict):
         return ParsedCall(raw=body, error='malformed tool call: expected {"name": ..., "arguments": {...}}')
     name = data.get("name")

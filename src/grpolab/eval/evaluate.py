@@ -26,6 +26,7 @@ import torch
 from grpolab.data.base import Example
 from grpolab.parallel.distributed import DistContext
 from grpolab.rewards import RewardInputs, RewardScores
+from grpolab.rewards.environment import episode_rewards
 from grpolab.rollout.backend import Generator, SamplingParams
 from grpolab.rollout.single_turn import completion_text
 from grpolab.rollout.types import Rollout
@@ -150,7 +151,7 @@ def _generate_and_score(
     s = params.num_samples
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        trajectories = None
+        trajectories = env_rewards = None
         if rollout_fn is not None:  # e.g. multi-turn agent episodes, evaluated with their tools
             rollouts = rollout_fn(chunk, params)
             completions = [r.completion_ids for r in rollouts]
@@ -158,6 +159,7 @@ def _generate_and_score(
             lengths = [sum(r.completion_mask) for r in rollouts]
             if rollouts and rollouts[0].messages is not None:
                 trajectories = [r.messages or [] for r in rollouts]
+            env_rewards = episode_rewards(rollouts)
         else:
             out = generator.generate(prompt_ids[start : start + batch_size], params)
             completions = out.completions
@@ -177,6 +179,7 @@ def _generate_and_score(
                 rows=rows,
                 trajectories=trajectories,
                 completion_lengths=lengths,
+                env_rewards=env_rewards,
             )
         )
         for name, values in scores.per_function.items():

@@ -3,6 +3,13 @@
 Both follow one rule: an observability backend must never kill a training run. Any error (missing
 package, failed login, network, a bad value) is reported ONCE through `warn` and the sink turns
 itself off; metrics.jsonl and train.log keep going.
+
+Both also name metrics the way a TRL run's TensorBoard and W&B do (transformers' `rewrite_logs`),
+so a dashboard built on TRL runs shows grpolab runs unchanged: training metrics under `train/`
+(`train/reward`, `train/rewards/numeric/mean`, `train/num_tokens`, `train/epoch`), evaluations
+under `eval/` as they already are; W&B also gets TRL's x-axis `train/global_step`. metrics.jsonl
+keeps the bare names (`reward`, `eval/accuracy`): it is ours, and report.html, `grpolab runs` and
+sweeps read it.
 """
 
 from __future__ import annotations
@@ -44,6 +51,24 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+# Keys in these namespaces are evaluations and keep their names; every other key is a training
+# metric. (`final/` is the exported model's evaluation on the final split, at the end of a run.)
+EVALUATION_PREFIXES = ("eval/", "test/", "final/")
+
+
+def dashboard_key(key: str) -> str:
+    """The TensorBoard / W&B name of a metric: TRL's `train/` prefix for training metrics.
+
+    >>> [dashboard_key(k) for k in ("reward", "rewards/numeric/mean", "eval/accuracy", "train/skipped_empty")]
+    ['train/reward', 'train/rewards/numeric/mean', 'eval/accuracy', 'train/skipped_empty']
+    """
+    return key if key.startswith(("train/", *EVALUATION_PREFIXES)) else f"train/{key}"
+
+
+def dashboard_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {dashboard_key(key): value for key, value in _numbers(metrics).items()}
+
+
 class _Sink:
     name = "sink"
 
@@ -76,7 +101,7 @@ class TensorBoardSink(_Sink):
         if not self.active:
             return
         try:
-            for key, value in _numbers(metrics).items():
+            for key, value in dashboard_metrics(metrics).items():
                 self._writer.add_scalar(key, value, step)
         except Exception as err:
             self._fail("writing scalars", err)
@@ -157,7 +182,7 @@ class WandbSink(_Sink):
         if not self.active:
             return
         try:
-            self._run.log(_numbers(metrics), step=step)
+            self._run.log({**dashboard_metrics(metrics), "train/global_step": step}, step=step)
         except Exception as err:
             self._fail("log", err)
 

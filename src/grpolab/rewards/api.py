@@ -2,7 +2,8 @@
 
 Every reward function, built-in or user-written, is called the way TRL calls it: keyword arguments,
 one list entry per sample. `completions`, `prompts`, `completion_ids`, `trajectories`,
-`completion_lengths` and every dataset column by name (`answer=[...]`, `category=[...]`) are offered;
+`completion_lengths`, `env_rewards` (agents: each episode's `final_reward()`) and every dataset
+column by name (`answer=[...]`, `category=[...]`) are offered;
 a function receives only the keywords it declares (all of them if it takes `**kwargs`), followed by
 its configured params. It returns one `float | None` per sample.
 
@@ -30,7 +31,7 @@ logger = logging.getLogger("grpolab.rewards")
 
 RewardValue = float | None
 # The keywords every function may ask for, besides dataset columns and its own params.
-STANDARD_INPUTS = ("completions", "prompts", "completion_ids", "trajectories", "completion_lengths")
+STANDARD_INPUTS = ("completions", "prompts", "completion_ids", "trajectories", "completion_lengths", "env_rewards")
 
 
 class RewardError(RuntimeError):
@@ -47,6 +48,7 @@ class RewardInputs:
     rows: list[dict[str, Any]]
     trajectories: list[list[dict[str, Any]]] | None = None
     completion_lengths: list[int] | None = None
+    env_rewards: list[float | None] | None = None  # agents: the environment's final_reward() per episode
 
     def __post_init__(self) -> None:
         n = len(self.completions)
@@ -59,6 +61,8 @@ class RewardInputs:
             sizes["trajectories"] = len(self.trajectories)
         if self.completion_lengths is not None:
             sizes["completion_lengths"] = len(self.completion_lengths)
+        if self.env_rewards is not None:
+            sizes["env_rewards"] = len(self.env_rewards)
         bad = {k: v for k, v in sizes.items() if v != n}
         if bad:
             raise ValueError(f"RewardInputs: {len(self.completions)} completions but {bad}")
@@ -80,6 +84,7 @@ class RewardInputs:
             "completion_ids": self.completion_ids,
             "trajectories": self.trajectories,
             "completion_lengths": lengths,
+            "env_rewards": self.env_rewards,
         }
         return {**columns, **standard}
 

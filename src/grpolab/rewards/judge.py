@@ -1,8 +1,11 @@
 """LLM-as-judge reward: a model behind an OpenAI-compatible chat API grades each completion.
 
 Works with OpenRouter (the default), vLLM's server, or any local server that speaks
-`POST {base_url}/chat/completions`. Standard library only (urllib in a thread pool), so a judge
-costs no extra dependency.
+`POST {base_url}/chat/completions`. The request goes through the `openai` client when it is installed
+(`pip install 'grpolab[judge]'`: its connection pooling, proxies and TLS settings), and through the
+standard library otherwise (urllib), so a judge costs no extra dependency; `client=openai|stdlib`
+forces one. Either way the retry policy below is ours (the openai client's own retries are off), so
+both clients behave the same.
 
 Choices, and why:
 - A judge outage must never stop training: every failure (connection refused, HTTP error after
@@ -10,8 +13,9 @@ Choices, and why:
   excludes from the mean, plus one warning per batch with the count.
 - 429 / 5xx / timeouts / dropped connections are retried with exponential backoff (Retry-After is
   honoured); other 4xx (bad key, bad model) are not, since retrying cannot fix them.
-- The API key is read from the environment on each request and never stored in an object, so it
-  cannot leak through a repr, a log line, an exception message or the cache.
+- The API key is read from the environment for each batch and never stored in an object of ours
+  (the openai client that holds it lives for one batch), so it cannot leak through a repr, a log
+  line, an exception message or the cache.
 - The cache is one JSON file per sha256(model, prompt, completion): a resumed run, or a group with
   duplicate completions, pays once.
 """
@@ -19,6 +23,7 @@ Choices, and why:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -28,10 +33,12 @@ import string
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 logger = logging.getLogger("grpolab.rewards")
 
@@ -57,6 +64,32 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 class JudgeFailure(Exception):
     """One request that could not produce a score; the message never contains the API key."""
+
+
+class _StatusError(Exception):
+    """The server answered with an HTTP error status (either client); retried when in RETRY_STATUS."""
+
+    def __init__(self, code: int, retry_after: str | None) -> None:
+        super().__init__(f"HTTP {code}")
+        self.code, self.retry_after = code, retry_after
+
+
+class _Unreachable(Exception):
+    """No answer at all: refused, dropped, timed out (either client); always retried."""
+
+
+Post = Callable[[dict[str, Any]], str]  # request body -> the reply's message content
+
+
+def resolve_client(client: str) -> Literal["openai", "stdlib"]:
+    """`auto` is openai when the package is installed, else the standard library."""
+    if client == "auto":
+        return "openai" if importlib.util.find_spec("openai") is not None else "stdlib"
+    if client == "openai" and importlib.util.find_spec("openai") is None:
+        raise ValueError("client=openai but the openai package is not installed (pip install 'grpolab[judge]')")
+    if client not in ("openai", "stdlib"):
+        raise ValueError(f"client must be auto, openai or stdlib, got {client!r}")
+    return "openai" if client == "openai" else "stdlib"
 
 
 def parse_score(reply: str) -> float | None:
@@ -88,6 +121,7 @@ class JudgeClient:
     backoff_s: float = 1.0
     temperature: float = 0.0
     cache_dir: str | None = None
+    client: str = "auto"
 
     def score_many(self, questions: list[Any], answers: list[Any], completions: list[str]) -> list[float | None]:
         """One score per completion; None where the judge could not be asked or did not answer."""
@@ -106,8 +140,12 @@ class JudgeClient:
                 todo.setdefault(key, prompt)  # duplicate completions in a group are asked once
         failures: list[str] = []
         if todo:
-            with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(todo))) as pool:
-                results = dict(zip(todo, pool.map(self._ask, todo.values())))
+            post, close = self._transport()
+            try:
+                with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(todo))) as pool:
+                    results = dict(zip(todo, pool.map(lambda prompt: self._ask(prompt, post), todo.values())))
+            finally:
+                close()
             for key, (score, error) in results.items():
                 scores[key] = score
                 if score is None:
@@ -121,29 +159,32 @@ class JudgeClient:
             )  # fmt: skip
         return [scores[key] for key in keys]
 
-    def _ask(self, prompt: str) -> tuple[float | None, str]:
+    def _ask(self, prompt: str, post: Post) -> tuple[float | None, str]:
         try:
-            reply = self._post_with_retries(prompt)
+            reply = self._post_with_retries(self._body(prompt), post)
         except JudgeFailure as err:
             return None, self._redact(str(err))
         score = parse_score(reply)
         return (score, "") if score is not None else (None, f"no score in reply {reply[:80]!r}")
 
-    def _post_with_retries(self, prompt: str) -> str:
+    def _body(self, prompt: str) -> dict[str, Any]:
+        return {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": self.temperature}
+
+    def _post_with_retries(self, body: dict[str, Any], post: Post) -> str:
         last, retry_after = "no attempt", None
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(self._delay(attempt, retry_after))
             retry_after = None
             try:
-                return self._post(prompt)
-            except urllib.error.HTTPError as err:
-                last = f"HTTP {err.code}"
+                return post(body)
+            except _StatusError as err:
+                last = str(err)
                 if err.code not in RETRY_STATUS:
                     raise JudgeFailure(f"{last} (not retried)") from None
-                retry_after = err.headers.get("Retry-After") if err.headers else None
-            except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as err:
-                last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
+                retry_after = err.retry_after
+            except _Unreachable as err:
+                last = str(err)
         raise JudgeFailure(f"{last} after {self.max_retries + 1} attempts")
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
@@ -152,12 +193,23 @@ class JudgeClient:
         # Jitter spreads out a pool of workers that all hit the same 429 at once.
         return self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.9, 1.1)
 
-    def _post(self, prompt: str) -> str:
-        body = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "temperature": self.temperature,
-        }
+    def _transport(self) -> tuple[Post, Callable[[], None]]:
+        """(post, close) of the chosen client; one openai client (one connection pool) per batch."""
+        if resolve_client(self.client) == "stdlib":
+            return self._post_stdlib, lambda: None
+        import openai
+
+        client = openai.OpenAI(
+            # read from the environment for this batch only: the client dies with the batch. A local
+            # server without auth gets a placeholder (the openai client insists on a key).
+            api_key=os.environ.get(self.api_key_env) or "none",
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            max_retries=0,  # ours, above
+        )
+        return partial(_post_openai, client), client.close
+
+    def _post_stdlib(self, body: dict[str, Any]) -> str:
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env)
         if key:
@@ -165,8 +217,13 @@ class JudgeClient:
         request = urllib.request.Request(
             self.base_url.rstrip("/") + "/chat/completions", data=json.dumps(body).encode(), headers=headers
         )
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            raw = response.read()
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as err:
+            raise _StatusError(err.code, err.headers.get("Retry-After") if err.headers else None) from None
+        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as err:
+            raise _Unreachable(f"{type(err).__name__}: {getattr(err, 'reason', err)}") from None
         try:
             return str(json.loads(raw)["choices"][0]["message"]["content"] or "")
         except (ValueError, KeyError, IndexError, TypeError):
@@ -202,6 +259,23 @@ class JudgeClient:
             logger.warning("judge cache %s not writable: %s", self.cache_dir, err)
 
 
+def _post_openai(client: Any, body: dict[str, Any]) -> str:
+    import openai
+
+    try:
+        reply = client.chat.completions.create(**body)
+    except openai.APIStatusError as err:
+        raise _StatusError(err.status_code, err.response.headers.get("Retry-After")) from None
+    except (openai.APITimeoutError, openai.APIConnectionError) as err:
+        raise _Unreachable(f"{type(err).__name__}: {err}") from None
+    except (openai.APIError, ValueError) as err:  # a body that is not a chat completion (e.g. not JSON)
+        raise JudgeFailure(f"malformed response ({type(err).__name__})") from None
+    try:
+        return str(reply.choices[0].message.content or "")
+    except (AttributeError, IndexError, TypeError):
+        raise JudgeFailure(f"malformed response {str(reply)[:80]!r}") from None
+
+
 def judge(
     completions: list[str],
     question: list[Any],
@@ -216,16 +290,18 @@ def judge(
     backoff_s: float = 1.0,
     temperature: float = 0.0,
     cache_dir: str | None = None,
+    client: str = "auto",
 ) -> list[float | None]:
     """An LLM behind an OpenAI-compatible API grades each completion against the reference: score in
-    [0, 1]; None when the service fails or the reply has no score."""
+    [0, 1]; None when the service fails or the reply has no score. client: auto (openai when
+    installed, else the standard library), openai or stdlib."""
     if model is None:
         raise ValueError("judge needs a model")
-    client = JudgeClient(
+    settings = JudgeClient(
         model, base_url, api_key_env, prompt_template, max_concurrency, timeout_s, max_retries, backoff_s,
-        temperature, cache_dir,
+        temperature, cache_dir, client,
     )  # fmt: skip
-    return client.score_many(question, answer, completions)
+    return settings.score_many(question, answer, completions)
 
 
 def check_params(params: dict[str, Any]) -> None:
@@ -246,5 +322,6 @@ def check_params(params: dict[str, Any]) -> None:
     for key, low in (("max_concurrency", 1), ("timeout_s", 1e-9), ("max_retries", 0), ("backoff_s", 0)):
         if key in params and params[key] < low:
             raise ValueError(f"{key} must be >= {low:g}, got {params[key]}")
+    resolve_client(str(params.get("client", "auto")))
     if not str(params.get("base_url", DEFAULT_BASE_URL)).startswith(("http://", "https://")):
         raise ValueError(f"base_url must start with http:// or https://, got {params['base_url']!r}")

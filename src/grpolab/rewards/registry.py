@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from grpolab.config.load import ConfigError
 from grpolab.config.schema import RewardsConfig, RewardSpec
-from grpolab.rewards import correctness, format, judge, shaping
+from grpolab.rewards import correctness, environment, format, judge, shaping
 from grpolab.rewards.api import STANDARD_INPUTS, BoundReward, RewardSet
 
 
@@ -88,6 +88,7 @@ _BUILTINS: dict[str, tuple[Callable[..., Any], str, Check | None, tuple[str, ...
         ("max_completion_len", "cache"),
     ),
     "judge": (judge.judge, "ours (LLM judge)", judge.check_params, ("model",)),
+    "env": (environment.env, "ours (the environment's final_reward)", None, ()),
 }
 
 

@@ -185,6 +185,9 @@ def run_agent_rollouts(
 
 
 def _start(env: Environment, tokenizer: Any, row: dict[str, Any], index: int) -> _Episode:
+    bind = getattr(env, "bind_tokenizer", None)  # optional: lets the env parse with the model's own parser
+    if callable(bind):
+        bind(tokenizer)
     messages = env.reset(row)
     tools = getattr(env, "tools", None) or None  # duck-typed environments may have no tools at all
     prompt_ids = _as_ids(

@@ -54,6 +54,7 @@ class TrainingControl:
         self.epoch_count = 0
         self.last_reward: float | None = None
         self.last_saved_step = -1
+        self.num_tokens = 0.0  # prompt + completion tokens of every rollout so far (TRL's num_tokens)
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -77,7 +78,13 @@ class TrainingControl:
             "epoch_sum": self.epoch_sum,
             "epoch_count": self.epoch_count,
             "last_reward": self.last_reward,
+            "num_tokens": self.num_tokens,
         }
+
+    def count_tokens(self, step_tokens: float) -> float:
+        """Add one step's tokens (all ranks) and return the running total, as TRL logs `num_tokens`."""
+        self.num_tokens += step_tokens
+        return self.num_tokens
 
     def _save(self, target: Path) -> None:
         """Rank 0 writes (every rank holds the same weights and optimizer state); the others wait.
@@ -232,4 +239,5 @@ class TrainingControl:
         self.before = dict(state["before"])
         self.epoch_sum, self.epoch_count = float(state["epoch_sum"]), int(state["epoch_count"])
         self.last_reward = state.get("last_reward")
+        self.num_tokens = float(state.get("num_tokens", 0.0))  # checkpoints before the count: from 0
         self.last_saved_step = t.step

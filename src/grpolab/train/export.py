@@ -1,13 +1,77 @@
 """`grpolab export`: a checkpoint's model without its training state, optionally with the LoRA
-adapter merged into the base weights."""
+adapter merged into the base weights, with a model card and the run's config; optionally uploaded.
+
+What to export: a run's `final/` (the best model; its config and results are in the run directory
+above it) or any `checkpoints/step-N/` or `checkpoints/best/` (config inside, results in
+trainer_state.json and the run's status.json).
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
-from grpolab.train.checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS, TRAINING_FILES, atomic_dir
+from grpolab.train.checkpoint import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    CONFIG_FILE,
+    TRAINER_STATE_FILE,
+    TRAINING_FILES,
+    atomic_dir,
+)
+
+STATUS_FILE = "status.json"
+CARD_FILE = "README.md"
+
+
+class ExportError(ValueError):
+    """What to export cannot be found or read (one line for the user)."""
+
+
+def run_config_file(ckpt_dir: Path) -> Path:
+    """The config of the run that wrote `ckpt_dir`: its own config.yaml (a checkpoint or an earlier
+    export), else the run directory's (`RUN/final` sits right in the run directory)."""
+    for candidate in (Path(ckpt_dir) / CONFIG_FILE, Path(ckpt_dir).parent / CONFIG_FILE):
+        if candidate.is_file():
+            return candidate
+    raise ExportError(
+        f"no {CONFIG_FILE} in {ckpt_dir} or in its run directory {Path(ckpt_dir).parent}: export a run's "
+        "final/ or checkpoints/step-N/ directory"
+    )
+
+
+def run_results(ckpt_dir: Path) -> dict[str, Any]:
+    """What the model card reports, in status.json's shape.
+
+    `final/`: the run's status.json (before/after on the final split, best step, stop reason). A
+    checkpoint: the before-training numbers and the validation at its step, from its
+    trainer_state.json; the run's end results would describe other weights."""
+    ckpt_dir = Path(ckpt_dir)
+    state_file = ckpt_dir / TRAINER_STATE_FILE
+    if state_file.is_file():
+        state = _read_json(state_file)
+        history = state.get("history") or [{}]
+        return {
+            "status": f"checkpoint at step {state.get('step')}",
+            "steps": state.get("step"),
+            "before": state.get("before") or {},
+            "validation": {k: v for k, v in history[-1].items() if k != "step"},
+        }
+    return _read_json(ckpt_dir.parent / STATUS_FILE)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def is_adapter_dir(ckpt_dir: Path) -> bool:
+    return (Path(ckpt_dir) / ADAPTER_CONFIG).is_file()
 
 
 def export_model(
@@ -16,6 +80,8 @@ def export_model(
     merge: bool = False,
     base_model_name: str | None = None,
     overwrite: bool = False,
+    card: str | None = None,
+    config_yaml: str | None = None,
 ) -> Path:
     """Write a checkpoint's model to `out_dir` without the training state.
 
@@ -24,6 +90,7 @@ def export_model(
     Adapter without merge: the adapter files (base_model_name, if given, is written into its config).
     Full weights: copied. Tokenizer files in the checkpoint come along in every case.
     An existing non-empty `out_dir` is replaced only with overwrite=True (it is deleted).
+    card: README.md text (see model_card.py); config_yaml: the run's config, written as config.yaml.
     """
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -51,4 +118,32 @@ def export_model(
             adapter_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
             adapter_cfg["base_model_name_or_path"] = base_model_name
             cfg_path.write_text(json.dumps(adapter_cfg, indent=2), encoding="utf-8")
+        if config_yaml is not None:
+            (tmp / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
+        if card is not None:  # replaces peft's placeholder adapter card
+            (tmp / CARD_FILE).write_text(card, encoding="utf-8")
     return out_dir
+
+
+def export_run(ckpt_dir: Path, out_dir: Path, merge: bool = False) -> Path:
+    """`grpolab export`: the model of a run's final/ or checkpoint, its config and a model card."""
+    from grpolab.config.load import ConfigError, load_config
+    from grpolab.models.loading import resolve_source
+    from grpolab.train.model_card import model_card
+
+    ckpt_dir = Path(ckpt_dir)
+    config_file = run_config_file(ckpt_dir)
+    try:
+        cfg = load_config(str(config_file), [], env_file=None, environ={})
+    except ConfigError as err:
+        raise ExportError(f"{config_file}: {err}") from None
+    adapter = is_adapter_dir(ckpt_dir)
+    card = model_card(cfg, run_results(ckpt_dir), is_adapter=adapter, merged=adapter and merge)
+    return export_model(
+        ckpt_dir,
+        Path(out_dir),
+        merge=merge,
+        base_model_name=resolve_source(cfg.model.name),
+        card=card,
+        config_yaml=config_file.read_text(encoding="utf-8"),
+    )

@@ -43,6 +43,7 @@ from grpolab.parallel.sharding import (
     shard_model,
 )
 from grpolab.rewards import RewardInputs, RewardScores, build_rewards
+from grpolab.rewards.environment import episode_rewards
 from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.rollout.sampler import RolloutSampler
 from grpolab.rollout.types import Rollout, collate
@@ -190,6 +191,7 @@ class Trainer:
                 rows=rows,
                 trajectories=[r.messages or [] for r in rollouts] if rollouts and rollouts[0].messages else None,
                 completion_lengths=[sum(r.completion_mask) for r in rollouts],
+                env_rewards=episode_rewards(rollouts),
             )
         )
 
@@ -254,7 +256,7 @@ class Trainer:
         metrics.update(reward_statistics(rewards))
         metrics["reward/mean_group_std"] = adv_stats.mean_group_std
         metrics["frac_reward_zero_std"] = adv_stats.frac_reward_zero_std
-        metrics["num_tokens"] = metrics["tokens/total"]
+        metrics["num_tokens"] = self.control.count_tokens(metrics["tokens/total"])  # cumulative, as TRL
         metrics["time/generation"] = generated - started
         metrics["time/reward"] = scored - generated
         metrics["time/train_step"] = updated - scored

@@ -1,0 +1,34 @@
+"""The `env` reward: what the environment itself says about a finished agent episode.
+
+An environment may implement `final_reward() -> float | None` (see envs/env.py): a test suite that
+passed, a game that was won, a state that was reached. The rollout loop records it per episode
+(`Rollout.info["env_reward"]`); `episode_rewards` hands those values to the reward functions as the
+standard input `env_rewards`, and the built-in reward `env` returns them, so the config weighs the
+environment's verdict like any other reward:
+
+    rewards:
+      - {name: env, weight: 1.0}
+      - {name: answer_format, weight: 0.2}
+
+None (the environment has no opinion on this episode) is "could not score", as for every reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def episode_rewards(rollouts: Sequence[Any]) -> list[float | None] | None:
+    """Each agent episode's final_reward(); None for single-turn rollouts (no environment)."""
+    if not rollouts or rollouts[0].messages is None:
+        return None
+    return [rollout.info.get("env_reward") for rollout in rollouts]
+
+
+def env(completions: list[str], env_rewards: list[float | None] | None) -> list[float | None]:
+    """The environment's own reward of each agent episode (its `final_reward()`); None where it
+    gives none. Needs agent rollouts (agent.enabled=true)."""
+    if env_rewards is None:
+        raise ValueError("the 'env' reward needs agent rollouts (agent.enabled=true): single-turn samples have no env")
+    return list(env_rewards)
