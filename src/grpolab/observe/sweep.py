@@ -16,6 +16,7 @@ import csv
 import functools
 import itertools
 import re
+import shlex
 import time
 import traceback
 from collections.abc import Callable
@@ -123,9 +124,14 @@ def default_sweep_dir(output_dir: str | Path, run_name: str) -> Path:
 
 def default_run_one(overrides: list[str], out_dir: Path, *, preset: str | None = None) -> dict[str, Any]:
     """One real training run (imported lazily: the trainer pulls in torch and transformers)."""
+    from grpolab.observe.journal import journal_path, journaled
     from grpolab.train.trainer import run_training
 
-    summary = run_training(load_config(preset, [*overrides, f"train.output_dir={out_dir}"]))
+    # Every run of the sweep writes its entry to the journal a single run of the same config would use.
+    journal = journal_path(load_config(preset, overrides))
+    cfg = load_config(preset, [*overrides, f"train.output_dir={out_dir}", f"journal.path={journal}"])
+    command = shlex.join(["grpolab", "train", *(["-c", preset] if preset else []), *overrides])
+    summary = journaled(cfg, command, run_training)
     fields = ("run_dir", "status", "steps", "best_accuracy", "best_step", "final_reward", "seconds")
     return {name: getattr(summary, name, None) for name in fields}
 
