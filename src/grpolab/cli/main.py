@@ -53,6 +53,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         from grpolab.config.provenance import explain_config, format_config
 
+        if args.multirun:  # the first combination of the grid stands for all of them
+            from grpolab.observe.sweep import combo_overrides, parse_grid, split_grid_overrides
+
+            fixed, grid = split_grid_overrides(overrides)
+            combos = parse_grid(grid)
+            print(f"# --multirun: the first of {len(combos)} combinations")
+            overrides = [*fixed, *combo_overrides(combos[0])]
         print(format_config(*explain_config(args.config or "default", overrides)), end="")
         return 0
     if args.multirun:

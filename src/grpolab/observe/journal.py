@@ -69,7 +69,7 @@ def format_entry(
     name = cfg.journal.exp_name or cfg.train.run_name
     run_id = status.get("wandb_id") or (f"{run_dir.parent.name}/{run_dir.name}" if run_dir else "-")
     stamp = (now or datetime.now()).strftime("%Y-%m-%d %H:%M")
-    state = str(status.get("status") or ("crashed" if error else "finished"))
+    state = str(status.get("status") or "finished")
     if error is not None and state in ("running", "finished"):  # died before the tracker could say so
         state = "interrupted" if isinstance(error, KeyboardInterrupt) else "crashed"
     reason = status.get("stop_reason") or (f"{type(error).__name__}: {error}" if error is not None else "")
