@@ -39,7 +39,7 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from grpolab.cli.train_args import batch_size_override, flag_overrides, split_config_path, split_resume
+    from grpolab.cli.train_args import batch_size_overrides, flag_overrides, split_config_path, split_resume
 
     resume, overrides = split_resume(args.resume, list(args.overrides))
     args.config, overrides = split_config_path(args.config, overrides)
@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.resume={resume}")
     overrides += flag_overrides(args)
     if args.batch_size is not None:
-        overrides.append(batch_size_override(args.batch_size, args.config or "default", overrides, bool(args.num_generations)))
+        overrides += batch_size_overrides(args.batch_size, args.config or "default", overrides, bool(args.num_generations))
     if args.print_config:
         from grpolab.config.provenance import explain_config, format_config
 

@@ -67,9 +67,14 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def batch_size_override(batch_size: int, preset: str | None, overrides: list[str], flag_given: bool) -> str:
-    """`--batch_size N` (completions) as questions per step = N / G, with G as the config resolves it."""
-    generations = load_config(preset, overrides).grpo.num_generations
+def batch_size_overrides(batch_size: int, preset: str | None, overrides: list[str], flag_given: bool) -> list[str]:
+    """`--batch_size N` (completions) as questions per step = N / G, with G as the config resolves it.
+
+    As in the script (TRL's per_device_train_batch_size, no accumulation) the N completions go through
+    one forward/backward pass (train.micro_batch_size=0), unless the line sets train.micro_batch_size.
+    """
+    # The micro-batch is checked against the final batch, not against the preset's one it replaces.
+    generations = load_config(preset, [*overrides, "train.micro_batch_size=0"]).grpo.num_generations
     if batch_size <= 0 or batch_size % generations:
         name = "--num_generations" if flag_given else "grpo.num_generations"
         lower, upper = batch_size // generations * generations, (batch_size // generations + 1) * generations
@@ -78,7 +83,10 @@ def batch_size_override(batch_size: int, preset: str | None, overrides: list[str
             f"--batch_size ({batch_size}) must be divisible by {name} ({generations}): it counts completions, "
             f"questions x generations; values that work: {near}"
         )
-    return f"train.questions_per_step={batch_size // generations}"
+    out = [f"train.questions_per_step={batch_size // generations}"]
+    if not any(item.startswith("train.micro_batch_size=") for item in overrides):
+        out.append("train.micro_batch_size=0")
+    return out
 
 
 def split_config_path(config: str | None, items: list[str]) -> tuple[str | None, list[str]]:
