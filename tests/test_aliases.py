@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,8 @@ from grpolab.cli.main import main
 from grpolab.config.aliases import pop_aliases, translate_overrides
 from grpolab.config.load import ConfigError, configs_dir, load_config
 from grpolab.config.provenance import environment_changes, explain_config
-from grpolab.observe.journal import format_entry, journaled
 from grpolab.observe.files import write_status
+from grpolab.observe.journal import format_entry, journaled
 
 
 def load(*overrides: str, preset: str | None = None, environ: dict[str, str] | None = None):
@@ -74,7 +73,7 @@ def test_tunix_num_epochs_alone_is_passes_over_the_training_questions():
 def test_tunix_model_groups_and_sizes():
     assert load("model=gemma3_270m").model.name == "google/gemma-3-270m-it"
     assert load("model.model_size=1b").model.name == "google/gemma-3-1b-it"
-    with pytest.raises(ConfigError, match="model.model_size: known sizes are 270m, 1b"):
+    with pytest.raises(ConfigError, match=r"model\.model_size: known sizes are 270m, 1b"):
         load("model.model_size=7b")
 
 
@@ -93,7 +92,7 @@ def test_checkpoint_dir_resumes_the_latest_checkpoint_there(tmp_path):
     expected = str(run / "checkpoints" / "step-10")
     for given in (run / "checkpoints", run, tmp_path / "tunix-grpo"):
         assert load(f"checkpoint_dir={given}").train.resume == expected
-    with pytest.raises(ConfigError, match="checkpoint_dir=.*no checkpoint"):
+    with pytest.raises(ConfigError, match=r"checkpoint_dir=.*no checkpoint"):
         load(f"checkpoint_dir={tmp_path / 'empty'}")
 
 
@@ -101,7 +100,7 @@ def test_short_keys_work_everywhere_and_ambiguous_ones_fail():
     cfg = load("seed=3", "lr=1e-4", "num_generations=4")
     assert (cfg.train.seed, cfg.optim.lr, cfg.grpo.num_generations) == (3, 1e-4, 4)
     assert cfg.data.seed == 42  # `seed` is the training seed; the split stays fixed
-    with pytest.raises(ConfigError, match="key 'path' is ambiguous: data.path, journal.path"):
+    with pytest.raises(ConfigError, match=r"key 'path' is ambiguous: data\.path, journal\.path"):
         load("path=x.jsonl")
 
 
@@ -245,7 +244,9 @@ def test_version(capsys):
 
 
 def test_a_reward_module_in_the_current_directory_is_importable_under_the_console_script(tmp_path):
-    (tmp_path / "my_rewards.py").write_text("def digits(completions, answer, **kw):\n    return [1.0 for _ in completions]\n")
+    (tmp_path / "my_rewards.py").write_text(
+        "def digits(completions, answer, **kw):\n    return [1.0 for _ in completions]\n"
+    )
     script = tmp_path / "bin" / "grpolab"  # as pip writes it: sys.path[0] is bin/, not the cwd
     script.parent.mkdir()
     script.write_text("import sys\nfrom grpolab.cli import main\nsys.exit(main())\n")

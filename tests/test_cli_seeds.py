@@ -55,7 +55,7 @@ class Judge(ThreadingHTTPServer):
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_POST(handler) -> None:  # noqa: N805  (the handler, not the server)
+            def do_POST(handler) -> None:  # `handler`: the request; `self`: the server
                 handler.rfile.read(int(handler.headers["Content-Length"]))
                 self.auth.append(handler.headers.get("Authorization"))
                 body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "SCORE: 1"}}]}).encode()
@@ -82,21 +82,20 @@ def test_agent_trainer_env_file_end_to_end(tmp_path, capsys):
     and nothing in the run directory; `--mode masked` as they typed it."""
     secret = "sk-or-test-4f1e9a"
     for server in judge_server():
-        (tmp_path / ".env").write_text(
-            "\n".join([
-                "MODEL_NAME=tiny-agent", "TRAIN_DATASET_SIZE=20", "EVAL_DATASET_SIZE=4",
-                "PER_DEVICE_TRAIN_BATCH_SIZE=2", "NUM_GENERATIONS=2", "MAX_STEPS=2", "LEARNING_RATE=1e-4",
-                "BETA=0.01", "MAX_TURNS=2", "MAX_TOKENS=24", "PATIENCE=3", "OUTPUT_DIR=out/grpo_masked",
-                "SEED=3", "VERBOSE=true", f"OPENROUTER_API_KEY={secret}",
-            ])  # fmt: skip
-        )
+        dotenv = [
+            "MODEL_NAME=tiny-agent", "TRAIN_DATASET_SIZE=20", "EVAL_DATASET_SIZE=4", "PER_DEVICE_TRAIN_BATCH_SIZE=2",
+            "NUM_GENERATIONS=2", "MAX_STEPS=2", "LEARNING_RATE=1e-4", "BETA=0.01", "MAX_TURNS=2", "MAX_TOKENS=24",
+            "PATIENCE=3", "OUTPUT_DIR=out/grpo_masked", "SEED=3", "VERBOSE=true", f"OPENROUTER_API_KEY={secret}",
+        ]  # fmt: skip
+        (tmp_path / ".env").write_text("\n".join(dotenv))
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         judge = {"name": "judge", "model": "m", "base_url": url, "weight": 0.1, "max_retries": 0}
-        code = main([
+        argv = [
             "train", "-c", "agent_tiny", "--mode", "masked", "data.test_size=4", "data.val_size=4",
             "eval.every_steps=1", "logging.sample_every=1", "train.torch_threads=1",
             f"rewards={json.dumps(['numeric', judge])}",
-        ])  # fmt: skip
+        ]  # fmt: skip
+        code = main(argv)
         assert code == 0
         assert server.auth and set(server.auth) == {f"Bearer {secret}"}  # the .env key, sent to the judge
     run_dir = only_run(tmp_path / "out" / "grpo_masked")
@@ -149,7 +148,11 @@ def test_canonical_script_command_line(tmp_path):
     assert main(argv) == 0
     run_dir = only_run(tmp_path / "out")
     cfg = saved_config(run_dir)
-    assert (cfg["data"]["task"], cfg["data"]["train_size"], cfg["train"]["questions_per_step"]) == ("small_numbers", 4, 2)
+    assert (cfg["data"]["task"], cfg["data"]["train_size"], cfg["train"]["questions_per_step"]) == (
+        "small_numbers",
+        4,
+        2,
+    )
     assert (cfg["grpo"]["num_generations"], cfg["train"]["max_steps"], cfg["grpo"]["beta"]) == (4, 2, 0.1)
     journal = (tmp_path / "out" / "JOURNAL.md").read_text()
     assert "### small_overfit - " in journal and "**Tags**: small, quick" in journal

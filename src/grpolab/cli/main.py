@@ -49,7 +49,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.resume={resume}")
     overrides += flag_overrides(args)
     if args.batch_size is not None:
-        overrides += batch_size_overrides(args.batch_size, args.config or "default", overrides, bool(args.num_generations))
+        overrides += batch_size_overrides(
+            args.batch_size, args.config or "default", overrides, bool(args.num_generations)
+        )
     if args.print_config:
         from grpolab.config.provenance import explain_config, format_config
 

@@ -60,7 +60,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     out = [f"{key}={getattr(args, _dest(f))}" for f, (key, _) in SCRIPT_FLAGS.items() if getattr(args, _dest(f))]
-    out += [f"{key}={json.dumps(getattr(args, _dest(f)))}" for f, (key, _) in TEXT_FLAGS.items() if getattr(args, _dest(f))]
+    out += [
+        f"{key}={json.dumps(getattr(args, _dest(f)))}" for f, (key, _) in TEXT_FLAGS.items() if getattr(args, _dest(f))
+    ]
     if args.tags:  # `--tags a b key=value`: the override is not a tag
         out.append(f"journal.tags={json.dumps([tag for tag in args.tags if '=' not in tag])}")
         out += [tag for tag in args.tags if "=" in tag]

@@ -124,6 +124,8 @@ def format_config(cfg: Config, explained: dict[str, str]) -> str:
         lines.append(f"{section}:")
         for key, value in fields.items():
             text = f"  {key}: {_flow(value)}"
-            sources = sorted({src for k, src in explained.items() if k == f"{section}.{key}" or k.startswith(f"{section}.{key}.")})
+            sources = sorted(
+                {src for k, src in explained.items() if k == f"{section}.{key}" or k.startswith(f"{section}.{key}.")}
+            )
             lines.append(f"{text:<48} # <- {'; '.join(sources)}" if sources else text)
     return "\n".join(lines) + "\n"

@@ -6,7 +6,8 @@
     **Hypothesis**: a higher temperature keeps the groups' rewards diverse
     **Command**: `grpolab train --temperature 1.0 --exp_name high_temp`
     **Run directory**: outputs/default/2026-11-30_14-05-12
-    **Results**: eval/accuracy 0.29 -> 0.525 (test); best eval/accuracy 0.55 at step 350; final reward 0.81; 400 steps in 7m 02s
+    **Results**: test/accuracy 0.29 -> 0.525; best eval/accuracy 0.55 at step 350; final reward 0.81;
+                 400/400 steps in 7m 02s
 
 The canonical arithmetic script asked its users to keep this by hand (experiment name, W&B run id,
 timestamp, hypothesis, command, results); here the run writes it. The run id is the W&B run's id when
@@ -40,7 +41,7 @@ def _fmt(value: Any) -> str:
 
 
 def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
