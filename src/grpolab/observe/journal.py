@@ -71,8 +71,10 @@ def format_entry(
     run_id = status.get("wandb_id") or (f"{run_dir.parent.name}/{run_dir.name}" if run_dir else "-")
     stamp = (now or datetime.now()).strftime("%Y-%m-%d %H:%M")
     state = str(status.get("status") or "finished")
-    if error is not None and state in ("running", "finished"):  # died before the tracker could say so
-        state = "interrupted" if isinstance(error, KeyboardInterrupt) else "crashed"
+    if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C: the trainer's status says "crashed"
+        state = "interrupted"
+    elif error is not None and state in ("running", "finished"):  # died before the tracker could say so
+        state = "crashed"
     reason = status.get("stop_reason") or (f"{type(error).__name__}: {error}" if error is not None else "")
     lines = [
         f"### {name} - {stamp} - Run ID: {run_id}",
