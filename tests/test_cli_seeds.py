@@ -8,6 +8,7 @@ reward mix (004) runs as `-c openr1_rewards` in test_reward_presets.py.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,11 +28,15 @@ SMALL = ["eval.size=4", "data.val_size=4", "data.test_size=4", "logging.quiet=tr
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch, tmp_path):
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(ENV_PREFIX + name, raising=False)
-    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    """No config variable from the shell gets in, and none that main() loads from a .env gets out
+    (load_dotenv writes os.environ, which outlives the test)."""
+    saved = dict(os.environ)
+    for name in [*ENV_VARS, *(ENV_PREFIX + name for name in ENV_VARS), "OPENROUTER_API_KEY"]:
+        os.environ.pop(name, None)
     monkeypatch.chdir(tmp_path)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def only_run(out: Path) -> Path:
