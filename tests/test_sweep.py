@@ -104,10 +104,13 @@ def test_two_by_one_sweep_on_the_tiny_model(tmp_path: Path) -> None:
     tiny = ["train.max_steps=1", "train.questions_per_step=2", "grpo.num_generations=2", "data.train_size=8"]
     tiny += ["eval.size=2", "eval.every_steps=0", "generation.max_new_tokens=8", "train.device=cpu"]
     tiny += ["logging.tensorboard=false", "logging.report=false", "logging.quiet=true"]
+    tiny += [f"journal.path={tmp_path / 'JOURNAL.md'}"]
     rows = run_sweep(None, tiny, ["optim.lr=1e-5,1e-4", "train.seed=1"], tmp_path / "sweep")
     assert len(rows) == 2 and all(not str(row["status"]).startswith("failed") for row in rows), rows
     body = [line for line in (tmp_path / "sweep" / "results.md").read_text().splitlines()[2:] if line[:1] == "|"]
     assert len(body) == 2
+    journal = (tmp_path / "JOURNAL.md").read_text()  # one entry per run, each with its own command
+    assert journal.count("### grpo - ") == 2 and "optim.lr=1e-5 train.seed=1`" in journal
 
 
 def test_sweep_command_splits_grid_and_fixed(

@@ -1,6 +1,7 @@
 """`grpolab` command line: parse, validate, dispatch. No training logic lives here.
 
-grpolab train [--config PRESET] [--resume [CKPT]] [--mode masked|full] [--multirun] [key.sub=value ...]
+grpolab train [--config PRESET | CONFIG.yaml] [--resume [CKPT]] [--mode masked|full] [--multirun]
+              [--print-config] [script flags: --batch_size N ...] [key.sub=value ...]
 grpolab eval --model DIR|HUB_ID [--adapter DIR] [--config PRESET] [--split val|test] [key=value ...]
 grpolab sweep | report | runs | tensorboard | rewards list|try | export | make-tiny-model
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from functools import partial
 from pathlib import Path
@@ -38,11 +41,31 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
+    from grpolab.cli.train_args import batch_size_overrides, flag_overrides, split_config_path, split_resume
+
+    resume, overrides = split_resume(args.resume, list(args.overrides))
+    args.config, overrides = split_config_path(args.config, overrides)
     if args.mode:
         overrides.append(f"agent.mode={args.mode}")
-    if args.resume is not None:
-        overrides.append(f"train.resume={args.resume}")
+    if resume is not None:
+        overrides.append(f"train.resume={resume}")
+    overrides += flag_overrides(args)
+    if args.batch_size is not None:
+        overrides += batch_size_overrides(
+            args.batch_size, args.config or "default", overrides, bool(args.num_generations)
+        )
+    if args.print_config:
+        from grpolab.config.provenance import explain_config, format_config
+
+        if args.multirun:  # the first combination of the grid stands for all of them
+            from grpolab.observe.sweep import combo_overrides, parse_grid, split_grid_overrides
+
+            fixed, grid = split_grid_overrides(overrides)
+            combos = parse_grid(grid)
+            print(f"# --multirun: the first of {len(combos)} combinations")
+            overrides = [*fixed, *combo_overrides(combos[0])]
+        print(format_config(*explain_config(args.config or "default", overrides)), end="")
+        return 0
     if args.multirun:
         from grpolab.observe.sweep import default_run_one, default_sweep_dir, run_sweep, split_grid_overrides
 
@@ -54,9 +77,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         print((sweep_dir / "results.md").read_text())
         return 0 if all(str(r.get("status", "")).startswith(("finished", "stopped")) for r in rows) else 1
     cfg = resolve_config(args.config or "default", overrides)
+    from grpolab.config.provenance import environment_changes, explain_config
+    from grpolab.observe.journal import journaled
     from grpolab.train.trainer import run_training
 
-    summary = run_training(cfg)
+    changed = environment_changes(explain_config(args.config or "default", overrides)[1])
+    if changed:  # a SEED or OUTPUT_DIR left in the shell must not change a run silently
+        print(f"info: set from the environment: {', '.join(changed)}", file=sys.stderr)
+    summary = journaled(cfg, args.command_line, run_training)
     print(f"run directory: {summary.run_dir}")
     return 0
 
@@ -105,7 +133,10 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from grpolab import __version__
+
     parser = argparse.ArgumentParser(prog="grpolab", description="GRPO fine-tuning for language models")
+    parser.add_argument("--version", action="version", version=f"grpolab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="run GRPO training")
@@ -113,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", nargs="?", const="auto", default=None, help="resume latest (or CKPT)")
     train.add_argument("--mode", choices=["masked", "full"], help="agent loss mode (agent.mode)")
     train.add_argument("--multirun", "-m", action="store_true", help="comma lists become a sweep grid")
-    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. grpo.beta=0.05")
+    train.add_argument("--print-config", action="store_true", help="print the resolved config and its sources; exit")
+    train.add_argument("overrides", nargs="*", help="dotted overrides (grpo.beta=0.05) or a CONFIG.yaml")
+    from grpolab.cli.train_args import add_train_flags
+
+    add_train_flags(train)
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a model, a checkpoint or an adapter")
@@ -150,7 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     load_dotenv(".env", override=False)  # API keys for the judge live in the environment only
-    args = build_parser().parse_args(argv)
+    if os.getcwd() not in sys.path:  # the `grpolab` script, unlike `python -m`, does not see the cwd:
+        sys.path.append(os.getcwd())  # a reward or env module there (fn: my_rewards:f); last, never shadowing
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and (args.command != "train" or any(item.startswith("-") for item in unknown)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # `key=value` after a flag (argparse gives positionals one slot): still overrides
+        args.overrides += unknown
+    args.command_line = "grpolab " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except ConfigError as err:

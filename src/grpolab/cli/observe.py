@@ -1,10 +1,11 @@
-"""Subcommands for looking at runs: `report`, `runs`, `tensorboard`, `sweep`.
+"""Subcommands for looking at runs: `report`, `runs`, `tensorboard`, `sweep`, `journal`.
 
     grpolab report outputs/grpo/2025-01-01_12-00-00          # -> that run's report.html
     grpolab report RUN_A RUN_B --out compare.html            # curves overlaid
     grpolab report outputs/sweeps/grpo-2025-01-01_12-00-00   # every run inside, overlaid
     grpolab runs [outputs]
     grpolab tensorboard [--logdir outputs] [--port 6006]
+    grpolab journal [FILE]                                   # default: <OUTPUT_DIR or outputs>/JOURNAL.md
     grpolab sweep [--config P] optim.lr=1e-6,3e-6 train.seed=1,2 [-- train.max_steps=50 ...]
 
 Data goes to stdout (tables, paths), progress and errors to stderr.
@@ -78,6 +79,18 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_journal(args: argparse.Namespace) -> int:
+    from grpolab.config.load import load_config
+    from grpolab.observe.journal import journal_path
+
+    path = args.file or journal_path(load_config(None, []))  # honours OUTPUT_DIR as runs do
+    if not path.is_file():
+        print(f"no journal at {path} yet: every `grpolab train` run appends its entry there", file=sys.stderr)
+        return 0
+    print(path.read_text(encoding="utf-8"), end="")
+    return 0
+
+
 def split_sweep_args(items: list[str]) -> tuple[list[str], list[str]]:
     """`grid... -- fixed...` -> (grid, fixed)."""
     if "--" in items:
@@ -126,6 +139,10 @@ def add_observe_parsers(subparsers: Any) -> None:
     tensorboard.add_argument("--port", type=int, default=6006)
     tensorboard.add_argument("--bind-all", action="store_true", help="listen on all interfaces")
     tensorboard.set_defaults(func=cmd_tensorboard)
+
+    journal = subparsers.add_parser("journal", help="print the research journal (one entry per run)")
+    journal.add_argument("file", nargs="?", type=Path, help="journal file (default: <output_dir>/JOURNAL.md)")
+    journal.set_defaults(func=cmd_journal)
 
     sweep = subparsers.add_parser(
         "sweep",

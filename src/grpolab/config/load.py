@@ -18,6 +18,7 @@ import yaml
 from dotenv import dotenv_values
 from pydantic import BaseModel, ValidationError
 
+from grpolab.config.aliases import pop_aliases, translate_overrides
 from grpolab.config.schema import Config
 
 # Names users already know from the agent GRPO scripts they come from.
@@ -37,6 +38,7 @@ ENV_VARS: dict[str, str] = {
     "SEED": "train.seed",
     "VERBOSE": "logging.verbose",
 }
+ENV_PREFIX = "GRPOLAB_"  # GRPOLAB_SEED=7 means SEED=7, and wins over it when both are set
 
 SECRET_MARKERS = ("key", "token", "secret", "password")
 
@@ -77,6 +79,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     for include in includes if isinstance(includes, list) else [includes]:
         deep_merge(merged, load_yaml(resolve_preset(str(include))))
     deep_merge(merged, data)
+    apply_overrides(merged, pop_aliases(merged))  # a Tunix or eval-config YAML, as its users wrote it
     return merged
 
 
@@ -124,7 +127,7 @@ def check_keys(tree: dict[str, Any], model: type[BaseModel] = Config, prefix: st
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> None:
-    for item in overrides:
+    for item in translate_overrides(overrides):
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
         key, text = item.split("=", 1)
@@ -149,8 +152,27 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> None:
         set_dotted(tree, key, parse_value(text))
 
 
+def named_environment_overrides(environ: dict[str, str | None]) -> list[tuple[str, str]]:
+    """(variable, override) for each known variable that is set; GRPOLAB_-prefixed names last."""
+    names = [*ENV_VARS, *(ENV_PREFIX + name for name in ENV_VARS)]
+    return [(name, f"{ENV_VARS[name.removeprefix(ENV_PREFIX)]}={environ[name]}") for name in names if environ.get(name)]
+
+
 def environment_overrides(environ: dict[str, str | None]) -> list[str]:
-    return [f"{ENV_VARS[name]}={value}" for name, value in environ.items() if name in ENV_VARS and value]
+    return [item for _, item in named_environment_overrides(environ)]
+
+
+def config_sources(
+    overrides: list[str] | None, env_file: str | Path | None, environ: dict[str, str] | None
+) -> list[tuple[str, str]]:
+    """(source, override) pairs above the preset, lowest precedence first: .env, environment, command line."""
+    sources: list[tuple[str, str]] = []
+    if env_file and Path(env_file).is_file():
+        named = named_environment_overrides(dict(dotenv_values(env_file)))
+        sources += [(f".env {name}", item) for name, item in named]
+    named = named_environment_overrides(dict(os.environ if environ is None else environ))
+    sources += [(f"environment {name}", item) for name, item in named]
+    return sources + [("command line", item) for item in overrides or []]
 
 
 def format_validation_error(err: ValidationError) -> str:
@@ -173,12 +195,7 @@ def load_config(
     tree: dict[str, Any] = {}
     if preset:
         deep_merge(tree, load_yaml(resolve_preset(preset)))
-    layers: list[str] = []
-    if env_file and Path(env_file).is_file():
-        layers += environment_overrides(dict(dotenv_values(env_file)))
-    layers += environment_overrides(dict(os.environ if environ is None else environ))
-    layers += list(overrides or [])
-    apply_overrides(tree, layers)
+    apply_overrides(tree, [item for _, item in config_sources(overrides, env_file, environ)])
     check_keys(tree)
     try:
         return Config.model_validate(tree)

@@ -249,6 +249,16 @@ class AgentConfig(Section):
     env_params: dict[str, Any] = Field({}, description="keyword arguments of the environment")
 
 
+class JournalConfig(Section):
+    """The research journal: one markdown entry per run, appended when the run ends (observe/journal.py)."""
+
+    enabled: bool = Field(True, description="append an entry to the journal file at the end of every run")
+    path: str | None = Field(None, description="journal file; None = <train.output_dir>/JOURNAL.md")
+    exp_name: str | None = Field(None, description="experiment name (--exp_name); None = train.run_name")
+    tags: list[str] = Field([], description="tags of the experiment (--tags); also sent to W&B")
+    hypothesis: str | None = Field(None, description="what the run tests (--hypothesis)")
+
+
 class DistributedConfig(Section):
     """How a run spreads over processes. The launcher (torchrun, accelerate launch) decides how many;
     this says how they cooperate. Single process when WORLD_SIZE is unset: every field is ignored."""
@@ -300,6 +310,7 @@ class Config(Section):
     rewards: RewardsConfig = RewardsConfig()
     agent: AgentConfig = AgentConfig()
     distributed: DistributedConfig = DistributedConfig()
+    journal: JournalConfig = JournalConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

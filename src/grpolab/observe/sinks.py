@@ -158,8 +158,9 @@ class WandbSink(_Sink):
             self._run = wandb.init(
                 project=log.wandb_project,
                 entity=log.wandb_entity,
-                name=log.wandb_run_name or f"{run_dir.parent.name}-{run_dir.name}",
-                tags=log.wandb_tags or None,
+                name=log.wandb_run_name or cfg.journal.exp_name or f"{run_dir.parent.name}-{run_dir.name}",
+                tags=list(dict.fromkeys([*log.wandb_tags, *cfg.journal.tags])) or None,
+                notes=cfg.journal.hypothesis,  # the journal's hypothesis, beside the run on the dashboard
                 config=redact(cfg.model_dump(mode="json")),
                 # Default into the run directory so a run's files stay together; WANDB_DIR wins.
                 dir=None if os.environ.get("WANDB_DIR") else str(run_dir),

@@ -16,18 +16,18 @@ import csv
 import functools
 import itertools
 import re
+import shlex
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from grpolab.config.aliases import expand_short_key
 from grpolab.config.load import ConfigError, load_config
-from grpolab.config.schema import Config
 
 RunOne = Callable[[list[str], Path], dict[str, Any]]
 RESULT_COLUMNS = ["status", "best_accuracy", "best_step", "final_reward", "seconds", "run_dir"]
-_PASS_THROUGH = {"model", "mode", "wandb_disabled"}  # special keys config_load understands as-is
 _OPEN, _CLOSE = "[{(", "]})"
 
 
@@ -52,23 +52,9 @@ def split_values(text: str) -> list[str]:
     return values
 
 
-# Short keys that mean one field although the leaf name appears in several sections: `seed` is the
-# training seed (as SEED is), not data.seed (the split, kept fixed so seeds compare on one test set).
-_SHORT_KEYS = {"seed": "train.seed"}
-
-
 def expand_key(key: str) -> str:
-    """`lr` -> `optim.lr` when the leaf name is unique in the config tree (the short form users type)."""
-    if "." in key or key.startswith("+") or key in _PASS_THROUGH:
-        return key
-    if key in _SHORT_KEYS:
-        return _SHORT_KEYS[key]
-    owners = [name for name, f in Config.model_fields.items() if key in getattr(f.annotation, "model_fields", {})]
-    if len(owners) == 1:
-        return f"{owners[0]}.{key}"
-    if owners:
-        raise ConfigError(f"sweep key '{key}' is ambiguous: {', '.join(f'{o}.{key}' for o in owners)}")
-    return key  # unknown: load_config names the nearest valid key
+    """`lr` -> `optim.lr` (config/aliases.py: the one place short and foreign keys are translated)."""
+    return expand_short_key(key)
 
 
 def parse_grid(items: list[str]) -> list[dict[str, str]]:
@@ -123,9 +109,14 @@ def default_sweep_dir(output_dir: str | Path, run_name: str) -> Path:
 
 def default_run_one(overrides: list[str], out_dir: Path, *, preset: str | None = None) -> dict[str, Any]:
     """One real training run (imported lazily: the trainer pulls in torch and transformers)."""
+    from grpolab.observe.journal import journal_path, journaled
     from grpolab.train.trainer import run_training
 
-    summary = run_training(load_config(preset, [*overrides, f"train.output_dir={out_dir}"]))
+    # Every run of the sweep writes its entry to the journal a single run of the same config would use.
+    journal = journal_path(load_config(preset, overrides))
+    cfg = load_config(preset, [*overrides, f"train.output_dir={out_dir}", f"journal.path={journal}"])
+    command = shlex.join(["grpolab", "train", *(["-c", preset] if preset else []), *overrides])
+    summary = journaled(cfg, command, run_training)
     fields = ("run_dir", "status", "steps", "best_accuracy", "best_step", "final_reward", "seconds")
     return {name: getattr(summary, name, None) for name in fields}
 

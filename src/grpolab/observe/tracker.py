@@ -98,7 +98,11 @@ class Tracker:
         self._write_status()
         self._handler = _WarningsToTracker(self)
         logging.getLogger("grpolab").addHandler(self._handler)
-        self._log.line("INFO", f"run directory {self.run_dir} ({total_steps} steps)")
+        wandb_id = self._status.get("wandb_id")  # the run id the journal entry will carry too
+        self._log.line(
+            "INFO",
+            f"run directory {self.run_dir} ({total_steps} steps)" + (f"; W&B run id {wandb_id}" if wandb_id else ""),
+        )
 
     # --- metrics and samples ----------------------------------------------------------------------
 
