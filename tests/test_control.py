@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from grpolab.api import GRPOTrainer
 from grpolab.cli.main import main
-from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, quick_config, read_metrics
 
 pytestmark = pytest.mark.slow
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def test_early_stopping_stops_and_says_why(tmp_path):
     # lr tiny: the validation accuracy cannot improve, so patience 1 stops at the first re-evaluation
     cfg = quick_config(tmp_path, "train.max_steps=50", "eval.every_steps=1", "train.patience=1", "optim.lr=1e-12")
-    summary = Trainer(cfg).run()
+    summary = GRPOTrainer(args=cfg).train()
     assert summary.status == "stopped_early"
     assert summary.steps == 1
     assert "no improvement" in summary.stop_reason or "patience" in summary.stop_reason
@@ -28,7 +28,8 @@ def test_early_stopping_stops_and_says_why(tmp_path):
 
 
 def test_eval_command_and_export_merge(tmp_path, capsys):
-    run = Trainer(quick_config(tmp_path, "model.finetune=lora", "model.lora_rank=4", "train.max_steps=2")).run()
+    cfg = quick_config(tmp_path, "model.finetune=lora", "model.lora_rank=4", "train.max_steps=2")
+    run = GRPOTrainer(args=cfg).train()
     ckpt = run.run_dir / "checkpoints" / "step-2"
     out = tmp_path / "eval.json"
     args = ["eval", "--model", "tiny", "--adapter", str(ckpt), *QUICK, "eval.pass_k=[1,2]", "--out", str(out)]

@@ -123,7 +123,7 @@ def default_sweep_dir(output_dir: str | Path, run_name: str) -> Path:
 
 def default_run_one(overrides: list[str], out_dir: Path, *, preset: str | None = None) -> dict[str, Any]:
     """One real training run (imported lazily: the trainer pulls in torch and transformers)."""
-    from grpolab.train.trainer import run_training
+    from grpolab.api import run_training
 
     summary = run_training(load_config(preset, [*overrides, f"train.output_dir={out_dir}"]))
     fields = ("run_dir", "status", "steps", "best_accuracy", "best_step", "final_reward", "seconds")
