@@ -75,7 +75,7 @@ def _label(fn: Callable[..., Any]) -> str:
 def _as_list(reward_funcs: Sequence[RewardFunc] | RewardFunc) -> list[RewardFunc]:
     if isinstance(reward_funcs, (list, tuple)):
         return list(reward_funcs)
-    return [reward_funcs]  # type: ignore[list-item]  (one function or name)
+    return [reward_funcs]  # type: ignore[list-item]
 
 
 def reward_set(

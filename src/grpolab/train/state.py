@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,3 +94,18 @@ class RunState:
         self.before = dict(state["before"])
         self.epoch_sum, self.epoch_count = float(state["epoch_sum"]), int(state["epoch_count"])
         self.last_reward = state.get("last_reward")
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    status: str  # finished | stopped_early | interrupted
+    steps: int
+    best_accuracy: float | None
+    best_step: int | None
+    final_reward: float | None
+    seconds: float
+    before: dict[str, float] = field(default_factory=dict)  # final-split metrics before training
+    after: dict[str, float] = field(default_factory=dict)  # final-split metrics of the exported model
+    stop_reason: str = ""  # the reason in words
+    stopped_by: StopReason = StopReason.MAX_STEPS

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from grpolab.train.groups import merged_scores, sample_groups, sample_records
 from grpolab.train.resume import check_resume, find_resume_point, new_run_dir
 from grpolab.train.schedule import advance_schedule, build_optimizer, set_peak_lr
 from grpolab.train.signals import StopSignals, stop_signals
-from grpolab.train.state import RunState, StopReason
+from grpolab.train.state import RunState, RunSummary, StopReason
 from grpolab.train.step_metrics import LOCAL_METRIC_OPS, completion_statistics, reward_statistics
 from grpolab.train.update import policy_update
 
@@ -62,21 +62,6 @@ class RunInputs:
     tokenizer: Any | None = None  # its tokenizer (with `model`)
     lora: Any | None = None  # a peft LoraConfig; None = built from model.lora_* when finetune=lora
     env_factory: EnvFactory | None = None  # agents: one environment per episode; None = cfg.agent.env
-
-
-@dataclass
-class RunSummary:
-    run_dir: Path
-    status: str  # finished | stopped_early | interrupted
-    steps: int
-    best_accuracy: float | None
-    best_step: int | None
-    final_reward: float | None
-    seconds: float
-    before: dict[str, float] = field(default_factory=dict)  # final-split metrics before training
-    after: dict[str, float] = field(default_factory=dict)  # final-split metrics of the exported model
-    stop_reason: str = ""  # the reason in words
-    stopped_by: StopReason = StopReason.MAX_STEPS
 
 
 def seed_everything(seed: int) -> None:
