@@ -139,14 +139,14 @@ class BoundReward:
             chosen = dict(available)
         else:
             chosen = {k: v for k, v in available.items() if k in signature.parameters}
-            for name, p in signature.parameters.items():
-                missing = name not in chosen and name not in self.params and p.default is p.empty
-                if missing and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                    columns = sorted(k for k in available if k not in STANDARD_INPUTS)
-                    raise RewardError(
-                        f"reward '{self.label}' needs '{name}', which is neither a standard input nor a "
-                        f"dataset column (columns: {', '.join(columns) or 'none'})"
-                    )
+        for name, p in signature.parameters.items():
+            missing = name not in chosen and name not in self.params and p.default is p.empty
+            if missing and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                columns = sorted(k for k in available if k not in STANDARD_INPUTS)
+                raise RewardError(
+                    f"reward '{self.label}' needs '{name}', which is neither a standard input nor a "
+                    f"dataset column (columns: {', '.join(columns) or 'none'})"
+                )
         return {**chosen, **self.params}
 
 
