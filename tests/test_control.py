@@ -44,3 +44,24 @@ def test_eval_command_and_export_merge(tmp_path, capsys):
 
     model = AutoModelForCausalLM.from_pretrained(str(merged))
     assert not any("lora_" in name for name, _ in model.named_parameters())
+
+
+def test_eval_command_runs_the_presets_model_with_its_tools(tmp_path, monkeypatch):
+    # `grpolab eval -c agent_tiny` (no --model): the preset's tiny-agent, evaluated the way training
+    # validates it, i.e. through the run's rollout sampler: multi-turn episodes with the calculator
+    import grpolab.rollout.multi_turn as multi_turn
+
+    episodes: list[int] = []
+    original = multi_turn.run_agent_rollouts
+
+    def counting(*args, **kwargs):
+        rollouts = original(*args, **kwargs)
+        episodes.append(len(rollouts))
+        return rollouts
+
+    monkeypatch.setattr(multi_turn, "run_agent_rollouts", counting)
+    out = tmp_path / "eval.json"
+    small = ["eval.size=4", "data.val_size=4", "data.test_size=4", "data.train_size=8", "train.torch_threads=1"]
+    assert main(["eval", "-c", "agent_tiny", "--split", "val", "--out", str(out), *small]) == 0
+    assert episodes == [4]  # one greedy episode per validation question
+    assert json.loads(out.read_text())["num_questions"] == 4
