@@ -5,6 +5,7 @@ and the command line goes through the same GRPOTrainer."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import runpy
 from pathlib import Path
@@ -175,3 +176,23 @@ def test_cli_train_goes_through_the_python_api(tmp_path, monkeypatch):
     assert main(["train", "-c", "quick_test", *SMALL, f"train.output_dir={tmp_path}"]) == 0
     assert len(built) == 1 and built[0].args.train.run_name == "quick_test"
     assert len(built[0].trainer.splits.test) == 16  # the preset's task, split by the config
+
+
+@pytest.mark.slow
+def test_an_environment_class_runs_tool_episodes(tmp_path):
+    from functools import partial
+
+    from grpolab.envs import CalculatorEnv
+
+    args = small_args(tmp_path, "generation.max_new_tokens=96", "agent.max_total_tokens=320")
+    trainer = GRPOTrainer(
+        model="tiny-agent", environment=partial(CalculatorEnv, system_prompt=""), reward_funcs="numeric",
+        train_dataset=rows(), args=args,
+    )  # fmt: skip
+    assert trainer.args.agent.enabled
+    summary = trainer.train()
+    rows_logged = [json.loads(line) for line in (summary.run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_row = next(r for r in rows_logged if "loss" in r)
+    assert "tokens/masked_fraction" in train_row  # agent rollouts: tool output is not trained
+    with pytest.raises(ConfigError, match="environment: pass the class"):
+        GRPOTrainer(environment=CalculatorEnv(), reward_funcs="numeric", train_dataset=rows(), args=args)

@@ -167,7 +167,7 @@ class GRPOTrainer:
     """GRPO on a model with reward functions; see the module docstring and README "Python API".
 
     model: "tiny", a local directory or hub id, or a loaded transformers model (with
-        `processing_class`, its tokenizer; else the tokenizer is loaded from the model's name_or_path).
+        `processing_class` (or `tokenizer`), its tokenizer; else loaded from the model's name_or_path).
     reward_funcs: callables `fn(prompts, completions, completion_ids, **columns) -> list[float | None]`
         and built-in names ("numeric", "answer_format", ...), weighted by `reward_weights`.
         None: args.rewards (what a preset configures).
@@ -190,7 +190,9 @@ class GRPOTrainer:
         *,
         reward_weights: Sequence[float] | None = None,
         test_dataset: Any = None,
+        tokenizer: Any = None,
     ) -> None:
+        processing_class = processing_class or tokenizer  # the older TRL name
         cfg = args if args is not None else GRPOConfig()
         update: dict[str, Any] = {}
         model_object = None
