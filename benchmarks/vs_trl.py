@@ -76,15 +76,14 @@ def heldout_accuracy(cfg: Config, model: Any, tokenizer: Any) -> float:
 
 
 def run_grpolab(cfg: Config) -> dict[str, float]:
-    from grpolab.train.trainer import Trainer
+    from grpolab.api import GRPOTrainer
 
-    trainer = Trainer(cfg)
+    trainer = GRPOTrainer(args=cfg).trainer  # the training steps alone: no evaluation, no checkpoints
     started = time.perf_counter()
-    while trainer.step < cfg.train.max_steps:
+    while trainer.state.step < cfg.train.max_steps:
         trainer.train_step()
-        trainer.step += 1
+        trainer.state.step += 1
     seconds = time.perf_counter() - started
-    trainer.tracker.close({})
     return {"seconds": seconds, "accuracy": heldout_accuracy(cfg, trainer.model, trainer.tokenizer)}
 
 
