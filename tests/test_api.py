@@ -120,6 +120,13 @@ def test_a_loaded_model_with_a_lora_config(tmp_path):
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def test_config_by_section_or_preset_with_overrides():
+    assert GRPOConfig(train={"max_steps": 3}, grpo={"beta": 0.0}).train.max_steps == 3
+    cfg = GRPOConfig.load("quick_test", "optim.lr=0.002", grpo__beta=0.5, **{"train.seed": 7})
+    assert (cfg.train.run_name, cfg.optim.lr, cfg.grpo.beta, cfg.train.seed) == ("quick_test", 0.002, 0.5, 7)
+    assert isinstance(cfg, GRPOConfig)
+
+
 def test_api_mistakes_are_one_line_naming_the_field(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.micro_batch_size \(3\) must divide"):
         GRPOConfig(train={"questions_per_step": 2, "micro_batch_size": 3}, grpo={"num_generations": 4})
