@@ -136,7 +136,9 @@ def trainer_step(ctx: DistContext, strategy: str) -> tuple[dict[str, torch.Tenso
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     out = policy_update(model, optimizer, scheduler, collate(rollouts, pad_id=0), adv, cfg, as_reference, ctx, shards)
-    weights = shards.full_state_dict() or model.state_dict()
+    weights = shards.full_state_dict()  # FSDP: the full tensors on rank 0, {} elsewhere
+    if weights is None:  # not sharded: the model's own
+        weights = model.state_dict()
     return {k: v.detach().clone() for k, v in weights.items()}, out.metrics
 
 
