@@ -13,8 +13,8 @@ import argparse
 import json
 import time
 
+from grpolab.api import run_training
 from grpolab.config.load import load_config
-from grpolab.train.trainer import run_training
 
 
 def tool_rates(run_dir) -> tuple[float, float]:

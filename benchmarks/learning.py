@@ -12,8 +12,8 @@ import argparse
 import statistics
 import time
 
+from grpolab.api import run_training
 from grpolab.config.load import load_config
-from grpolab.train.trainer import run_training
 
 
 def main() -> None:

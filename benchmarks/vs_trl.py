@@ -50,11 +50,10 @@ def config(steps: int, finetune: str, lr: float) -> Config:
 
 def heldout_accuracy(cfg: Config, model: Any, tokenizer: Any) -> float:
     from grpolab.data import build_splits
-    from grpolab.eval.evaluate import evaluate
+    from grpolab.eval.evaluate import evaluate, evaluation_reward_set
     from grpolab.rewards import build_rewards
     from grpolab.rollout.backend import HFGenerator
     from grpolab.rollout.single_turn import prompt_ids
-    from grpolab.train.trainer import evaluation_rewards
 
     stops = [tokenizer.eos_token_id]
     result = evaluate(
@@ -62,7 +61,7 @@ def heldout_accuracy(cfg: Config, model: Any, tokenizer: Any) -> float:
         tokenizer,
         build_splits(cfg.data, cfg.data.seed).test,
         lambda ex: prompt_ids(tokenizer, ex, cfg.data, cfg.generation.max_prompt_length),
-        build_rewards(evaluation_rewards(cfg)),
+        evaluation_reward_set(cfg, build_rewards(cfg.rewards)),
         max_new_tokens=cfg.generation.max_new_tokens,
         batch_size=64,
         pass_k=[],
@@ -77,15 +76,14 @@ def heldout_accuracy(cfg: Config, model: Any, tokenizer: Any) -> float:
 
 
 def run_grpolab(cfg: Config) -> dict[str, float]:
-    from grpolab.train.trainer import Trainer
+    from grpolab.api import GRPOTrainer
 
-    trainer = Trainer(cfg)
+    trainer = GRPOTrainer(args=cfg).trainer  # the training steps alone: no evaluation, no checkpoints
     started = time.perf_counter()
-    while trainer.step < cfg.train.max_steps:
+    while trainer.state.step < cfg.train.max_steps:
         trainer.train_step()
-        trainer.step += 1
+        trainer.state.step += 1
     seconds = time.perf_counter() - started
-    trainer.tracker.close({})
     return {"seconds": seconds, "accuracy": heldout_accuracy(cfg, trainer.model, trainer.tokenizer)}
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -92,12 +93,12 @@ def trainer_step(ctx: DistContext, strategy: str) -> tuple[dict[str, torch.Tenso
     two iterations, SGD lr 1) on this rank's share of the scripted batch. With strategy=fsdp the shares
     are uneven, so the rank with fewer micro-batches must run dummy passes to stay in step.
     Returns the full weights (on rank 0; {} elsewhere under FSDP) and the step metrics."""
-    from contextlib import contextmanager, nullcontext
+    from contextlib import contextmanager
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from grpolab.config.load import load_config
-    from grpolab.parallel.sharding import shard_model
+    from grpolab.parallel.sharding import Unsharded, shard_model
     from grpolab.rollout.types import collate
     from grpolab.train.update import policy_update
 
@@ -109,20 +110,21 @@ def trainer_step(ctx: DistContext, strategy: str) -> tuple[dict[str, torch.Tenso
     reference.load_state_dict({k: v + 0.01 for k, v in model.state_dict().items()})  # KL is not zero
     ctx.sync_parameters(model)
     rollouts, adv = scripted_rollouts(), torch.tensor(ADV)
-    sharded = sharded_reference = None
+    shards: Any = Unsharded(model)
+    reference_shards: Any = Unsharded(reference)
     if strategy in ("fsdp", "hsdp") and ctx.enabled:
         sizes = UNEVEN[ctx.world_size]
         start = sum(sizes[: ctx.rank])
         rollouts, adv = rollouts[start : start + sizes[ctx.rank]], adv[start : start + sizes[ctx.rank]]
         mesh = ([2, 2], ["dp", "fsdp"]) if strategy == "hsdp" else None
         distributed = DistributedConfig(strategy="fsdp", mesh_shape=mesh)
-        sharded, sharded_reference = shard_model(model, ctx, distributed), shard_model(reference, ctx, distributed)
+        shards, reference_shards = shard_model(model, ctx, distributed), shard_model(reference, ctx, distributed)
     elif ctx.enabled:
         rollouts, adv = ctx.shard(rollouts, what="scripted"), torch.tensor(ctx.shard(ADV, what="scripted"))
 
     @contextmanager
     def as_reference():
-        with sharded_reference.gathered() if sharded_reference else nullcontext(), torch.no_grad():
+        with reference_shards.gathered(), torch.no_grad():
             yield reference
 
     cfg = load_config(
@@ -133,8 +135,10 @@ def trainer_step(ctx: DistContext, strategy: str) -> tuple[dict[str, torch.Tenso
     )  # fmt: skip
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    out = policy_update(model, optimizer, scheduler, collate(rollouts, pad_id=0), adv, cfg, as_reference, ctx, sharded)
-    weights = sharded.full_state_dict() if sharded is not None else model.state_dict()
+    out = policy_update(model, optimizer, scheduler, collate(rollouts, pad_id=0), adv, cfg, as_reference, ctx, shards)
+    weights = shards.full_state_dict()  # FSDP: the full tensors on rank 0, {} elsewhere
+    if weights is None:  # not sharded: the model's own
+        weights = model.state_dict()
     return {k: v.detach().clone() for k, v in weights.items()}, out.metrics
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from grpolab.api import GRPOTrainer
 from grpolab.config.load import load_config
-from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, read_metrics
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def agent_config(tmp_path, mode: str):
 
 @pytest.mark.parametrize("mode", ["masked", "full"])
 def test_agent_run_logs_tool_metrics_and_trained_spans(tmp_path, mode):
-    summary = Trainer(agent_config(tmp_path, mode)).run()
+    summary = GRPOTrainer(args=agent_config(tmp_path, mode)).train()
     rows = [r for r in read_metrics(summary.run_dir) if "loss" in r]
     assert rows
     for key in ("tools/call_frequency", "tools/failure_frequency", "turns/mean", "tokens/masked_fraction"):

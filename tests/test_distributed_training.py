@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from dist_workers import free_port
+from grpolab.api import GRPOTrainer
 from grpolab.config.load import load_config
-from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, read_metrics
 
 pytestmark = pytest.mark.slow
@@ -44,8 +44,8 @@ def test_two_processes_train_and_the_checkpoint_resumes_on_one(tmp_path):
     assert (run_dir / "checkpoints" / "step-2" / "trainer_state.json").is_file()
 
     # the same config in one process: the baseline validation is identical (same model, greedy)
-    single = Trainer(load_config("default", [*args, f"train.output_dir={tmp_path / 'one'}"],
-                                 env_file=None, environ={})).run()  # fmt: skip
+    one = load_config("default", [*args, f"train.output_dir={tmp_path / 'one'}"], env_file=None, environ={})
+    single = GRPOTrainer(args=one).train()
     first_eval = lambda rows: next(r for r in rows if "eval/accuracy" in r)  # noqa: E731
     single_rows = read_metrics(single.run_dir)
     assert first_eval(single_rows) == first_eval(rows) | {"time": first_eval(single_rows)["time"]}
@@ -59,7 +59,7 @@ def test_two_processes_train_and_the_checkpoint_resumes_on_one(tmp_path):
         "default", [*args, "train.max_steps=3", f"train.resume={run_dir / 'checkpoints' / 'step-2'}"],
         env_file=None, environ={},
     )  # fmt: skip
-    resumed = Trainer(cfg).run()
+    resumed = GRPOTrainer(args=cfg).train()
     assert resumed.run_dir == run_dir and resumed.steps == 3
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
 
@@ -88,14 +88,14 @@ def test_fsdp_lora_trains_on_two_processes_and_resumes_on_one(tmp_path):
         "default", [*args, "train.max_steps=3", "distributed.strategy=ddp", f"train.resume={ckpt}"],
         env_file=None, environ={},
     )  # fmt: skip
-    trainer = Trainer(cfg)
-    trainer.control.resume(ckpt)
+    trainer = GRPOTrainer(args=cfg).trainer
+    trainer.restore(ckpt)
     trained = {k: v for k, v in trainer.model.state_dict().items() if "lora_B" in k}
     assert trained and any(float(v.abs().max()) > 0 for v in trained.values())  # lora_B starts at 0: it moved
     for key, value in trained.items():
         saved = adapter[key.replace(".default.", ".")]
         assert torch.equal(value, saved), key
-    assert trainer.step == 2
+    assert trainer.state.step == 2
 
     # and two FSDP processes load it back into their shards (adapter names, optimizer ids) and go on
     torchrun_train([*args, "train.max_steps=3", f"train.resume={ckpt}"])

@@ -7,17 +7,18 @@ import json
 import pytest
 import torch
 
+from grpolab.api import GRPOTrainer
 from grpolab.cli.main import main
-from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, quick_config, read_metrics, without_time
 
 pytestmark = pytest.mark.slow
 
 
 def test_full_finetune_run_changes_weights_and_writes_the_run_directory(tmp_path):
-    trainer = Trainer(quick_config(tmp_path, "optim.lr=1e-3", "grpo.beta=0.05"))
+    api = GRPOTrainer(args=quick_config(tmp_path, "optim.lr=1e-3", "grpo.beta=0.05"))
+    trainer = api.trainer
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    summary = trainer.run()
+    summary = api.train()
     assert summary.status == "finished" and summary.steps == 3
     # the exported model is the best checkpoint; the trained weights moved during the run
     step3 = torch.load(summary.run_dir / "checkpoints" / "step-3" / "optimizer.pt", weights_only=True)
@@ -44,16 +45,16 @@ def test_full_finetune_run_changes_weights_and_writes_the_run_directory(tmp_path
 
 
 def test_same_seed_same_metrics(tmp_path):
-    runs = [Trainer(quick_config(tmp_path / str(i), "train.max_steps=2", "eval.every_steps=0")).run() for i in (1, 2)]
+    configs = [quick_config(tmp_path / str(i), "train.max_steps=2", "eval.every_steps=0") for i in (1, 2)]
+    runs = [GRPOTrainer(args=cfg).train() for cfg in configs]
     assert without_time(read_metrics(runs[0].run_dir)) == without_time(read_metrics(runs[1].run_dir))
 
 
 def test_lora_run_saves_an_adapter_that_peft_loads(tmp_path):
     from peft import AutoPeftModelForCausalLM
 
-    summary = Trainer(
-        quick_config(tmp_path, "model.finetune=lora", "model.lora_rank=4", "train.max_steps=2", "optim.lr=1e-2")
-    ).run()
+    cfg = quick_config(tmp_path, "model.finetune=lora", "model.lora_rank=4", "train.max_steps=2", "optim.lr=1e-2")
+    summary = GRPOTrainer(args=cfg).train()
     best = summary.run_dir / "checkpoints" / "step-2"
     assert (best / "adapter_model.safetensors").is_file()
     model = AutoPeftModelForCausalLM.from_pretrained(str(best))

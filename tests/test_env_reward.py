@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from grpolab.api import GRPOTrainer
 from grpolab.config.load import ConfigError, load_config
 from grpolab.config.schema import RewardsConfig
 from grpolab.rewards import RewardError, RewardInputs, build_rewards
 from grpolab.rewards.environment import episode_rewards
 from grpolab.rollout.types import Rollout
-from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, read_metrics
 
 
@@ -67,7 +67,7 @@ def test_a_scripted_envs_final_reward_reaches_training_rewards(tmp_path):
         env_file=None,
         environ={},
     )
-    summary = Trainer(cfg).run()
+    summary = GRPOTrainer(args=cfg).train()
     samples = [json.loads(line) for line in (summary.run_dir / "samples.jsonl").read_text().splitlines()]
     assert samples
     verdicts = []

@@ -10,10 +10,10 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
+from grpolab.api import GRPOTrainer
 from grpolab.cli.main import main
 from grpolab.config.load import load_config
 from grpolab.train.model_card import grpolab_version, model_card
-from grpolab.train.trainer import Trainer
 from run_helpers import quick_config
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     out = tmp_path_factory.mktemp("run")
-    return Trainer(quick_config(out, "model.finetune=lora", "model.lora_rank=4", "train.max_steps=2")).run()
+    return GRPOTrainer(args=quick_config(out, "model.finetune=lora", "model.lora_rank=4", "train.max_steps=2")).train()
 
 
 def front_matter(card: str) -> dict[str, Any]:

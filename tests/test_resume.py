@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from grpolab.api import GRPOTrainer
 from grpolab.config.load import load_config
-from grpolab.train.control import ResumeError
-from grpolab.train.trainer import Trainer
+from grpolab.train.resume import ResumeError
 from run_helpers import QUICK, read_metrics, without_time
 
 pytestmark = pytest.mark.slow
@@ -40,9 +40,9 @@ def step_rows(run_dir: Path) -> dict[int, dict]:
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    whole = Trainer(config(tmp_path / "whole", "train.max_steps=4")).run()
-    first = Trainer(config(tmp_path / "split", "train.max_steps=2")).run()
-    resumed = Trainer(config(tmp_path / "split", "train.max_steps=4", "train.resume=auto")).run()
+    whole = GRPOTrainer(args=config(tmp_path / "whole", "train.max_steps=4")).train()
+    first = GRPOTrainer(args=config(tmp_path / "split", "train.max_steps=2")).train()
+    resumed = GRPOTrainer(args=config(tmp_path / "split", "train.max_steps=4", "train.resume=auto")).train()
     assert resumed.run_dir == first.run_dir  # same run directory, metrics appended
     expected, got = step_rows(whole.run_dir), step_rows(resumed.run_dir)
     for step in (1, 2, 3, 4):
@@ -50,9 +50,9 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 
 def test_resume_refuses_a_different_model_or_group_size(tmp_path):
-    Trainer(config(tmp_path, "train.max_steps=2")).run()
+    GRPOTrainer(args=config(tmp_path, "train.max_steps=2")).train()
     with pytest.raises(ResumeError, match=r"grpo\.num_generations"):
-        Trainer(config(tmp_path, "train.max_steps=4", "train.resume=auto", "grpo.num_generations=2")).run()
+        GRPOTrainer(args=config(tmp_path, "train.max_steps=4", "train.resume=auto", "grpo.num_generations=2")).train()
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):

@@ -6,14 +6,14 @@ import itertools
 
 import pytest
 
-from grpolab.train.trainer import Trainer
+from grpolab.api import GRPOTrainer
 from run_helpers import quick_config, read_metrics
 
 pytestmark = pytest.mark.slow
 
 
 def test_num_tokens_is_cumulative_as_in_trl(tmp_path):
-    summary = Trainer(quick_config(tmp_path, "eval.every_steps=0")).run()
+    summary = GRPOTrainer(args=quick_config(tmp_path, "eval.every_steps=0")).train()
     rows = [r for r in read_metrics(summary.run_dir) if "tokens/total" in r]
     assert len(rows) == 3
     # TRL: num_input_tokens_seen += prompt + completion tokens of the step; logged as num_tokens

@@ -1,3 +1,18 @@
-"""grpolab: GRPO fine-tuning for language models, single-turn and multi-turn agents."""
+"""grpolab: GRPO fine-tuning for language models, single-turn and multi-turn agents.
+
+from grpolab import GRPOConfig, GRPOTrainer    # the Python API (grpolab/api.py)
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["GRPOConfig", "GRPOTrainer", "RunSummary", "run_training"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `grpolab --help` and config errors must not wait for torch and transformers to import.
+    if name in __all__:
+        from grpolab import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'grpolab' has no attribute {name!r}")

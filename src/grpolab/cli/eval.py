@@ -9,12 +9,12 @@ from rich.table import Table
 
 from grpolab.config.schema import Config
 from grpolab.data import build_splits
-from grpolab.eval.evaluate import EvalResult, evaluate
+from grpolab.eval.evaluate import EvalResult, evaluate_examples, evaluation_reward_set
 from grpolab.models.loading import load_model, pick_device
 from grpolab.rewards import build_rewards
 from grpolab.rollout.backend import HFGenerator
-from grpolab.rollout.single_turn import prompt_ids
-from grpolab.train.trainer import evaluation_rewards, seed_everything
+from grpolab.rollout.sampler import RolloutSampler
+from grpolab.train.trainer import seed_everything
 
 
 def attach_adapter(model: Any, adapter: str) -> Any:
@@ -33,29 +33,16 @@ def print_result(result: EvalResult, split: str, console: Console | None = None)
 
 
 def run_eval(cfg: Config, *, adapter: str | None, split: str) -> EvalResult:
+    """The evaluation a training run does (same function, same rollout sampler: an agent preset runs
+    its episodes with the tools), on the preset's model or another one, optionally with an adapter."""
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
     loaded = load_model(cfg.model.model_copy(update={"finetune": "full"}), beta=0.0, device=device)
     model = attach_adapter(loaded.model, adapter) if adapter else loaded.model
     splits = build_splits(cfg.data, cfg.data.seed)
     examples = splits.test if split == "test" else splits.val[: cfg.eval.size]
-    e = cfg.eval
-    result = evaluate(
-        HFGenerator(model, loaded.tokenizer.pad_token_id, loaded.stop_ids),
-        loaded.tokenizer,
-        examples,
-        lambda ex: prompt_ids(loaded.tokenizer, ex, cfg.data, cfg.generation.max_prompt_length),
-        build_rewards(evaluation_rewards(cfg)),
-        max_new_tokens=cfg.generation.max_new_tokens,
-        batch_size=e.batch_size,
-        pass_k=e.pass_k,
-        num_samples=e.num_samples or max(e.pass_k, default=0),
-        temperature=e.temperature,
-        top_p=cfg.generation.top_p,
-        format_reward=e.format_reward,
-        correctness_reward=e.correctness_reward,
-        stop_ids=loaded.stop_ids,
-        seed=cfg.train.seed,
-    )
+    generator = HFGenerator(model, loaded.tokenizer.pad_token_id, loaded.stop_ids)
+    sampler = RolloutSampler(cfg, generator, loaded.tokenizer, loaded.stop_ids)
+    result = evaluate_examples(cfg, sampler, examples, evaluation_reward_set(cfg, build_rewards(cfg.rewards)))
     print_result(result, split)
     return result

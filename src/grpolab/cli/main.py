@@ -2,7 +2,7 @@
 
 grpolab train [--config PRESET | CONFIG.yaml] [--resume [CKPT]] [--mode masked|full] [--multirun]
               [--print-config] [script flags: --batch_size N ...] [key.sub=value ...]
-grpolab eval --model DIR|HUB_ID [--adapter DIR] [--config PRESET] [--split val|test] [key=value ...]
+grpolab eval [--model DIR|HUB_ID] [--adapter DIR] [--config PRESET] [--split val|test] [key=value ...]
 grpolab sweep | report | runs | tensorboard | rewards list|try | export | make-tiny-model
 """
 
@@ -77,9 +77,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print((sweep_dir / "results.md").read_text())
         return 0 if all(str(r.get("status", "")).startswith(("finished", "stopped")) for r in rows) else 1
     cfg = resolve_config(args.config or "default", overrides)
+    from grpolab.api import run_training
     from grpolab.config.provenance import environment_changes, explain_config
     from grpolab.observe.journal import journaled
-    from grpolab.train.trainer import run_training
 
     changed = environment_changes(explain_config(args.config or "default", overrides)[1])
     if changed:  # a SEED or OUTPUT_DIR left in the shell must not change a run silently
@@ -90,7 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    overrides = [f"model.name={args.model}", *args.overrides]
+    # no --model: the preset's own model
+    overrides = [*([f"model.name={args.model}"] if args.model else []), *args.overrides]
     cfg = resolve_config(args.config or "default", overrides)
     from grpolab.cli.eval import run_eval
 
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a model, a checkpoint or an adapter")
-    ev.add_argument("--model", required=True, help="'tiny', a model directory or a hub id")
+    ev.add_argument("--model", help="'tiny', a model directory or a hub id (default: the preset's model.name)")
     ev.add_argument("--adapter", help="LoRA adapter directory (e.g. a run's checkpoints/best)")
     ev.add_argument("--config", "-c", help="preset for task, prompts, rewards and eval settings")
     ev.add_argument("--split", choices=["val", "test"], default="test")
@@ -202,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         from grpolab.data import DataError
         from grpolab.models.loading import ModelLoadError
         from grpolab.rewards import RewardError
-        from grpolab.train.control import ResumeError
         from grpolab.train.export import ExportError
+        from grpolab.train.resume import ResumeError
 
         if isinstance(err, (DataError, ModelLoadError, ResumeError, RewardError, ExportError)):
             return fail(str(err), 1)

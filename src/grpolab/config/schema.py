@@ -104,6 +104,9 @@ class GRPOConfig(Section):
     num_iterations: int = Field(1, ge=1, description="policy updates per batch of rollouts (mu)")
     mask_truncated_completions: bool = Field(False, description="exclude completions cut at the limit")
     filter_zero_std_groups: bool = Field(False, description="drop groups whose rewards are all equal")
+    dynamic_sampling_rounds: int = Field(
+        3, ge=0, description="extra rounds of B questions to refill dropped groups (DAPO dynamic sampling)"
+    )
 
 
 class OptimConfig(Section):

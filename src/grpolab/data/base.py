@@ -24,6 +24,12 @@ class Example:
     answer: str
     category: str
     fields: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, Any]] | None = None  # a conversational prompt, used as given
+
+    @property
+    def prompt(self) -> Any:
+        """The prompt as the dataset gave it (TRL's `prompts`): chat messages, else the question."""
+        return self.messages if self.messages is not None else self.question
 
     def row(self) -> dict[str, Any]:
         """The columns a reward function sees, by name (question, answer, category, extras)."""

@@ -45,6 +45,8 @@ def build_messages(example: Example, data: DataConfig) -> list[dict[str, str]]:
         [{"role": "system", "content": "Put the final answer in <answer></answer>."},
          {"role": "user", "content": "Q: What is 2 + 2?"}]
     """
+    if example.messages is not None:  # a conversational prompt: the dataset's own messages
+        return [dict(message) for message in example.messages]
     messages = []
     system = system_prompt(data)
     if system:

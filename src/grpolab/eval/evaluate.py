@@ -19,17 +19,22 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from grpolab.config.load import ConfigError
 from grpolab.data.base import Example
 from grpolab.parallel.distributed import DistContext
-from grpolab.rewards import RewardInputs, RewardScores
-from grpolab.rewards.environment import episode_rewards
+from grpolab.rewards import RewardInputs, RewardScores, RewardSet
+from grpolab.rewards.inputs import reward_inputs
 from grpolab.rollout.backend import Generator, SamplingParams
-from grpolab.rollout.single_turn import completion_text
+from grpolab.rollout.single_turn import sample_completions
 from grpolab.rollout.types import Rollout
+
+if TYPE_CHECKING:
+    from grpolab.config.schema import Config
+    from grpolab.rollout.sampler import RolloutSampler
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -150,43 +155,21 @@ def _generate_and_score(
     scored = _Scored([], [], defaultdict(list), [])
     s = params.num_samples
     for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        trajectories = env_rewards = None
-        if rollout_fn is not None:  # e.g. multi-turn agent episodes, evaluated with their tools
+        chunk = list(examples[start : start + batch_size])
+        if rollout_fn is not None:  # the run's RolloutSampler: agent episodes run with their tools
             rollouts = rollout_fn(chunk, params)
-            completions = [r.completion_ids for r in rollouts]
-            texts = [r.text for r in rollouts]
-            lengths = [sum(r.completion_mask) for r in rollouts]
-            if rollouts and rollouts[0].messages is not None:
-                trajectories = [r.messages or [] for r in rollouts]
-            env_rewards = episode_rewards(rollouts)
         else:
-            out = generator.generate(prompt_ids[start : start + batch_size], params)
-            completions = out.completions
-            texts = [completion_text(tokenizer, ids, stop_ids) for ids in completions]
-            lengths = [len(ids) for ids in completions]
-        if len(completions) != len(chunk) * s:
-            raise RuntimeError(f"generator returned {len(completions)} rows for {len(chunk)} x {s}")
-        # Rewards see exactly what they see in training (trainer.score): one entry per completion,
-        # the question as the prompt, the text decoded without its stop token.
-        rows = [ex.row() for ex in chunk for _ in range(s)]
-        prompts = [ex.question for ex in chunk for _ in range(s)]
-        scores = reward_set.score(
-            RewardInputs(
-                prompts=prompts,
-                completions=texts,
-                completion_ids=completions,
-                rows=rows,
-                trajectories=trajectories,
-                completion_lengths=lengths,
-                env_rewards=env_rewards,
-            )
-        )
+            chunk_prompts = prompt_ids[start : start + batch_size]
+            rollouts = sample_completions(generator, tokenizer, chunk_prompts, params, stop_ids)
+        if len(rollouts) != len(chunk) * s:
+            raise RuntimeError(f"generator returned {len(rollouts)} rows for {len(chunk)} x {s}")
+        # Rewards see exactly what they see in training: the same builder of their inputs.
+        scores = reward_set.score(reward_inputs(chunk, rollouts))
         for name, values in scores.per_function.items():
             scored.per_function[name].extend(values)
         scored.total.extend(scores.total)
-        scored.texts.extend(texts)
-        scored.lengths.extend(lengths)
+        scored.texts.extend(r.text for r in rollouts)
+        scored.lengths.extend(sum(r.completion_mask) for r in rollouts)
     return scored
 
 
@@ -325,3 +308,52 @@ def _summarise(
         num_samples=n if sampled is not None else 0,
         records=records,
     )
+
+
+def evaluate_examples(
+    cfg: Config, sampler: RolloutSampler, examples: list[Example], reward_set: Scorer, ctx: DistContext | None = None
+) -> EvalResult:
+    """THE evaluation of a run: the trainer's validation, its before/after report and `grpolab eval`
+    all call this, with the run's own rollout sampler (so an agent is evaluated with its tools)."""
+    e = cfg.eval
+    return evaluate(
+        sampler.generator,
+        sampler.tokenizer,
+        examples,
+        sampler.prompt_ids,
+        reward_set,
+        max_new_tokens=cfg.generation.max_new_tokens,
+        batch_size=e.batch_size,
+        pass_k=e.pass_k,
+        num_samples=e.num_samples or max(e.pass_k, default=0),
+        temperature=e.temperature,
+        top_p=cfg.generation.top_p,
+        format_reward=e.format_reward,
+        correctness_reward=e.correctness_reward,
+        stop_ids=sampler.stop_ids,
+        rollout_fn=sampler.sample,
+        seed=cfg.train.seed,
+        ctx=ctx,
+    )
+
+
+def evaluation_reward_set(cfg: Config, training: RewardSet) -> RewardSet:
+    """The training rewards, plus the correctness and format rewards that evaluation reads (built-ins
+    at weight 0: they add to the breakdown but not to the reward being optimised)."""
+    from grpolab.config.schema import RewardSpec
+    from grpolab.rewards.registry import build_one, reward_registry
+
+    bound = list(training.rewards)
+    labels = {b.label for b in bound}
+    for field_name in ("correctness_reward", "format_reward"):
+        name = getattr(cfg.eval, field_name)
+        if not name or name in labels:
+            continue
+        if name not in reward_registry():
+            raise ConfigError(
+                f"eval.{field_name}: '{name}' is neither a built-in reward nor one of the run's rewards "
+                f"({', '.join(sorted(labels))})"
+            )
+        bound.append(build_one(RewardSpec(name=name, weight=0.0)))
+        labels.add(name)
+    return RewardSet(bound, on_error=training.on_error)

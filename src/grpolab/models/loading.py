@@ -117,7 +117,7 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def load_model(cfg: ModelConfig, *, beta: float, device: torch.device) -> LoadedModel:
+def load_model(cfg: ModelConfig, *, beta: float, device: torch.device, lora: Any | None = None) -> LoadedModel:
     source = resolve_source(cfg.name)
     ensure_reachable(source, cfg.revision)
     tokenizer = load_tokenizer(source, cfg)
@@ -133,6 +133,15 @@ def load_model(cfg: ModelConfig, *, beta: float, device: torch.device) -> Loaded
         model = model.to(device)  # type: ignore[arg-type]
     except OSError as err:
         raise ModelLoadError(f"model.name: could not load '{source}': {err}") from None
+    return prepare_model(model, tokenizer, cfg, beta=beta, source=source, lora=lora)
+
+
+def prepare_model(
+    model: Any, tokenizer: Any, cfg: ModelConfig, *, beta: float, source: str, lora: Any | None = None
+) -> LoadedModel:
+    """A loaded transformers model (from `load_model`, or the user's own object through the Python
+    API) made ready to train: LoRA (`lora`: a peft LoraConfig; None = one from model.lora_*) or a
+    frozen KL reference copy."""
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -140,14 +149,14 @@ def load_model(cfg: ModelConfig, *, beta: float, device: torch.device) -> Loaded
     if cfg.finetune == "lora":
         from peft import LoraConfig, get_peft_model
 
-        lora = LoraConfig(
+        lora = lora or LoraConfig(
             r=cfg.lora_rank,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
             target_modules=cfg.lora_target_modules,
             task_type="CAUSAL_LM",
         )
-        model = get_peft_model(model, lora)  # type: ignore[assignment]
+        model = get_peft_model(model, lora)
     elif beta > 0:
         reference = copy.deepcopy(model).eval()
         reference.requires_grad_(False)

@@ -109,8 +109,8 @@ def default_sweep_dir(output_dir: str | Path, run_name: str) -> Path:
 
 def default_run_one(overrides: list[str], out_dir: Path, *, preset: str | None = None) -> dict[str, Any]:
     """One real training run (imported lazily: the trainer pulls in torch and transformers)."""
+    from grpolab.api import run_training
     from grpolab.observe.journal import journal_path, journaled
-    from grpolab.train.trainer import run_training
 
     # Every run of the sweep writes its entry to the journal a single run of the same config would use.
     journal = journal_path(load_config(preset, overrides))

@@ -112,6 +112,14 @@ class ShardedModel:
         """FSDP averages gradients over every rank (shard and replicate groups); x W turns that into a sum."""
         return float(self.world_size)
 
+    def training_passes(self, ctx: DistContext, local_passes: int) -> int:
+        """Every rank runs as many training passes as the rank with the most micro-batches (each pass
+        gathers and reduce-scatters every layer: a rank that stopped early would hang the others)."""
+        return int(ctx.all_reduce_max({"passes": float(local_passes)})["passes"])
+
+    def reduce_gradients(self, ctx: DistContext, params: list[torch.nn.Parameter]) -> None:
+        """Nothing to do: FSDP's backward already reduce-scattered the gradients."""
+
     @contextmanager
     def gathered(self) -> Iterator[Any]:
         """The whole model unsharded on every rank: forward passes inside run with no collective.
@@ -175,6 +183,45 @@ class ShardedModel:
     def _optimizer_param_names(self, optimizer: torch.optim.Optimizer) -> list[str]:
         name_of = {id(p): name for name, p in self.model.named_parameters()}
         return [name_of[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+class Unsharded:
+    """A model that is not sharded, behind the same interface as `ShardedModel`, so the trainer, the
+    update and the checkpoints never ask "is it sharded?": gathering is a no-op, the loss scale is 1,
+    gradients are summed over ranks by us (DDP-style), and full states are the model's own."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def describe(self) -> str:
+        return "not sharded"
+
+    loss_scale = 1.0
+
+    @contextmanager
+    def gathered(self) -> Iterator[Any]:
+        yield self.model
+
+    def training_passes(self, ctx: DistContext, local_passes: int) -> int:
+        return local_passes  # no collective inside a forward: each rank runs its own micro-batches
+
+    def reduce_gradients(self, ctx: DistContext, params: list[torch.nn.Parameter]) -> None:
+        ctx.sum_gradients(params)  # a no-op in one process
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        return None  # save_pretrained(state_dict=None) writes the model's own weights
+
+    def full_optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        return None  # the optimizer's own state_dict()
+
+    def load_full_state_dict(self, state: dict[str, torch.Tensor], strict: bool) -> None:
+        self.model.load_state_dict(state, strict=strict)
+
+    def load_full_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        optimizer.load_state_dict(state)
+
+
+Shards = ShardedModel | Unsharded
 
 
 def shard_model(

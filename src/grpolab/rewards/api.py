@@ -49,6 +49,10 @@ class RewardInputs:
     trajectories: list[list[dict[str, Any]]] | None = None
     completion_lengths: list[int] | None = None
     env_rewards: list[float | None] | None = None  # agents: the environment's final_reward() per episode
+    # Conversational prompts (TRL's conversational format): what user functions receive instead of
+    # `prompts` / `completions`: the prompt messages, and the completion as a list of messages.
+    prompt_messages: list[list[dict[str, Any]]] | None = None
+    completion_messages: list[list[dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.completions)
@@ -70,8 +74,9 @@ class RewardInputs:
     def __len__(self) -> int:
         return len(self.completions)
 
-    def keywords(self) -> dict[str, Any]:
-        """Standard inputs and dataset columns as TRL-style lists; a column missing from a row is None."""
+    def keywords(self, conversational: bool = False) -> dict[str, Any]:
+        """Standard inputs and dataset columns as TRL-style lists; a column missing from a row is None.
+        conversational: prompts and completions as messages when the batch has them."""
         columns: dict[str, list[Any]] = {}
         for key in dict.fromkeys(k for row in self.rows for k in row):
             columns[key] = [row.get(key) for row in self.rows]
@@ -86,6 +91,8 @@ class RewardInputs:
             "completion_lengths": lengths,
             "env_rewards": self.env_rewards,
         }
+        if conversational and self.prompt_messages is not None and self.completion_messages is not None:
+            standard.update(prompts=self.prompt_messages, completions=self.completion_messages)
         return {**columns, **standard}
 
 
@@ -128,6 +135,7 @@ class BoundReward:
     fn: Callable[..., Any]
     weight: float
     params: dict[str, Any]
+    reads_text: bool = False  # built-ins read text; user functions get messages for conversational data
 
     def call_kwargs(self, available: dict[str, Any]) -> dict[str, Any]:
         signature = inspect.signature(self.fn)
@@ -136,14 +144,14 @@ class BoundReward:
             chosen = dict(available)
         else:
             chosen = {k: v for k, v in available.items() if k in signature.parameters}
-            for name, p in signature.parameters.items():
-                missing = name not in chosen and name not in self.params and p.default is p.empty
-                if missing and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                    columns = sorted(k for k in available if k not in STANDARD_INPUTS)
-                    raise RewardError(
-                        f"reward '{self.label}' needs '{name}', which is neither a standard input nor a "
-                        f"dataset column (columns: {', '.join(columns) or 'none'})"
-                    )
+        for name, p in signature.parameters.items():
+            missing = name not in chosen and name not in self.params and p.default is p.empty
+            if missing and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                columns = sorted(k for k in available if k not in STANDARD_INPUTS)
+                raise RewardError(
+                    f"reward '{self.label}' needs '{name}', which is neither a standard input nor a "
+                    f"dataset column (columns: {', '.join(columns) or 'none'})"
+                )
         return {**chosen, **self.params}
 
 
@@ -195,12 +203,13 @@ class RewardSet:
     def score(self, inputs: RewardInputs) -> RewardScores:
         n = len(inputs)
         available = inputs.keywords()
+        conversational = inputs.keywords(conversational=True)
         per_sample_keys = [k for k, v in available.items() if isinstance(v, list) and len(v) == n]
         results: dict[str, list[RewardValue]] = {}
         errors = {r.label: 0 for r in self.rewards}
         pending: list[tuple[BoundReward, dict[str, Any], Any]] = []
         for reward in self.rewards:
-            kwargs = reward.call_kwargs(available)
+            kwargs = reward.call_kwargs(available if reward.reads_text else conversational)
             try:
                 out = reward.fn(**kwargs)
             except Exception as err:

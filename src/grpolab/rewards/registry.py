@@ -185,7 +185,7 @@ def build_one(spec: RewardSpec) -> BoundReward:
             check(params)
         except ValueError as err:
             raise ConfigError(f"reward '{spec.label}': {err}") from None
-    return BoundReward(spec.label, fn, spec.weight, params)
+    return BoundReward(spec.label, fn, spec.weight, params, reads_text=spec.name is not None)
 
 
 def build_rewards(cfg: RewardsConfig) -> RewardSet:

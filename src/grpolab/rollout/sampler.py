@@ -18,13 +18,17 @@ from grpolab.rollout.types import Rollout
 
 
 class RolloutSampler:
-    def __init__(self, cfg: Config, generator: Generator, tokenizer: Any, stop_ids: list[int]) -> None:
+    def __init__(
+        self, cfg: Config, generator: Generator, tokenizer: Any, stop_ids: list[int], env_factory: Any = None
+    ) -> None:
+        """env_factory: makes one environment per episode (the Python API's `environment`); None = the
+        configured agent.env when agent.enabled, else single-turn."""
         self.cfg = cfg
         self.generator = generator
         self.tokenizer = tokenizer
         self.stop_ids = stop_ids
-        self.env_factory = None
-        if cfg.agent.enabled:
+        self.env_factory = env_factory
+        if env_factory is None and cfg.agent.enabled:
             from grpolab.envs.env import load_env
 
             self.env_factory = load_env(cfg.agent.env, cfg.agent.env_params)

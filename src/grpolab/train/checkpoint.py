@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from grpolab.parallel.sharding import ShardedModel, unsharded_class
+from grpolab.parallel.sharding import Shards, Unsharded, unsharded_class
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -206,52 +206,32 @@ def save_checkpoint(
     return ckpt_dir
 
 
-def _load_adapter(ckpt_dir: Path, model: Any, sharded: ShardedModel | None) -> None:
-    from peft import set_peft_model_state_dict
+def _load_adapter(ckpt_dir: Path, model: Any, shards: Shards) -> None:
+    """peft saves adapter keys without the adapter's name (lora_A.weight for lora_A.<adapter>.weight);
+    put it back by matching the model's own keys, then load non-strictly (the base weights are absent
+    by design); under FSDP each rank keeps its shard."""
     from safetensors.torch import load_file
 
-    device = next(model.parameters()).device
-    weights = load_file(ckpt_dir / ADAPTER_WEIGHTS, device=str(device) if sharded is None else "cpu")
-    adapter = getattr(model, "active_adapter", "default")
-    if sharded is not None:
-        _load_sharded_adapter(ckpt_dir, model, weights, adapter, sharded)
-        return
-    result: Any = set_peft_model_state_dict(model, weights, adapter_name=adapter)
-    # load_state_dict(strict=False) underneath: the base weights are "missing" by design, but a LoRA
-    # weight that is missing or a key that matches nothing means a different adapter layout.
-    _check_adapter_fits(ckpt_dir, list(result.unexpected_keys), [k for k in result.missing_keys if "lora_" in k])
-
-
-def _check_adapter_fits(ckpt_dir: Path, unexpected: list[str], missing_lora: list[str]) -> None:
-    if unexpected or missing_lora:
-        raise ValueError(
-            f"adapter in {ckpt_dir} does not fit the model: unexpected {unexpected[:5]}, "
-            f"missing {missing_lora[:5]} (different lora_rank or target modules?)"
-        )
-
-
-def _load_sharded_adapter(
-    ckpt_dir: Path, model: Any, weights: dict[str, torch.Tensor], adapter: str, sharded: ShardedModel
-) -> None:
-    # peft saves adapter keys without the adapter's name (lora_A.weight for lora_A.<adapter>.weight);
-    # put it back by matching the model's own keys, then let FSDP keep each rank's shard
-    marker = f".{adapter}."
+    weights = load_file(ckpt_dir / ADAPTER_WEIGHTS, device="cpu")
+    marker = f".{getattr(model, 'active_adapter', 'default')}."
     by_saved_name = {key.replace(marker, "."): key for key in model.state_dict() if marker in key}
     unexpected = [k for k in weights if k not in by_saved_name]
     missing = [k for k, v in by_saved_name.items() if "lora_" in v and k not in weights]
-    _check_adapter_fits(ckpt_dir, unexpected, missing)
-    sharded.load_full_state_dict({by_saved_name[k]: v for k, v in weights.items()}, strict=False)
+    # a LoRA weight that is missing or a key that matches nothing means a different adapter layout
+    if unexpected or missing:
+        raise ValueError(
+            f"adapter in {ckpt_dir} does not fit the model: unexpected {unexpected[:5]}, "
+            f"missing {missing[:5]} (different lora_rank or target modules?)"
+        )
+    shards.load_full_state_dict({by_saved_name[k]: v for k, v in weights.items()}, strict=False)
 
 
-def _load_full(ckpt_dir: Path, model: Any, sharded: ShardedModel | None) -> None:
+def _load_full(ckpt_dir: Path, model: Any, shards: Shards) -> None:
     # from_pretrained handles shards, tied weights and checkpoint key conventions; the fresh copy is
     # built on CPU and copied into the existing model object (whose parameters the optimizer holds).
     dtype = next(model.parameters()).dtype
     fresh = unsharded_class(model).from_pretrained(str(ckpt_dir), dtype=dtype)
-    if sharded is not None:
-        sharded.load_full_state_dict(fresh.state_dict(), strict=True)
-    else:
-        model.load_state_dict(fresh.state_dict(), strict=True)
+    shards.load_full_state_dict(fresh.state_dict(), strict=True)
     del fresh
 
 
@@ -262,14 +242,15 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any | None,
     restore_rng: bool = True,
-    sharded: ShardedModel | None = None,
+    shards: Shards | None = None,
 ) -> dict[str, Any]:
     """Restore weights (in place), optimizer, scheduler and RNG from `ckpt_dir`; return trainer_state.
 
     optimizer/scheduler None: not restored. restore_rng=False: weights only (loading the best model at
-    the end of a run should not rewind the random streams). sharded: the model is FSDP-sharded; every
-    rank calls this and keeps its shard of the full tensors read from disk."""
+    the end of a run should not rewind the random streams). shards: the model's sharding (default: not
+    sharded); under FSDP every rank calls this and keeps its shard of the full tensors read from disk."""
     ckpt_dir = Path(ckpt_dir)
+    shards = shards or Unsharded(model)
     if not (ckpt_dir / TRAINER_STATE_FILE).is_file():
         raise FileNotFoundError(f"{ckpt_dir} is not a grpolab checkpoint (no {TRAINER_STATE_FILE})")
     has_adapter = (ckpt_dir / ADAPTER_CONFIG).is_file()
@@ -280,16 +261,13 @@ def load_checkpoint(
             f"{'a peft model' if _is_peft_model(model) else 'a plain model'} (model.finetune changed?)"
         )
     if has_adapter:
-        _load_adapter(ckpt_dir, model, sharded)
+        _load_adapter(ckpt_dir, model, shards)
     else:
-        _load_full(ckpt_dir, model, sharded)
+        _load_full(ckpt_dir, model, shards)
     if optimizer is not None:
         # map_location cpu: Optimizer.load_state_dict moves each state tensor to its parameter's device.
         saved = torch.load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-        if sharded is not None:
-            sharded.load_full_optimizer_state(optimizer, saved)
-        else:
-            optimizer.load_state_dict(saved)
+        shards.load_full_optimizer_state(optimizer, saved)
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(ckpt_dir / SCHEDULER_FILE, weights_only=True))
     state: dict[str, Any] = json.loads((ckpt_dir / TRAINER_STATE_FILE).read_text(encoding="utf-8"))

@@ -1,9 +1,11 @@
-"""The GRPO training loop. It composes the pieces (tasks, rollouts, rewards, advantages, update,
-evaluation, checkpoints, tracking) and owns no math of its own.
+"""The GRPO training loop. It composes the pieces (rollouts, rewards, advantages, update, evaluation,
+checkpoints, tracking) and owns no math of its own; its cadence is written out in `loop`.
 
-One step: B questions -> G rollouts each -> rewards r[B, G] -> advantages -> policy update.
-Every `eval.every_steps` (and at step 0): validation; early stopping watches it and the best
-checkpoint follows it. `run_training(cfg)` is the whole run, from config to summary.
+One step: B questions -> G rollouts each -> rewards r[B, G] -> advantages -> policy update
+(`train/groups.py` refills groups without signal first, when DAPO dynamic sampling is on).
+Validation at step 0 and every `eval.every_steps`; early stopping watches it and the best checkpoint
+follows it; a checkpoint every `train.save_every`; SIGINT/SIGTERM save and stop. Build a Trainer
+through the Python API (`grpolab.api.GRPOTrainer`), which is also what the command line does.
 """
 
 from __future__ import annotations
@@ -11,73 +13,55 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
-from datetime import datetime
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
-from grpolab.algo.advantages import group_advantages
-from grpolab.config.schema import Config, RewardsConfig, RewardSpec
-from grpolab.data import build_splits
+from grpolab.config.load import config_to_yaml
+from grpolab.config.schema import Config
 from grpolab.data.base import Example, Splits
 from grpolab.data.order import QuestionSampler
-from grpolab.eval.evaluate import EvalResult, evaluate
-from grpolab.models.loading import LoadedModel, load_model, pick_device
+from grpolab.envs.env import EnvFactory
+from grpolab.eval.early_stopping import Decision, EarlyStopping
+from grpolab.eval.evaluate import EvalResult, evaluate_examples
+from grpolab.models.loading import load_model, pick_device, prepare_model
 from grpolab.observe import Tracker
 from grpolab.observe.null import NullTracker
-from grpolab.parallel.distributed import DistContext, failure_guard
-from grpolab.parallel.sharding import (
-    ShardedModel,
-    accelerate_fsdp_requested,
-    fsdp_settings,
-    refuse_deepspeed,
-    shard_model,
-)
-from grpolab.rewards import RewardInputs, RewardScores, build_rewards
-from grpolab.rewards.environment import episode_rewards
+from grpolab.parallel.distributed import DistContext
+from grpolab.parallel.sharding import Shards, Unsharded, accelerate_fsdp_requested, fsdp_settings, shard_model
+from grpolab.rewards import RewardScores, RewardSet
+from grpolab.rewards.inputs import reward_inputs
 from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.rollout.sampler import RolloutSampler
 from grpolab.rollout.types import Rollout, collate
-from grpolab.train.checkpoint import latest_checkpoint
-from grpolab.train.control import TrainingControl
-from grpolab.train.schedule import build_optimizer
-from grpolab.train.step_metrics import LOCAL_METRIC_OPS, completion_statistics, reward_statistics, reward_tensor
+from grpolab.train.checkpoint import BEST, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
+from grpolab.train.groups import merged_scores, sample_groups, sample_records
+from grpolab.train.resume import check_resume, find_resume_point, new_run_dir
+from grpolab.train.schedule import advance_schedule, build_optimizer, set_peak_lr
+from grpolab.train.signals import StopSignals, stop_signals
+from grpolab.train.state import RunState, RunSummary, StopReason
+from grpolab.train.step_metrics import LOCAL_METRIC_OPS, completion_statistics, reward_statistics
 from grpolab.train.update import policy_update
 
 
 @dataclass
-class RunSummary:
-    run_dir: Path
-    status: str  # finished | stopped_early | interrupted
-    steps: int
-    best_accuracy: float | None
-    best_step: int | None
-    final_reward: float | None
-    seconds: float
-    before: dict[str, float] = field(default_factory=dict)  # final-split metrics before training
-    after: dict[str, float] = field(default_factory=dict)  # final-split metrics of the exported model
-    stop_reason: str = ""
+class RunInputs:
+    """What a run trains and is scored on, built by the Python API from datasets, rewards and a model."""
 
-
-def evaluation_rewards(cfg: Config) -> RewardsConfig:
-    """The training rewards, plus the correctness and format rewards that evaluation reads (weight 0,
-    so they add to the breakdown but not to the reward being optimised)."""
-    functions = list(cfg.rewards.functions)
-    labels = {spec.label for spec in functions}
-    for name in (cfg.eval.correctness_reward, cfg.eval.format_reward):
-        if name and name not in labels:
-            functions.append(RewardSpec(name=name, weight=0.0))
-            labels.add(name)
-    return RewardsConfig(functions=functions, on_error=cfg.rewards.on_error)
+    splits: Splits
+    rewards: RewardSet
+    eval_rewards: RewardSet  # the training rewards plus what evaluation reads (weight 0)
+    model: Any | None = None  # a transformers model the caller loaded; None = load cfg.model.name
+    tokenizer: Any | None = None  # its tokenizer (with `model`)
+    lora: Any | None = None  # a peft LoraConfig; None = built from model.lora_* when finetune=lora
+    env_factory: EnvFactory | None = None  # agents: one environment per episode; None = cfg.agent.env
 
 
 def seed_everything(seed: int) -> None:
@@ -86,90 +70,65 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def new_run_dir(cfg: Config) -> Path:
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    run_dir = Path(cfg.train.output_dir) / cfg.train.run_name / stamp
-    suffix = 1
-    while run_dir.exists():  # two runs started in the same second (sweeps, tests)
-        run_dir = Path(cfg.train.output_dir) / cfg.train.run_name / f"{stamp}_{suffix}"
-        suffix += 1
-    return run_dir
-
-
-def find_resume_point(cfg: Config) -> Path | None:
-    if cfg.train.resume in (None, ""):
-        return None
-    if cfg.train.resume != "auto":
-        return Path(cfg.train.resume)
-    runs = sorted((Path(cfg.train.output_dir) / cfg.train.run_name).glob("*/checkpoints"))
-    for checkpoints in reversed(runs):
-        found = latest_checkpoint(checkpoints)
-        if found is not None:
-            return found
-    return None
-
-
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path | None = None, ctx: DistContext | None = None) -> None:
+    def __init__(self, cfg: Config, inputs: RunInputs, ctx: DistContext | None = None) -> None:
         self.cfg = cfg
         self.ctx = ctx or DistContext.single(pick_device(cfg.train.device))
         # transformers 5 draws a progress bar on every save/load; checkpoints happen often here
         hf_logging.disable_progress_bar()
         if cfg.train.torch_threads:
             torch.set_num_threads(cfg.train.torch_threads)
+        # a refused resume must not touch the run it names: check before anything is written
         self.resume_from = find_resume_point(cfg)
-        chosen = run_dir or (self.resume_from.parents[1] if self.resume_from else new_run_dir(cfg))
+        self.resume_notes = check_resume(cfg, self.resume_from) if self.resume_from is not None else []
+        chosen = self.resume_from.parents[1] if self.resume_from else new_run_dir(cfg)
         self.run_dir: Path = self.ctx.broadcast_object(chosen)  # clocks of ranks may differ by a second
         self.ctx.shard(list(range(cfg.train.questions_per_step)))  # fail now if B does not split evenly
         seed_everything(cfg.train.seed)
-        self.rewards = build_rewards(cfg.rewards)
-        self.eval_rewards = build_rewards(evaluation_rewards(cfg))
-        self.splits: Splits = build_splits(cfg.data, cfg.data.seed)
+        self.rewards, self.eval_rewards, self.splits = inputs.rewards, inputs.eval_rewards, inputs.splits
         self.val = self.splits.val[: cfg.eval.size]
         self.device = self.ctx.device
-        self.loaded: LoadedModel = load_model(cfg.model, beta=cfg.grpo.beta, device=self.device)
-        self.model = self.loaded.model
+        if inputs.model is not None:  # after seeding: a fresh LoRA adapter is drawn from the run's seed
+            model = inputs.model.to(self.device)
+            self.loaded = prepare_model(
+                model, inputs.tokenizer, cfg.model, beta=cfg.grpo.beta, source=cfg.model.name, lora=inputs.lora
+            )
+        else:
+            self.loaded = load_model(cfg.model, beta=cfg.grpo.beta, device=self.device, lora=inputs.lora)
+        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         self.ctx.sync_parameters(self.model)  # a fresh LoRA adapter is random: start every rank from rank 0's
-        if self.loaded.reference is not None:
-            self.ctx.sync_parameters(self.loaded.reference)
-        self.sharded: ShardedModel | None = None
-        self.sharded_reference: ShardedModel | None = None
+        reference = self.loaded.reference
+        if reference is not None:
+            self.ctx.sync_parameters(reference)
+        self.shards: Shards = Unsharded(self.model)
+        self.reference_shards: Shards = Unsharded(reference)
         if self.ctx.enabled and (cfg.distributed.strategy == "fsdp" or accelerate_fsdp_requested()):
             settings = fsdp_settings()
-            self.sharded = shard_model(self.model, self.ctx, cfg.distributed, settings)
-            if self.loaded.reference is not None:
-                self.sharded_reference = shard_model(self.loaded.reference, self.ctx, cfg.distributed, settings)
+            self.shards = shard_model(self.model, self.ctx, cfg.distributed, settings)
+            if reference is not None:
+                self.reference_shards = shard_model(reference, self.ctx, cfg.distributed, settings)
         # same questions on every rank (the sampler's own seed), different rollouts per rank
         torch.manual_seed(cfg.train.seed + self.ctx.rank)
-        self.tokenizer = self.loaded.tokenizer
         self.generator = HFGenerator(self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids)
-        self.rollouts = RolloutSampler(cfg, self.generator, self.tokenizer, self.loaded.stop_ids)
+        self.rollouts = RolloutSampler(cfg, self.generator, self.tokenizer, self.loaded.stop_ids, inputs.env_factory)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
-        self.sampler = QuestionSampler(len(self.splits.train), cfg.train.questions_per_step, cfg.train.seed)
-        self.tracker: Tracker | NullTracker = (
-            Tracker(self.run_dir, cfg, total_steps=cfg.train.max_steps) if self.ctx.is_main else NullTracker()
+        t = cfg.train
+        self.state = RunState(
+            QuestionSampler(len(self.splits.train), t.questions_per_step, t.seed),
+            EarlyStopping(t.early_stopping_metric, t.patience, t.min_delta),
         )
-        if self.sharded is not None:
-            self.tracker.info(f"FSDP: {self.sharded.describe()} over {self.ctx.world_size} ranks")
-        elif cfg.distributed.strategy == "fsdp":
-            self.tracker.info("distributed.strategy=fsdp with one process: nothing to shard, training unsharded")
-        self.control = TrainingControl(self, self.run_dir / "checkpoints")
-        self.step = 0
-        self._stop_signal: str | None = None
+        self.checkpoints_dir = self.run_dir / "checkpoints"
+        self.last_saved_step = -1
+        self.tracker: Tracker | NullTracker = NullTracker()  # the real one opens in run(): nothing written before
 
-    # -- FSDP-aware access to the weights ----------------------------------------------------
-    def gathered(self) -> AbstractContextManager[Any]:
-        """The whole policy on this rank (FSDP: all-gathered once) for generation and no-grad passes."""
-        return self.sharded.gathered() if self.sharded is not None else nullcontext(self.model)
-
+    # -- pieces of a step -------------------------------------------------------------------
     @contextmanager
     def reference(self) -> Iterator[Any]:
         """The frozen reference model, gathered under FSDP (LoRA: the policy with its adapter off)."""
-        owner = self.sharded_reference if self.loaded.reference is not None else self.sharded
-        with owner.gathered() if owner is not None else nullcontext(), self.loaded.as_reference() as model:
+        owner = self.reference_shards if self.loaded.reference is not None else self.shards
+        with owner.gathered(), self.loaded.as_reference() as model:
             yield model
 
-    # -- pieces of a step -------------------------------------------------------------------
     def sampling_params(self) -> SamplingParams:
         g = self.cfg.generation
         return SamplingParams(
@@ -182,216 +141,258 @@ class Trainer:
         )
 
     def score(self, examples: list[Example], rollouts: list[Rollout]) -> RewardScores:
-        rows = [examples[r.question_index].row() for r in rollouts]
-        return self.rewards.score(
-            RewardInputs(
-                prompts=[examples[r.question_index].question for r in rollouts],
-                completions=[r.text for r in rollouts],
-                completion_ids=[r.completion_ids for r in rollouts],
-                rows=rows,
-                trajectories=[r.messages or [] for r in rollouts] if rollouts and rollouts[0].messages else None,
-                completion_lengths=[sum(r.completion_mask) for r in rollouts],
-                env_rewards=episode_rewards(rollouts),
-            )
-        )
+        return self.rewards.score(reward_inputs(examples, rollouts))
 
     def train_step(self) -> dict[str, float]:
-        cfg = self.cfg
-        group = cfg.grpo.num_generations
-        indices, epoch_ends = self.sampler.next_batch()
-        ctx = self.ctx
-        examples = [self.splits.train[i] for i in ctx.shard(indices)]  # whole groups per rank
-        started = time.perf_counter()
-        with self.gathered():
-            rollouts = self.rollouts.sample(examples, self.sampling_params())
-        generated = time.perf_counter()
-        scores = self.score(examples, rollouts)
-        local_rewards = reward_tensor(scores, len(examples), group)  # [B/W, G]
-        # group statistics over the whole batch (exact for scale_rewards=batch too), then our rows
-        rewards = torch.cat(ctx.gather_objects(local_rewards))  # [B, G]
-        adv_all, adv_stats = group_advantages(rewards, cfg.grpo.scale_rewards)  # [B, G]
-        adv = adv_all[ctx.rank * len(examples) : (ctx.rank + 1) * len(examples)]  # [B/W, G]
-        scored = time.perf_counter()
+        cfg, ctx, state = self.cfg, self.ctx, self.state
+        seconds = {"generation": 0.0, "reward": 0.0}
 
-        batch = collate(rollouts, self.tokenizer.pad_token_id)
-        flat_adv = adv.reshape(-1)  # [B*G], row k*G + g as in rollouts
-        if cfg.grpo.mask_truncated_completions:
-            truncated = torch.tensor([r.truncated for r in rollouts])
-            batch.completion_mask[truncated] = 0.0
-        if cfg.grpo.filter_zero_std_groups:
-            keep = (adv.abs().sum(dim=1) > 0).repeat_interleave(group)
-            batch, flat_adv = batch.select(keep), flat_adv[keep]
+        def next_questions() -> tuple[list[Example], bool]:
+            indices, epoch_ends = state.sampler.next_batch()
+            return [self.splits.train[i] for i in indices], epoch_ends
+
+        def rollout(examples: list[Example]) -> list[Rollout]:
+            started = time.perf_counter()
+            with self.shards.gathered():
+                out = self.rollouts.sample(examples, self.sampling_params())
+            seconds["generation"] += time.perf_counter() - started
+            return out
+
+        def score(examples: list[Example], rollouts: list[Rollout]) -> RewardScores:
+            started = time.perf_counter()
+            out = self.score(examples, rollouts)
+            seconds["reward"] += time.perf_counter() - started
+            return out
+
+        groups = sample_groups(cfg, ctx, next_questions, rollout, score)
+        started = time.perf_counter()
+        sampled = groups.sampled_rollouts
+        # every group dropped on this rank: an empty batch of the right shape (this rank must still
+        # join the update's collectives when another rank has something to train)
+        batch = collate(groups.rollouts or sampled[:1], self.tokenizer.pad_token_id).select(slice(len(groups.rollouts)))
+        if cfg.grpo.mask_truncated_completions and groups.rollouts:
+            batch.completion_mask[torch.tensor([r.truncated for r in groups.rollouts])] = 0.0
         metrics: dict[str, float] = {}
         # a global decision: every rank must enter the update (and its collectives) or none
-        trainable = ctx.all_reduce_sum({"tokens": float(batch.completion_mask.sum()) if len(batch) else 0.0})
-        if trainable["tokens"] > 0:
+        if ctx.all_reduce_sum({"tokens": float(batch.completion_mask.sum())})["tokens"] > 0:
+            reference = self.reference if cfg.grpo.beta > 0 else None
             result = policy_update(
-                self.model,
-                self.optimizer,
-                self.scheduler,
-                batch.to(self.device),
-                flat_adv.to(self.device),
-                cfg,
-                self.reference if cfg.grpo.beta > 0 else None,
-                ctx,
-                self.sharded,
-            )
+                self.model, self.optimizer, self.scheduler, batch.to(self.device), groups.adv.to(self.device),
+                cfg, reference, ctx, self.shards,
+            )  # fmt: skip
             metrics.update(result.metrics)
             if result.skipped_nonfinite:
                 metrics["train/skipped_nonfinite"] = 1.0
-                self.tracker.warning(f"step {self.step + 1}: non-finite gradient, optimizer step skipped")
+                self.tracker.warning(f"step {state.step + 1}: non-finite gradient, optimizer step skipped")
         else:
             metrics["train/skipped_empty"] = 1.0
+            advance_schedule(self.scheduler, cfg.grpo.num_iterations)  # the step still counts
         updated = time.perf_counter()
 
         metrics = ctx.reduce_metrics(
             metrics, float(batch.completion_mask.sum()), {k: "sum" for k in ("loss", "loss/policy", "loss/kl")}
         )
-        local: dict[str, float] = {**scores.metrics(), **completion_statistics(rollouts)}
+        local: dict[str, float] = {**merged_scores(groups.rounds).metrics(), **completion_statistics(sampled)}
         if cfg.agent.enabled:
             from grpolab.rollout.agent_metrics import agent_metrics
 
-            local.update(agent_metrics(rollouts))
-        metrics.update(ctx.reduce_metrics(local, float(len(rollouts)), LOCAL_METRIC_OPS))
-        metrics.update(reward_statistics(rewards))
-        metrics["reward/mean_group_std"] = adv_stats.mean_group_std
-        metrics["frac_reward_zero_std"] = adv_stats.frac_reward_zero_std
-        metrics["num_tokens"] = self.control.count_tokens(metrics["tokens/total"])  # cumulative, as TRL
-        metrics["time/generation"] = generated - started
-        metrics["time/reward"] = scored - generated
-        metrics["time/train_step"] = updated - scored
-        metrics["epoch"] = float(self.sampler.epoch)
-        self.control.record_rewards(rewards, epoch_ends)
-        if ctx.is_main:
-            self.log_samples(examples, rollouts, scores, flat_adv)
+            local.update(agent_metrics(sampled))
+        metrics.update(ctx.reduce_metrics(local, float(len(sampled)), LOCAL_METRIC_OPS))
+        metrics.update(reward_statistics(groups.sampled_rewards))
+        metrics["reward/mean_group_std"] = groups.stats.mean_group_std
+        metrics["frac_reward_zero_std"] = groups.stats.frac_reward_zero_std
+        if cfg.grpo.filter_zero_std_groups:
+            metrics["sampling/rounds"] = float(len(groups.rounds))
+            metrics["sampling/kept_groups"] = float(groups.kept_groups)
+        state.num_tokens += metrics["tokens/total"]
+        metrics["num_tokens"] = state.num_tokens  # cumulative, as TRL
+        metrics["time/generation"] = seconds["generation"]
+        metrics["time/reward"] = seconds["reward"]
+        metrics["time/train_step"] = updated - started
+        metrics["epoch"] = float(state.sampler.epoch)
+        state.add_rewards(groups.sampled_rewards)
+        if groups.epoch_ends:
+            self.log_epoch()
+        every = cfg.logging.sample_every
+        if every and ((state.step + 1) % every == 0 or state.step == 0):
+            records = sample_records(groups, cfg.logging.samples_per_step, self.describe_episode)
+            self.tracker.log_samples(records, state.step + 1)
         return metrics
 
-    def log_samples(
-        self, examples: list[Example], rollouts: list[Rollout], scores: RewardScores, adv: torch.Tensor
-    ) -> None:
-        every = self.cfg.logging.sample_every
-        if not every or ((self.step + 1) % every and self.step != 0):
-            return
-        records: list[dict[str, Any]] = []
-        for i, rollout in enumerate(rollouts[: self.cfg.logging.samples_per_step]):
-            example = examples[rollout.question_index]
-            records.append(
-                {
-                    "prompt": example.question,
-                    "completion": rollout.text,
-                    "answer": example.answer,
-                    "category": example.category,
-                    "rewards": scores.breakdown(i),
-                    "reward": scores.total[i],
-                    "advantage": float(adv[i]),
-                    "truncated": rollout.truncated,
-                }
-            )
-            if rollout.messages is not None:
-                from grpolab.rollout.multi_turn import trained_spans
+    def describe_episode(self, rollout: Rollout) -> dict[str, Any]:
+        if rollout.messages is None:
+            return {}
+        from grpolab.rollout.multi_turn import trained_spans
 
-                records[-1]["messages"] = rollout.messages
-                records[-1]["spans"] = trained_spans(rollout, self.tokenizer)
-        self.tracker.log_samples(records, self.step + 1)
+        return {"messages": rollout.messages, "spans": trained_spans(rollout, self.tokenizer)}
 
-    def evaluate(self, examples: list[Example]) -> EvalResult:
-        with self.gathered():
-            return self._evaluate(examples)
-
-    def _evaluate(self, examples: list[Example]) -> EvalResult:
-        e = self.cfg.eval
-        return evaluate(
-            self.generator,
-            self.tokenizer,
-            examples,
-            self.rollouts.prompt_ids,
-            self.eval_rewards,
-            max_new_tokens=self.cfg.generation.max_new_tokens,
-            batch_size=e.batch_size,
-            pass_k=e.pass_k,
-            num_samples=e.num_samples or max(e.pass_k, default=0),
-            temperature=e.temperature,
-            top_p=self.cfg.generation.top_p,
-            format_reward=e.format_reward,
-            correctness_reward=e.correctness_reward,
-            stop_ids=self.loaded.stop_ids,
-            rollout_fn=self.rollouts.sample,
-            seed=self.cfg.train.seed,
-            ctx=self.ctx,
+    def log_epoch(self) -> None:
+        epoch, summary = self.state.sampler.epoch, self.state.close_epoch()
+        self.tracker.log_metrics(summary, self.state.step + 1)
+        self.tracker.info(
+            f"epoch {epoch} done: accumulated reward {summary['epoch/accumulated_reward']:.1f}, "
+            f"mean reward {summary['epoch/mean_reward']:.3f}, {summary['epoch/samples']:.0f} samples"
         )
+
+    # -- evaluation and checkpoints -----------------------------------------------------------
+    def evaluate(self, examples: list[Example]) -> EvalResult:
+        with self.shards.gathered():
+            return evaluate_examples(self.cfg, self.rollouts, examples, self.eval_rewards, self.ctx)
+
+    def final_examples(self) -> list[Example]:
+        return self.splits.test if self.cfg.eval.final_split == "test" else self.val
+
+    def validate(self) -> Decision:
+        """Evaluate on val; early stopping and the best checkpoint follow the watched metric."""
+        state = self.state
+        metrics = self.evaluate(self.val).metrics("eval")
+        value = metrics.get(state.stopper.metric)
+        if value is None:
+            raise KeyError(f"train.early_stopping_metric '{state.stopper.metric}' is not an eval metric")
+        decision = state.stopper.update(value, state.step)
+        state.record_validation(metrics)
+        self.tracker.log_eval(metrics, state.step, f"validation at step {state.step}")
+        if decision.improved:
+            self.save(self.checkpoints_dir / BEST)
+        return decision
+
+    def save(self, target: Path) -> None:
+        """Rank 0 writes (every rank holds the same weights and optimizer state); the others wait.
+        Under FSDP every rank first helps gather the full weights and optimizer state onto rank 0."""
+        model_state = self.shards.full_state_dict()
+        optimizer_state = self.shards.full_optimizer_state(self.optimizer)
+        if self.ctx.is_main:
+            save_checkpoint(
+                target, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                trainer_state=self.state.state_dict(), config_yaml=config_to_yaml(self.cfg),
+                is_peft=self.loaded.is_peft, tokenizer=self.tokenizer,
+                model_state=model_state, optimizer_state=optimizer_state,
+            )  # fmt: skip
+        self.ctx.barrier()
+
+    def save_step(self, again: bool = False) -> None:
+        """checkpoints/step-N (once per step; `again` rewrites it, e.g. after the final validation)."""
+        if self.state.step == self.last_saved_step and not again:
+            return
+        self.save(step_dir(self.checkpoints_dir, self.state.step))
+        self.last_saved_step = self.state.step
+        if self.ctx.is_main:
+            prune_checkpoints(self.checkpoints_dir, self.cfg.train.keep_last)
+
+    def restore(self, ckpt: Path) -> None:
+        """Continue from `ckpt`: weights, optimizer, scheduler, RNG and the run state."""
+        saved = load_checkpoint(
+            ckpt, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, shards=self.shards
+        )
+        set_peak_lr(self.optimizer, self.scheduler, self.cfg.optim.lr)  # optim.lr may have changed
+        # RNG comes back as rank 0 saved it; offset it per rank as at the start of a run
+        if self.ctx.enabled:
+            torch.manual_seed(self.cfg.train.seed + self.ctx.rank + 1000 * int(saved["step"]))
+        self.state.load_state_dict(saved)
+        self.last_saved_step = self.state.step
 
     # -- the run ----------------------------------------------------------------------------
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        # first signal: finish the step, save, exit cleanly; a second one: stop now
-        if self._stop_signal is not None:
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping without saving")
-        self._stop_signal = signal.Signals(signum).name
-        self.tracker.warning(f"{self._stop_signal} received: saving a checkpoint after this step (again to abort)")
-
     def run(self) -> RunSummary:
         started = time.perf_counter()
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        self.tracker.set_status("running", step=0, pid=os.getpid())
+        cfg, state = self.cfg, self.state
+        if self.ctx.is_main:
+            self.tracker = Tracker(self.run_dir, cfg, total_steps=cfg.train.max_steps)
+        if isinstance(self.shards, Unsharded) and cfg.distributed.strategy == "fsdp":
+            self.tracker.info("distributed.strategy=fsdp with one process: nothing to shard, training unsharded")
+        elif not isinstance(self.shards, Unsharded):
+            self.tracker.info(f"FSDP: {self.shards.describe()} over {self.ctx.world_size} ranks")
+        self.tracker.set_status("running", step=state.step, pid=os.getpid())
         try:
-            if self.resume_from is not None:
-                self.control.resume(self.resume_from)
-                self.tracker.info(f"resumed from {self.resume_from} at step {self.step}")
-            else:
-                if self.cfg.train.resume:
-                    self.tracker.warning("train.resume=auto: no checkpoint of this run name found, starting fresh")
-                self.control.baseline()
-            reason = self._loop()
-            status = {"signal": "interrupted", "early": "stopped_early"}.get(reason.split(":")[0], "finished")
-            after = self.control.finish(reason)
+            with stop_signals(self.tracker.warning) as signals:
+                self.start()
+                stopped_by, why = self.loop(signals)
+                after = self.finish(stopped_by, why)
         except BaseException as err:
-            self.tracker.set_status("crashed", step=self.step, error=repr(err))
+            self.tracker.set_status("crashed", step=state.step, error=repr(err))
             self.tracker.close({"status": "crashed", "error": repr(err)})
             raise
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         summary = RunSummary(
-            run_dir=self.run_dir,
-            status=status,
-            steps=self.step,
-            best_accuracy=self.control.best_accuracy,
-            best_step=self.control.best_step,
-            final_reward=self.control.last_reward,
-            seconds=time.perf_counter() - started,
-            before=self.control.before,
-            after=after,
-            stop_reason=reason,
-        )
-        self.tracker.set_status(status, step=self.step, stop_reason=reason, **self.control.status_fields())
-        self.tracker.close({**summary.__dict__, "run_dir": str(self.run_dir)})
+            self.run_dir, stopped_by.status, state.step, state.best_accuracy, state.best_step, state.last_reward,
+            time.perf_counter() - started, state.before, after, why, stopped_by,
+        )  # fmt: skip
+        fields = {"best_accuracy": state.best_accuracy, "best_step": state.best_step}
+        self.tracker.set_status(summary.status, step=state.step, stop_reason=why, **fields)
+        self.tracker.close({**summary.__dict__, "run_dir": str(self.run_dir), "stopped_by": stopped_by.value})
         return summary
 
-    def _loop(self) -> str:
-        cfg = self.cfg
-        while self.step < cfg.train.max_steps:
+    def start(self) -> None:
+        """Resume from the checkpoint, or evaluate the untrained model (before/after report, step 0)."""
+        cfg, state = self.cfg, self.state
+        if self.resume_from is not None:
+            self.restore(self.resume_from)
+            for note in self.resume_notes:
+                self.tracker.info(note)
+            self.tracker.info(f"resumed from {self.resume_from} at step {state.step}")
+            return
+        if cfg.train.resume:
+            self.tracker.warning("train.resume=auto: no checkpoint of this run name found, starting fresh")
+        split = cfg.eval.final_split
+        state.before = self.evaluate(self.final_examples()).metrics(split)
+        self.tracker.info(f"before training: {split} accuracy {state.before[f'{split}/accuracy']:.1%}")
+        self.validate()  # the step-0 baseline: the first best
+
+    def loop(self, signals: StopSignals) -> tuple[StopReason, str]:
+        cfg, state = self.cfg, self.state
+        max_steps, eval_every, save_every = cfg.train.max_steps, cfg.eval.every_steps, cfg.train.save_every
+        while state.step < max_steps:
             metrics = self.train_step()
-            self.step += 1
-            if self.step % cfg.logging.log_every == 0 or self.step == cfg.train.max_steps:
-                self.tracker.log_metrics(metrics, self.step)
-            self.tracker.advance(self.step)
+            state.step += 1
+            state.last_reward = metrics.get("reward", state.last_reward)
+            if state.step % cfg.logging.log_every == 0 or state.step == max_steps:
+                self.tracker.log_metrics(metrics, state.step)
+            self.tracker.advance(state.step)
             if not math.isfinite(metrics.get("loss", 0.0)):
-                self.tracker.warning(f"step {self.step}: loss is not finite ({metrics.get('loss')})")
-            decision = self.control.after_step(metrics)
-            if decision:
-                return decision
-            if self.ctx.all_reduce_sum({"stop": float(self._stop_signal is not None)})["stop"] > 0:
-                self._stop_signal = self._stop_signal or "SIGTERM (another rank)"
-                self.control.save_periodic(force=True)
-                return f"signal: {self._stop_signal} received, checkpoint saved at step {self.step}"
-        return f"max_steps: reached train.max_steps={cfg.train.max_steps}"
+                self.tracker.warning(f"step {state.step}: loss is not finite ({metrics.get('loss')})")
+            # validate before saving, so a checkpoint holds this step's evaluation and a run resumed
+            # from it does not skip one; the last step's validation is finish()'s
+            if eval_every and state.step % eval_every == 0 and state.step < max_steps:
+                decision = self.validate()
+                if decision.should_stop:
+                    return StopReason.EARLY_STOPPING, decision.reason
+            if save_every and state.step % save_every == 0:
+                self.save_step()
+            if signals.any_rank(self.ctx):
+                self.save_step()
+                return StopReason.SIGNAL, f"{signals.received} received, checkpoint saved at step {state.step}"
+        return StopReason.MAX_STEPS, f"reached train.max_steps={max_steps}"
 
+    def finish(self, stopped_by: StopReason, why: str) -> dict[str, float]:
+        """Final validation, last checkpoint, the best weights exported and evaluated on the final split."""
+        state = self.state
+        self.tracker.info(f"stopping: {why}")
+        if stopped_by is StopReason.SIGNAL:
+            # No final validation or export: a validation here would enter early stopping and the
+            # best checkpoint, and the resumed run would then differ from one never interrupted.
+            self.tracker.info(f"interrupted at step {state.step}: `grpolab train ... --resume` continues it")
+            return {}
+        if not state.history or state.history[-1]["step"] != state.step:
+            self.validate()
+        self.save_step(again=True)
+        best = self.checkpoints_dir / BEST
+        if best.is_dir() and state.best_step != state.step:
+            load_checkpoint(
+                best, model=self.model, optimizer=None, scheduler=None, restore_rng=False, shards=self.shards
+            )
+            self.tracker.info(f"exporting the best model (step {state.best_step}), not the last")
+        self.save_model(self.run_dir / "final")
+        split = self.cfg.eval.final_split
+        after = self.evaluate(self.final_examples()).metrics(split)
+        key = f"{split}/accuracy"
+        self.tracker.info(
+            f"{split} accuracy: before {state.before.get(key, float('nan')):.1%} -> after {after[key]:.1%}"
+        )
+        self.tracker.log_metrics({f"final/{k}": v for k, v in after.items()}, state.step)
+        return after
 
-def run_training(cfg: Config) -> RunSummary:
-    """The whole run. Under torchrun / accelerate launch, one call per rank (see docs/distributed.md)."""
-    refuse_deepspeed()  # before any process group or model
-    ctx = DistContext.from_env(cfg.distributed, cfg.train.device)
-    try:
-        with failure_guard(ctx):
-            return Trainer(cfg, ctx=ctx).run()
-    finally:
-        ctx.close()
+    def save_model(self, directory: Path) -> None:
+        """The model as it is now (a LoRA adapter, or full weights) and its tokenizer, loadable with
+        from_pretrained; every rank must call it under FSDP, rank 0 writes."""
+        model_state = self.shards.full_state_dict()
+        if self.ctx.is_main:
+            self.model.save_pretrained(str(directory), state_dict=model_state)  # None: the model's own
+            self.tokenizer.save_pretrained(str(directory))

@@ -8,7 +8,7 @@ Order of operations, and why:
    before the first update, as the policy moves after it.
 3. Each micro-batch's loss is its share of the step loss (see algo.loss.normalise), so the summed
    gradients equal one big batch's, whatever the micro-batch size.
-4. Under FSDP (`sharded`), no-grad passes run on the gathered model, every rank runs the same number
+4. Under FSDP (`shards` is a ShardedModel), no-grad passes run on the gathered model, every rank runs the same number
    of training passes (zero-weighted dummies where it has fewer micro-batches), the backward loss is
    scaled by W because FSDP averages gradients, and the gradient is already reduced: no sum_gradients.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +28,9 @@ from grpolab.algo.loss import grpo_loss
 from grpolab.config.schema import Config
 from grpolab.models.loading import trainable_parameters
 from grpolab.parallel.distributed import DistContext, global_step_totals
-from grpolab.parallel.sharding import ShardedModel
+from grpolab.parallel.sharding import Shards, Unsharded
 from grpolab.rollout.types import Batch
+from grpolab.train.schedule import advance_schedule
 
 
 @dataclass
@@ -79,9 +80,13 @@ def policy_update(
     cfg: Config,
     reference: Callable[[], AbstractContextManager[Any]] | None,
     ctx: DistContext | None = None,
-    sharded: ShardedModel | None = None,
+    shards: Shards | None = None,
 ) -> UpdateResult:
-    """batch of N sequences, adv [N] -> optimizer step(s); returns step metrics."""
+    """batch of N sequences, adv [N] -> optimizer step(s); returns step metrics.
+
+    The scheduler advances once per iteration even when a non-finite gradient skips the optimizer
+    step, so the LR schedule stays aligned with the step counter (a skipped step still counts)."""
+    shards = shards or Unsharded(model)
     grpo = cfg.grpo
     temperature = cfg.generation.temperature
     parts = _chunks(len(batch), cfg.micro_batch)
@@ -96,11 +101,10 @@ def policy_update(
             ref_logps = _forward_logprobs(ref_model, batch, parts, temperature)
     old_logps = None
     if grpo.num_iterations > 1:
-        with sharded.gathered() if sharded is not None else nullcontext():
+        with shards.gathered():
             old_logps = _forward_logprobs(model, batch, parts, temperature)
     # FSDP: every rank runs as many training passes as the rank with the most micro-batches
-    passes = len(parts) if sharded is None else int(ctx.all_reduce_max({"passes": float(len(parts))})["passes"])
-    loss_scale = 1.0 if sharded is None else sharded.loss_scale
+    passes = shards.training_passes(ctx, len(parts))
 
     params = trainable_parameters(model)
     sums: dict[str, float] = {}
@@ -125,7 +129,7 @@ def policy_update(
                 loss_type=grpo.loss_type,
                 totals=totals,
             )
-            (loss * loss_scale).backward()
+            (loss * shards.loss_scale).backward()
             tokens = float(sub.completion_mask.sum())
             metrics["entropy"] = float((entropy * sub.completion_mask).sum() / max(tokens, 1.0))
             for key, value in metrics.items():
@@ -135,12 +139,12 @@ def policy_update(
                 weights[key] = 1.0 if share else weights.get(key, 0.0) + tokens
         for _ in range(passes - len(parts)):
             _dummy_pass(model, batch)
-        if sharded is None:
-            ctx.sum_gradients(params)
+        shards.reduce_gradients(ctx, params)
         grad_norm = _clip(params, cfg.optim.max_grad_norm)
         if not math.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
             skipped = True
+            advance_schedule(scheduler)
             continue
         optimizer.step()
         scheduler.step()

@@ -1,0 +1,277 @@
+"""The Python API: a notebook's model, dataset and reward functions in, a trained model out.
+
+    from grpolab import GRPOConfig, GRPOTrainer
+
+    def short(completions, **kwargs):               # TRL's signature; one float (or None) per sample
+        return [1.0 if len(c[0]["content"]) < 20 else 0.0 for c in completions]
+
+    trainer = GRPOTrainer(model="tiny", reward_funcs=[short, "answer_format"], train_dataset=dataset,
+                          args=GRPOConfig(train={"max_steps": 20}))
+    summary = trainer.train()                       # RunSummary: run_dir, status, best step, before/after
+    trainer.evaluate()                              # {"eval/accuracy": ..., "eval/format": ...}
+    trainer.save_model("my-model")
+
+`grpolab train -c PRESET` is `run_training(cfg)` below: it builds the same objects from the config
+(splits of the configured task, the configured rewards) and calls the same `GRPOTrainer`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from grpolab.config.load import ConfigError, check_keys, format_validation_error, load_config
+from grpolab.config.schema import Config, RewardsConfig, RewardSpec
+from grpolab.data import build_splits
+from grpolab.data.base import DataError, Example, Splits
+from grpolab.data.inline import examples_from_rows
+from grpolab.eval.evaluate import evaluation_reward_set
+from grpolab.parallel.distributed import DistContext, failure_guard
+from grpolab.parallel.sharding import refuse_deepspeed
+from grpolab.rewards import RewardInputs, RewardSet, build_rewards
+from grpolab.rewards.api import BoundReward
+from grpolab.rewards.registry import build_one
+from grpolab.train.trainer import RunInputs, RunSummary, Trainer
+
+__all__ = ["GRPOConfig", "GRPOTrainer", "RunSummary", "run_training"]
+
+RewardFunc = Callable[..., Any] | str
+
+
+class GRPOConfig(Config):
+    """grpolab's config tree (`grpolab.config.schema.Config`, what a YAML preset fills) under the name
+    TRL users look for. Set any field by section, or load a preset with dotted overrides:
+
+        GRPOConfig(train={"max_steps": 20}, grpo={"num_generations": 4, "beta": 0.0})
+        GRPOConfig.load("quick_test", "train.max_steps=20", grpo__beta=0.0)
+
+    A bad value is a `ConfigError` with one line naming the field, as on the command line."""
+
+    def __init__(self, **sections: Any) -> None:
+        check_keys(sections)
+        try:
+            super().__init__(**sections)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err)) from None
+
+    @classmethod
+    def load(cls, preset: str | None = "default", *overrides: str, **dotted: Any) -> GRPOConfig:
+        """A preset plus `key.sub=value` overrides (or keywords with `__` for the dots). Unlike the
+        command line, .env and environment variables are not read: a script means what it says."""
+        pairs = [*overrides, *(f"{key.replace('__', '.')}={json.dumps(value)}" for key, value in dotted.items())]
+        cfg = load_config(preset, pairs, env_file=None, environ={})
+        return cls.model_validate(cfg.model_dump())
+
+
+def _label(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__name__", type(fn).__name__))
+
+
+def _as_list(reward_funcs: Sequence[RewardFunc] | RewardFunc) -> list[RewardFunc]:
+    if isinstance(reward_funcs, (list, tuple)):
+        return list(reward_funcs)
+    return [reward_funcs]  # type: ignore[list-item]
+
+
+def reward_set(
+    cfg: Config, reward_funcs: Sequence[RewardFunc] | RewardFunc, weights: Sequence[float] | None
+) -> RewardSet:
+    """Callables (TRL's signature; defined anywhere, no import path needed) and built-in names."""
+    funcs = _as_list(reward_funcs)
+    if not funcs:
+        raise ConfigError("reward_funcs: give at least one reward function")
+    weights = list(weights) if weights is not None else [1.0] * len(funcs)
+    if len(weights) != len(funcs):
+        raise ConfigError(f"reward_weights: {len(weights)} weights for {len(funcs)} reward_funcs")
+    bound: list[BoundReward] = []
+    for index, (fn, weight) in enumerate(zip(funcs, weights)):
+        if isinstance(fn, str):
+            spec = RewardSpec(fn=fn, weight=weight) if ":" in fn else RewardSpec(name=fn, weight=weight)
+            bound.append(build_one(spec))
+        elif callable(fn):
+            bound.append(BoundReward(_label(fn), fn, float(weight), {}))
+        else:
+            raise ConfigError(f"reward_funcs[{index}]: expected a function or a built-in reward name, got {fn!r}")
+    labels = [b.label for b in bound]
+    dupes = sorted({label for label in labels if labels.count(label) > 1})
+    if dupes:
+        raise ConfigError(f"reward_funcs: two rewards are called '{dupes[0]}'; give each function its own name")
+    return RewardSet(bound, on_error=cfg.rewards.on_error)
+
+
+def _recorded(funcs: Sequence[RewardFunc], weights: Sequence[float] | None) -> RewardsConfig:
+    """What config.yaml records for rewards given as objects (module:qualname of a callable)."""
+    specs = []
+    for fn, weight in zip(funcs, weights or [1.0] * len(funcs)):
+        if isinstance(fn, str):
+            specs.append(RewardSpec(fn=fn, weight=weight) if ":" in fn else RewardSpec(name=fn, weight=weight))
+        else:
+            where = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', _label(fn))}"
+            specs.append(RewardSpec(fn=where, weight=weight))
+    return RewardsConfig(functions=specs)
+
+
+def _examples(dataset: Any, cfg: Config, name: str) -> list[Example]:
+    rows = list(dataset)
+    if rows and all(isinstance(row, Example) for row in rows):
+        return rows
+    return examples_from_rows(rows, cfg.data, name)
+
+
+def run_splits(cfg: Config, train_dataset: Any, eval_dataset: Any, test_dataset: Any) -> Splits:
+    """train/val/test. No eval_dataset: data.val_size + data.test_size rows are held out of
+    train_dataset (seeded by data.seed). eval_dataset without test_dataset: it serves as both."""
+    if train_dataset is None:
+        if eval_dataset is not None or test_dataset is not None:
+            raise DataError("eval_dataset/test_dataset given without a train_dataset")
+        return build_splits(cfg.data, cfg.data.seed)
+    train = _examples(train_dataset, cfg, "train_dataset")
+    val = _examples(eval_dataset, cfg, "eval_dataset") if eval_dataset is not None else None
+    test = _examples(test_dataset, cfg, "test_dataset") if test_dataset is not None else None
+    if val is None and test is None:
+        held_out = cfg.data.val_size + cfg.data.test_size
+        if len(train) <= held_out:
+            raise DataError(
+                f"train_dataset has {len(train)} rows: too few to hold out data.val_size ({cfg.data.val_size}) + "
+                f"data.test_size ({cfg.data.test_size}) for evaluation; pass an eval_dataset or lower them"
+            )
+        order = list(range(len(train)))
+        random.Random(cfg.data.seed).shuffle(order)
+        test = [train[i] for i in order[: cfg.data.test_size]]
+        val = [train[i] for i in order[cfg.data.test_size : held_out]]
+        train = [train[i] for i in sorted(order[held_out:])]
+    return Splits(train=train, val=val or test or [], test=test or val or [])
+
+
+def _check_columns(cfg: Config, rewards: RewardSet, eval_rewards: RewardSet, splits: Splits) -> None:
+    """Fail now, not at the first step, when a reward needs a column the dataset does not have."""
+    row = splits.train[0].row()
+    available = RewardInputs(prompts=[""], completions=[""], completion_ids=[[]], rows=[row]).keywords()
+    for reward in eval_rewards.rewards:
+        reward.call_kwargs(available)  # RewardError naming the missing column
+    correctness = cfg.eval.correctness_reward
+    if correctness not in rewards.labels and not any(example.answer for example in splits.val):
+        raise ConfigError(
+            f"eval.correctness_reward: the built-in '{correctness}' compares completions with an 'answer' "
+            f"column, which the evaluation data lacks; add one, or set args.eval.correctness_reward to one "
+            f"of your rewards ({', '.join(rewards.labels)})"
+        )
+
+
+class GRPOTrainer:
+    """GRPO on a model with reward functions; see the module docstring and README "Python API".
+
+    model: "tiny", a local directory or hub id, or a loaded transformers model (with
+        `processing_class` (or `tokenizer`), its tokenizer; else loaded from the model's name_or_path).
+    reward_funcs: callables `fn(prompts, completions, completion_ids, **columns) -> list[float | None]`
+        and built-in names ("numeric", "answer_format", ...), weighted by `reward_weights`.
+        None: args.rewards (what a preset configures).
+    train_dataset / eval_dataset / test_dataset: a `datasets.Dataset` or a list of dicts with a
+        "prompt" column (see grpolab.data.inline); None: the task configured in args.data.
+    args: a GRPOConfig (or any grpolab Config). environment: an Environment class or factory (one
+        instance per episode) for tool-using agents. peft_config: a peft LoraConfig (LoRA training).
+    """
+
+    def __init__(
+        self,
+        model: str | Any = None,
+        reward_funcs: Sequence[RewardFunc] | RewardFunc | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        args: Config | None = None,
+        environment: Any = None,
+        peft_config: Any = None,
+        processing_class: Any = None,
+        *,
+        reward_weights: Sequence[float] | None = None,
+        test_dataset: Any = None,
+        tokenizer: Any = None,
+    ) -> None:
+        processing_class = processing_class or tokenizer  # the older TRL name
+        cfg = args if args is not None else GRPOConfig()
+        update: dict[str, Any] = {}
+        model_object = None
+        if isinstance(model, (str, Path)):
+            update["model"] = cfg.model.model_copy(update={"name": str(model)})
+        elif model is not None:
+            model_object = model
+            name = getattr(model, "name_or_path", "") or cfg.model.name
+            update["model"] = cfg.model.model_copy(update={"name": str(name)})
+        if peft_config is not None:
+            lora = {"finetune": "lora", "lora_rank": getattr(peft_config, "r", cfg.model.lora_rank)}
+            update["model"] = update.get("model", cfg.model).model_copy(update=lora)
+        if environment is not None:
+            if not callable(environment):
+                raise ConfigError("environment: pass the class (or a function that makes one), not an instance")
+            update["agent"] = cfg.agent.model_copy(update={"enabled": True})
+        if reward_funcs is not None:
+            update["rewards"] = _recorded(_as_list(reward_funcs), reward_weights)
+        self.args: Config = cfg.model_copy(update=update) if update else cfg
+
+        refuse_deepspeed()  # before any process group or model
+        self.ctx = DistContext.from_env(self.args.distributed, self.args.train.device)
+        with failure_guard(self.ctx):
+            cfg = self.args
+            rewards = (
+                build_rewards(cfg.rewards) if reward_funcs is None else reward_set(cfg, reward_funcs, reward_weights)
+            )
+            splits = run_splits(cfg, train_dataset, eval_dataset, test_dataset)
+            eval_rewards = evaluation_reward_set(cfg, rewards)
+            _check_columns(cfg, rewards, eval_rewards, splits)
+            tokenizer = None
+            if model_object is not None:
+                from grpolab.models.loading import load_tokenizer
+
+                tokenizer = processing_class or load_tokenizer(cfg.model.name, cfg.model)
+                if tokenizer.pad_token_id is None:
+                    tokenizer.pad_token = tokenizer.eos_token
+                tokenizer.padding_side = "left"
+            inputs = RunInputs(splits, rewards, eval_rewards, model_object, tokenizer, peft_config, environment)
+            self.trainer = Trainer(cfg, inputs, self.ctx)
+
+    def train(self) -> RunSummary:
+        """The whole run (resumes when args.train.resume is set); returns its summary."""
+        with failure_guard(self.ctx):
+            return self.trainer.run()
+
+    def evaluate(self, dataset: Any = None, split: str = "val") -> dict[str, float]:
+        """Metrics of the model as it is now on `dataset`, or on the run's val or test split
+        (greedy accuracy, format rate, pass@k when args.eval.pass_k is set, per category)."""
+        if dataset is not None:
+            examples = _examples(dataset, self.args, "dataset")
+        elif split in ("val", "test"):
+            examples = self.trainer.val if split == "val" else self.trainer.splits.test
+        else:
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        return self.trainer.evaluate(examples).metrics("eval" if split == "val" else split)
+
+    def save_model(self, output_dir: str | Path) -> None:
+        """The model as it is now (full weights, or the LoRA adapter) and its tokenizer."""
+        self.trainer.save_model(Path(output_dir))
+
+    def close(self) -> None:
+        """Leave the process group (under torchrun / accelerate launch)."""
+        self.ctx.close()
+
+
+def run_training(cfg: Config) -> RunSummary:
+    """`grpolab train`: the configured task's splits and rewards, through the same GRPOTrainer.
+    Under torchrun / accelerate launch, one call per rank (see docs/distributed.md)."""
+    splits = build_splits(cfg.data, cfg.data.seed)
+    trainer = GRPOTrainer(
+        model=cfg.model.name,
+        reward_funcs=None,  # cfg.rewards
+        train_dataset=splits.train,
+        eval_dataset=splits.val,
+        test_dataset=splits.test,
+        args=cfg,
+    )
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()

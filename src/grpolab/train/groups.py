@@ -1,0 +1,159 @@
+"""The groups one step trains on: sample B questions x G rollouts, score them, and (DAPO dynamic
+sampling) keep sampling until B groups carry a learning signal.
+
+A group whose rewards are all equal has advantage 0 everywhere: it costs a forward and backward and
+teaches nothing. With `grpo.filter_zero_std_groups` such groups are dropped, and up to
+`grpo.dynamic_sampling_rounds` further rounds of B fresh questions are sampled to refill the batch
+(DAPO, Yu et al. 2025, section 3.2). Kept groups are taken in sampling order, the surplus of the last
+round is discarded, and if the rounds run out the step trains on the groups it has (possibly none).
+
+Advantages are computed over the kept groups only, so `scale_rewards=batch` uses the std of the
+batch that is trained on. Under several processes every rank samples its contiguous share of each
+round's B questions; rewards are gathered so that every rank makes the same keep decisions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from grpolab.algo.advantages import AdvantageStats, group_advantages
+from grpolab.config.schema import Config
+from grpolab.data.base import Example
+from grpolab.parallel.distributed import DistContext
+from grpolab.rewards import RewardScores
+from grpolab.rollout.types import Rollout
+from grpolab.train.step_metrics import reward_tensor
+
+
+@dataclass
+class Round:
+    """One round of sampling: this rank's questions and rollouts, and every rank's rewards."""
+
+    examples: list[Example]  # this rank's share of the round's B questions
+    rollouts: list[Rollout]  # G per question, question-major
+    scores: RewardScores  # of `rollouts`
+    rewards: torch.Tensor  # [B, G] over all ranks, NaN = unscored
+    epoch_ends: bool
+
+
+@dataclass
+class StepGroups:
+    """What one step trains on (this rank's share) and everything that was sampled to get it."""
+
+    examples: list[Example]  # kept questions of this rank
+    rollouts: list[Rollout]  # their rollouts; question_index points into `examples`
+    adv: torch.Tensor  # [len(rollouts)] advantage of each kept rollout
+    breakdowns: list[tuple[dict[str, float | None], float | None]]  # per kept rollout: rewards, total
+    rounds: list[Round]
+    kept_groups: int  # over all ranks
+    stats: AdvantageStats  # group statistics of everything sampled (what the rewards looked like)
+
+    @property
+    def sampled_rewards(self) -> torch.Tensor:
+        return torch.cat([r.rewards for r in self.rounds])  # [rounds*B, G]
+
+    @property
+    def sampled_rollouts(self) -> list[Rollout]:
+        return [rollout for r in self.rounds for rollout in r.rollouts]
+
+    @property
+    def epoch_ends(self) -> bool:
+        return any(r.epoch_ends for r in self.rounds)
+
+
+def has_spread(rewards: torch.Tensor) -> torch.Tensor:
+    """[B, G] -> [B] bool: the group's scored rewards are not all equal (NaN = unscored, ignored)."""
+    scored = ~torch.isnan(rewards)
+    high = torch.where(scored, rewards, torch.full_like(rewards, -torch.inf)).max(dim=1).values
+    low = torch.where(scored, rewards, torch.full_like(rewards, torch.inf)).min(dim=1).values
+    return (scored.sum(dim=1) > 1) & (high > low)
+
+
+def merged_scores(rounds: Sequence[Round]) -> RewardScores:
+    """The rounds' scores as one batch (for per-function reward metrics)."""
+    if len(rounds) == 1:
+        return rounds[0].scores
+    first = rounds[0].scores
+    return RewardScores(
+        labels=first.labels,
+        per_function={label: [v for r in rounds for v in r.scores.per_function[label]] for label in first.labels},
+        total=[v for r in rounds for v in r.scores.total],
+        errors={label: sum(r.scores.errors.get(label, 0) for r in rounds) for label in first.labels},
+    )
+
+
+def sample_groups(
+    cfg: Config,
+    ctx: DistContext,
+    next_questions: Callable[[], tuple[list[Example], bool]],
+    rollout: Callable[[list[Example]], list[Rollout]],
+    score: Callable[[list[Example], list[Rollout]], RewardScores],
+) -> StepGroups:
+    """Sample rounds of B questions until B groups are kept (one round when filtering is off).
+
+    next_questions: the next B questions (the same on every rank) and whether the epoch ends with them.
+    """
+    group = cfg.grpo.num_generations
+    batch = cfg.train.questions_per_step
+    local = batch // ctx.world_size
+    rounds: list[Round] = []
+    kept: list[tuple[int, int]] = []  # (round, group index in the round's B), in sampling order
+    while True:
+        questions, epoch_ends = next_questions()
+        examples = ctx.shard(questions)  # whole groups per rank
+        rollouts = rollout(examples)
+        scores = score(examples, rollouts)
+        rewards = torch.cat(ctx.gather_objects(reward_tensor(scores, len(examples), group)))  # [B, G]
+        rounds.append(Round(examples, rollouts, scores, rewards, epoch_ends))
+        keep = has_spread(rewards) if cfg.grpo.filter_zero_std_groups else torch.ones(batch, dtype=torch.bool)
+        kept += [(len(rounds) - 1, int(g)) for g in keep.nonzero().flatten()][: batch - len(kept)]
+        if len(kept) == batch or len(rounds) > cfg.grpo.dynamic_sampling_rounds:
+            break
+
+    adv = torch.zeros(0, group)
+    if kept:
+        adv, _ = group_advantages(
+            torch.stack([rounds[r].rewards[g] for r, g in kept]), cfg.grpo.scale_rewards
+        )  # [K, G]
+    _, stats = group_advantages(torch.cat([r.rewards for r in rounds]), cfg.grpo.scale_rewards)
+    out = StepGroups([], [], torch.zeros(0), [], rounds, len(kept), stats)
+    mine = [(p, r, g - ctx.rank * local) for p, (r, g) in enumerate(kept) if g // local == ctx.rank]
+    for _, r, g in mine:
+        source = rounds[r]
+        index = len(out.examples)
+        out.examples.append(source.examples[g])
+        for row in range(g * group, (g + 1) * group):
+            out.rollouts.append(dataclasses.replace(source.rollouts[row], question_index=index))
+            out.breakdowns.append((source.scores.breakdown(row), source.scores.total[row]))
+    rows = [p for p, _, _ in mine]
+    out.adv = adv[rows].reshape(-1) if rows else torch.zeros(0)  # [k*G], row k*G + g as in rollouts
+    return out
+
+
+def sample_records(
+    groups: StepGroups, limit: int, describe: Callable[[Rollout], dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """samples.jsonl rows for the first `limit` trained rollouts, each with its own advantage."""
+    records: list[dict[str, Any]] = []
+    for i, rollout in enumerate(groups.rollouts[:limit]):
+        example = groups.examples[rollout.question_index]
+        rewards, total = groups.breakdowns[i]
+        records.append(
+            {
+                "prompt": example.question,
+                "completion": rollout.text,
+                "answer": example.answer,
+                "category": example.category,
+                "rewards": rewards,
+                "reward": total,
+                "advantage": float(groups.adv[i]),
+                "truncated": rollout.truncated,
+                **(describe(rollout) if describe is not None else {}),
+            }
+        )
+    return records

@@ -1,0 +1,76 @@
+"""Where a run writes, and whether it may continue a checkpoint.
+
+A resume is checked before anything is written: `check_resume` reads the checkpoint's config and
+refuses a run whose frozen keys changed, before the tracker touches the run directory, so a refused
+resume leaves the old run byte-identical (status.json, config.yaml, report).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grpolab.config.load import config_to_yaml
+from grpolab.config.schema import Config
+from grpolab.train.checkpoint import CONFIG_FILE, latest_checkpoint
+
+# Changing these between a checkpoint and a resumed run makes the resumed run meaningless.
+FROZEN_KEYS = ("model.name", "model.finetune", "data.task", "data.seed", "grpo.num_generations", "train.seed")
+# Allowed to change; the change is reported when the run resumes.
+NOTED_KEYS = ("optim.lr", "train.max_steps", "grpo.beta", "train.patience")
+
+
+class ResumeError(ValueError):
+    pass
+
+
+def _dotted(tree: dict[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def new_run_dir(cfg: Config) -> Path:
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    run_dir = Path(cfg.train.output_dir) / cfg.train.run_name / stamp
+    suffix = 1
+    while run_dir.exists():  # two runs started in the same second (sweeps, tests)
+        run_dir = Path(cfg.train.output_dir) / cfg.train.run_name / f"{stamp}_{suffix}"
+        suffix += 1
+    return run_dir
+
+
+def find_resume_point(cfg: Config) -> Path | None:
+    if cfg.train.resume in (None, ""):
+        return None
+    if cfg.train.resume != "auto":
+        return Path(cfg.train.resume)
+    runs = sorted((Path(cfg.train.output_dir) / cfg.train.run_name).glob("*/checkpoints"))
+    for checkpoints in reversed(runs):
+        found = latest_checkpoint(checkpoints)
+        if found is not None:
+            return found
+    return None
+
+
+def check_resume(cfg: Config, ckpt: Path) -> list[str]:
+    """Raise ResumeError if `cfg` cannot continue `ckpt`; else the allowed changes, one line each."""
+    saved_file = Path(ckpt) / CONFIG_FILE
+    if not saved_file.is_file():
+        raise ResumeError(f"cannot resume: {ckpt} is not a grpolab checkpoint (no {CONFIG_FILE})")
+    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    current = yaml.safe_load(config_to_yaml(cfg))
+    for key in FROZEN_KEYS:
+        if _dotted(saved, key) != _dotted(current, key):
+            raise ResumeError(
+                f"cannot resume: {key} was {_dotted(saved, key)!r} in {ckpt}, now {_dotted(current, key)!r}"
+            )
+    return [
+        f"resume: {key} changed {_dotted(saved, key)!r} -> {_dotted(current, key)!r}"
+        for key in NOTED_KEYS
+        if _dotted(saved, key) != _dotted(current, key)
+    ]
