@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan=False: `generation.temperature=inf` or `optim.lr=nan` cannot train; reject every
+    # non-finite float at load time rather than at step 2
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -165,7 +167,7 @@ class RewardSpec(BaseModel):
     """One reward: a registered `name` or an import path `fn` ("pkg.module:function"), its weight, and
     any further keys as the function's parameters (validated against the function when rewards load)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str | None = None
     fn: str | None = None
     weight: float = 1.0
@@ -265,6 +267,30 @@ class DistributedConfig(Section):
         return self
 
 
+def check_early_stopping_metric(cfg: Config) -> None:
+    """`train.early_stopping_metric` must be a metric validation produces (eval/accuracy, eval/pass@k for
+    a configured k, eval/format, eval/mean_reward, eval/completion_length, eval/<category>/accuracy,
+    eval/rewards/<label>/mean): a typo would otherwise surface as a KeyError after the baseline."""
+    metric = cfg.train.early_stopping_metric
+    names = {"eval/accuracy", "eval/mean_reward", "eval/completion_length"}
+    names |= {f"eval/pass@{k}" for k in cfg.eval.pass_k}
+    if cfg.eval.format_reward:
+        names.add("eval/format")
+    labels = {spec.label for spec in cfg.rewards.functions} | {cfg.eval.correctness_reward}
+    labels |= {cfg.eval.format_reward} if cfg.eval.format_reward else set()
+    names |= {f"eval/rewards/{label}/mean" for label in labels}
+    parts = metric.split("/")
+    is_category = len(parts) == 3 and parts[0] == "eval" and parts[2] == "accuracy" and parts[1] != "rewards"
+    if metric not in names and not is_category:
+        import difflib
+
+        hint = difflib.get_close_matches(metric, sorted(names), n=1)
+        raise ValueError(
+            f"train.early_stopping_metric '{metric}' is not an eval metric"
+            + (f"; did you mean '{hint[0]}'?" if hint else f"; choose from {', '.join(sorted(names))}")
+        )
+
+
 class Config(Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -294,9 +320,19 @@ class Config(Section):
         if self.data.task not in ("jsonl", "hf", "gsm8k") and self.data.train_size > 100_000:
             raise ValueError("data.train_size: synthetic tasks are capped at 100000 questions")
         if self.train.epochs:  # derived in one place: the number of steps that covers the epochs
-            self.train.max_steps = self.train.epochs * max(1, self.data.train_size // self.train.questions_per_step)
+            steps = self.train.epochs * max(1, self.data.train_size // self.train.questions_per_step)
+            if "max_steps" in self.train.model_fields_set and self.train.max_steps != steps:
+                raise ValueError(
+                    f"train.max_steps ({self.train.max_steps}) conflicts with train.epochs ({self.train.epochs}"
+                    f" = {steps} steps); set only one of them"
+                )
+            self.train.max_steps = steps
         if self.eval.size > self.data.val_size:
-            self.data.val_size = self.eval.size  # the validation split is drawn to fit eval.size
+            raise ValueError(
+                f"eval.size ({self.eval.size}) is larger than data.val_size ({self.data.val_size}); "
+                "raise data.val_size or lower eval.size"
+            )
+        check_early_stopping_metric(self)
         return self
 
     @property

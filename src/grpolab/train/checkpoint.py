@@ -25,14 +25,16 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from grpolab.models.verify import ModelFilesError, check_safetensors
+from grpolab.train.atomic import DiskFullError, atomic_dir, remove_dir
+
+__all__ = ["DiskFullError", "atomic_dir"]  # re-exported: the checkpoint layout's atomic writes live there
 from grpolab.parallel.sharding import ShardedModel, unsharded_class
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -52,67 +54,6 @@ _HIDDEN_RE = re.compile(r"\.(tmp|old|del)-(.+)-(\d+)")
 
 def step_dir(checkpoints_dir: Path, step: int) -> Path:
     return Path(checkpoints_dir) / f"step-{step}"
-
-
-# --- atomic directories ---------------------------------------------------------------------------
-
-
-def _fsync(path: Path) -> None:
-    if path.is_dir() and os.name != "posix":
-        return  # directories cannot be opened for fsync on Windows
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    # Files first, then their directories: after this, a power cut cannot leave the renamed
-    # checkpoint with missing or truncated files.
-    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        _fsync(path)
-    _fsync(root)
-
-
-def _remove(path: Path) -> None:
-    # Rename before deleting: rmtree is not atomic, and a half-deleted step-N that still holds
-    # trainer_state.json would look like a checkpoint.
-    doomed = path.parent / f".del-{path.name}-{os.getpid()}"
-    os.replace(path, doomed)
-    shutil.rmtree(doomed)
-
-
-def _install(tmp: Path, target: Path) -> None:
-    """Rename the finished `tmp` to `target`, moving an existing `target` out of the way first."""
-    old = None
-    if target.exists():
-        # os.replace cannot replace a non-empty directory, hence two renames.
-        old = target.parent / f".old-{target.name}-{os.getpid()}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    _fsync(target.parent)
-    if old is not None:
-        shutil.rmtree(old)
-
-
-@contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield an empty hidden sibling of `target`; on success it becomes `target`, on error it goes."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        _install(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --- RNG ------------------------------------------------------------------------------------------
@@ -270,8 +211,7 @@ def load_checkpoint(
     the end of a run should not rewind the random streams). sharded: the model is FSDP-sharded; every
     rank calls this and keeps its shard of the full tensors read from disk."""
     ckpt_dir = Path(ckpt_dir)
-    if not (ckpt_dir / TRAINER_STATE_FILE).is_file():
-        raise FileNotFoundError(f"{ckpt_dir} is not a grpolab checkpoint (no {TRAINER_STATE_FILE})")
+    check_checkpoint_dir(ckpt_dir)
     has_adapter = (ckpt_dir / ADAPTER_CONFIG).is_file()
     if has_adapter != _is_peft_model(model):
         saved = "a LoRA adapter" if has_adapter else "full weights"
@@ -285,19 +225,93 @@ def load_checkpoint(
         _load_full(ckpt_dir, model, sharded)
     if optimizer is not None:
         # map_location cpu: Optimizer.load_state_dict moves each state tensor to its parameter's device.
-        saved = torch.load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        saved = _torch_load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu")
         if sharded is not None:
             sharded.load_full_optimizer_state(optimizer, saved)
         else:
             optimizer.load_state_dict(saved)
     if scheduler is not None:
-        scheduler.load_state_dict(torch.load(ckpt_dir / SCHEDULER_FILE, weights_only=True))
-    state: dict[str, Any] = json.loads((ckpt_dir / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+        scheduler.load_state_dict(_torch_load(ckpt_dir / SCHEDULER_FILE))
+    state = _trainer_state(ckpt_dir)
     # Last, on purpose: the resumed run must continue from the state captured at save time, even if
     # loading drew random numbers (a model class whose from_pretrained initialises weights).
     if restore_rng:
-        restore_rng_state(torch.load(ckpt_dir / RNG_FILE, weights_only=True))
+        restore_rng_state(_torch_load(ckpt_dir / RNG_FILE))
     return state
+
+
+def check_checkpoint_dir(ckpt_dir: Path) -> None:
+    """A complete grpolab checkpoint: one line naming the problem otherwise (a run directory, a
+    half-written `.tmp-step-*`, a truncated weights file)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.exists():
+        raise ModelFilesError(f"checkpoint not found: {ckpt_dir}")
+    if _HIDDEN_RE.fullmatch(ckpt_dir.name):
+        raise ModelFilesError(f"{ckpt_dir} is an unfinished save (a killed process's temp dir), not a checkpoint")
+    if not (ckpt_dir / TRAINER_STATE_FILE).is_file():
+        inside = latest_checkpoint(ckpt_dir / "checkpoints") if ckpt_dir.is_dir() else None
+        hint = f"; its latest checkpoint is {inside}" if inside is not None else ""
+        raise ModelFilesError(f"{ckpt_dir} is not a grpolab checkpoint (no {TRAINER_STATE_FILE}){hint}")
+    for weights in sorted(ckpt_dir.glob("*.safetensors")):
+        check_safetensors(weights)
+    _trainer_state(ckpt_dir)
+
+
+def _trainer_state(ckpt_dir: Path) -> dict[str, Any]:
+    path = ckpt_dir / TRAINER_STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelFilesError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise ModelFilesError(f"{path}: not a trainer state (no 'step')")
+    return state
+
+
+def _torch_load(path: Path, map_location: str | None = None) -> Any:
+    if not path.is_file():
+        raise ModelFilesError(f"checkpoint {path.parent} is incomplete: {path.name} is missing")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ModelFilesError(f"{path}: truncated or not a torch file ({str(err).splitlines()[0]})") from None
+
+
+# --- resume compatibility -------------------------------------------------------------------------
+
+# Changing one of these between a checkpoint and a resumed run makes the resumed run a different run:
+# another model or parameter set, another question set or order (every data.* key: task, sizes, seed,
+# file, columns, prompts), another group size, or another batch (the sampler's position counts batches
+# of train.questions_per_step).
+FROZEN_KEYS = (
+    "model.name",
+    "model.finetune",
+    "grpo.num_generations",
+    "train.seed",
+    "train.questions_per_step",
+)
+FROZEN_SECTIONS = ("data",)
+
+
+def _dotted(tree: dict[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def resume_conflict(saved: dict[str, Any], current: dict[str, Any], ckpt: Path | str = "the checkpoint") -> str | None:
+    """Why a run configured as `current` cannot resume a checkpoint saved with `saved` (both the config
+    as plain dicts, e.g. `yaml.safe_load` of config.yaml), as one line; None when it can."""
+    keys = list(FROZEN_KEYS)
+    for section in FROZEN_SECTIONS:
+        names = set(saved.get(section) or {}) | set(current.get(section) or {})
+        keys += [f"{section}.{name}" for name in sorted(names)]
+    for key in keys:
+        before, now = _dotted(saved, key), _dotted(current, key)
+        if before != now:
+            return f"cannot resume: {key} was {before!r} in {ckpt}, now {now!r}"
+    return None
 
 
 # --- listing, pruning, best -----------------------------------------------------------------------
@@ -334,7 +348,7 @@ def _pid_alive(pid: int) -> bool:
 
 def clean_stale(checkpoints_dir: Path) -> None:
     """Finish what a killed save left behind: delete `.tmp-`/`.del-` dirs of dead processes and put an
-    `.old-NAME` back where NAME is missing (a crash between the two renames of `_install`)."""
+    `.old-NAME` back where NAME is missing (a crash between the two renames of `atomic._install`)."""
     root = Path(checkpoints_dir)
     if not root.is_dir():
         return
@@ -358,7 +372,7 @@ def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> list[Path]:
     clean_stale(checkpoints_dir)
     doomed = [path for _, path in list_checkpoints(checkpoints_dir)[:-keep_last]]
     for path in doomed:
-        _remove(path)
+        remove_dir(path)
     return doomed
 
 

@@ -20,13 +20,18 @@ import yaml
 
 from grpolab.config.load import config_to_yaml
 from grpolab.eval.early_stopping import EarlyStopping
-from grpolab.train.checkpoint import BEST, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
+from grpolab.train.checkpoint import (
+    BEST,
+    load_checkpoint,
+    prune_checkpoints,
+    resume_conflict,
+    save_checkpoint,
+    step_dir,
+)
+from grpolab.train.export import write_model
 
 if TYPE_CHECKING:
     from grpolab.train.trainer import Trainer
-
-# Changing these between a checkpoint and a resumed run makes the resumed run meaningless.
-FROZEN_KEYS = ("model.name", "model.finetune", "data.task", "data.seed", "grpo.num_generations", "train.seed")
 
 
 class ResumeError(ValueError):
@@ -196,8 +201,7 @@ class TrainingControl:
         final_dir = t.run_dir / "final"
         model_state = t.sharded.full_state_dict() if t.sharded is not None else None
         if t.ctx.is_main:
-            t.model.save_pretrained(str(final_dir), state_dict=model_state)  # None: the model's own
-            t.tokenizer.save_pretrained(str(final_dir))
+            write_model(t.model, t.tokenizer, final_dir, model_state)  # atomic, like the checkpoints
         split = self.cfg.eval.final_split
         after = t.evaluate(t.splits.test if split == "test" else t.val).metrics(split)
         key = f"{split}/accuracy"
@@ -209,11 +213,9 @@ class TrainingControl:
         t = self.trainer
         saved_cfg = yaml.safe_load((ckpt / "config.yaml").read_text()) or {}
         current = yaml.safe_load(config_to_yaml(self.cfg))
-        for key in FROZEN_KEYS:
-            if _dotted(saved_cfg, key) != _dotted(current, key):
-                raise ResumeError(
-                    f"cannot resume: {key} was {_dotted(saved_cfg, key)!r} in {ckpt}, now {_dotted(current, key)!r}"
-                )
+        conflict = resume_conflict(saved_cfg, current, ckpt)
+        if conflict:
+            raise ResumeError(conflict)
         for key in ("optim.lr", "train.max_steps", "grpo.beta", "train.patience"):
             if _dotted(saved_cfg, key) != _dotted(current, key):
                 t.tracker.info(f"resume: {key} changed {_dotted(saved_cfg, key)!r} -> {_dotted(current, key)!r}")
