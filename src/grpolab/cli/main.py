@@ -54,20 +54,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.config or "default", overrides)
     from grpolab.train.trainer import run_training
 
+    from grpolab.train.outcome import exit_code
+
     summary = run_training(cfg)
     print(f"run directory: {summary.run_dir}")
-    return 0
+    if summary.degraded:
+        print(f"warning: run degraded: {summary.degraded}", file=sys.stderr)
+    return exit_code(summary.status, summary.signal)  # 130/143 interrupted, 3 degraded (train/outcome.py)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     overrides = [f"model.name={args.model}", *args.overrides]
     cfg = resolve_config(args.config or "default", overrides)
     from grpolab.cli.eval import run_eval
+    from grpolab.models.verify import check_model_dir
+    from grpolab.train.preflight import check_device, check_writable
 
-    result = run_eval(cfg, adapter=args.adapter, split=args.split)
     out = Path(args.out) if args.out else None
+    if out:  # before the model loads: a read-only --out must not cost the whole evaluation
+        if out.is_dir():
+            return fail(f"eval --out: {out} is a directory; give a file path")
+        check_writable(out.parent, "eval --out")
+    if args.adapter:
+        check_model_dir(Path(args.adapter), adapter=True, what="eval --adapter")
+    check_device(cfg.train.device)
+    result = run_eval(cfg, adapter=args.adapter, split=args.split)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(result.to_json())
         print(f"wrote {out}")
     return 0
@@ -75,15 +87,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from grpolab.models.loading import resolve_source
-    from grpolab.train.export import export_model
+    from grpolab.train.checkpoint import CONFIG_FILE, latest_checkpoint
+    from grpolab.train.export import check_export_target, export_model
 
-    saved = load_config(str(Path(args.checkpoint) / "config.yaml"), [], env_file=None, environ={})
-    export_model(
-        Path(args.checkpoint),
-        Path(args.out),
-        merge=args.merge,
-        base_model_name=resolve_source(saved.model.name),
-    )
+    source = Path(args.checkpoint)
+    check_export_target(Path(args.out))
+    if not source.exists():
+        return fail(f"export: {source} does not exist", 1)
+    if not any((source / name).is_file() for name in (CONFIG_FILE, "config.json", "adapter_config.json")):
+        # a run directory (or anything else without a model): say what to export instead
+        options = [str(p) for p in (source / "final", latest_checkpoint(source / "checkpoints")) if p and p.is_dir()]
+        hint = f"; export {' or '.join(options)}" if options else ""
+        return fail(f"export: {source} holds no model (neither a checkpoint nor a model directory){hint}", 1)
+    base = None
+    if (source / CONFIG_FILE).is_file():
+        saved = load_config(str(source / CONFIG_FILE), [], env_file=None, environ={})
+        base = resolve_source(saved.model.name)
+    export_model(source, Path(args.out), merge=args.merge, base_model_name=base)
     print(f"exported {args.checkpoint} -> {args.out}")
     return 0
 
@@ -150,12 +170,33 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as err:
         return fail(str(err))
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: stopped without saving
+        return fail("interrupted", 130)
     except Exception as err:
-        from grpolab.data import DataError
-        from grpolab.models.loading import ModelLoadError
-        from grpolab.rewards import RewardError
-        from grpolab.train.control import ResumeError
-
-        if isinstance(err, (DataError, ModelLoadError, ResumeError, RewardError)):
+        if isinstance(err, user_errors()):
             return fail(str(err), 1)
         raise
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe a problem the user can fix, in one line: printed without a traceback."""
+    from grpolab.data import DataError
+    from grpolab.models.loading import ModelLoadError
+    from grpolab.models.verify import ModelFilesError
+    from grpolab.rewards import RewardError
+    from grpolab.train.atomic import DiskFullError
+    from grpolab.train.control import ResumeError
+    from grpolab.train.health import UnscoredRunError
+    from grpolab.train.preflight import PreflightError
+
+    return (
+        DataError,
+        ModelLoadError,
+        ModelFilesError,
+        ResumeError,
+        RewardError,
+        DiskFullError,
+        PreflightError,
+        UnscoredRunError,
+        FileExistsError,
+    )

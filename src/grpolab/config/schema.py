@@ -123,7 +123,7 @@ class TrainConfig(Section):
     min_delta: float = Field(0.0, ge=0.0, description="improvement smaller than this does not count")
     early_stopping_metric: str = Field("eval/accuracy", description="metric watched by early stopping")
     resume: str | None = Field(None, description="'auto' (latest checkpoint of the run) or a checkpoint path")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:1, mps")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch default")
 
 
@@ -219,6 +219,17 @@ class RewardsConfig(Section):
         return {"functions": data} if isinstance(data, list) else data
 
 
+class HealthConfig(Section):
+    """When a run that cannot learn is stopped or marked degraded (see train/health.py); 0 = off."""
+
+    max_unscored_steps: int = Field(
+        10, ge=0, description="stop when a weighted reward is None for every sample this many steps in a row"
+    )
+    max_flat_steps: int = Field(
+        20, ge=0, description="mark the run degraded after this many steps in a row without a trainable signal"
+    )
+
+
 class AgentConfig(Section):
     enabled: bool = Field(False, description="multi-turn tool-using rollouts instead of single-turn")
     mode: Literal["masked", "full"] = Field("masked", description="masked: train only model-sampled tokens")
@@ -303,6 +314,7 @@ class Config(Section):
     rewards: RewardsConfig = RewardsConfig()
     agent: AgentConfig = AgentConfig()
     distributed: DistributedConfig = DistributedConfig()
+    health: HealthConfig = HealthConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

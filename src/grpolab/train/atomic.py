@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# hidden siblings: a save in progress (tmp), a replaced dir not yet deleted (old), a dir being deleted (del)
+HIDDEN_RE = re.compile(r"\.(tmp|old|del)-(.+)-(\d+)")
 
 # --- atomic directories ---------------------------------------------------------------------------
 
@@ -101,3 +105,32 @@ def atomic_dir(target: Path) -> Iterator[Path]:
                 f"no space left on device in {target.parent} while writing {target.name} ({kept})"
             ) from err
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale(checkpoints_dir: Path) -> None:
+    """Finish what a killed save left behind: delete `.tmp-`/`.del-` dirs of dead processes and put an
+    `.old-NAME` back where NAME is missing (a crash between the two renames of `_install`)."""
+    root = Path(checkpoints_dir)
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        match = HIDDEN_RE.fullmatch(path.name)
+        if not match or not path.is_dir():
+            continue
+        kind, name, pid = match.group(1), match.group(2), int(match.group(3))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue  # a save in progress (ours or another live process's)
+        if kind == "old" and not (root / name).exists():
+            os.replace(path, root / name)
+        else:
+            shutil.rmtree(path, ignore_errors=True)

@@ -32,9 +32,13 @@ import numpy as np
 import torch
 
 from grpolab.models.verify import ModelFilesError, check_safetensors
-from grpolab.train.atomic import DiskFullError, atomic_dir, remove_dir
+from grpolab.train.atomic import HIDDEN_RE, DiskFullError, atomic_dir, clean_stale, remove_dir
 
-__all__ = ["DiskFullError", "atomic_dir"]  # re-exported: the checkpoint layout's atomic writes live there
+__all__ = [
+    "DiskFullError",
+    "atomic_dir",
+    "clean_stale",
+]  # re-exported: the checkpoint layout's atomic writes live there
 from grpolab.parallel.sharding import ShardedModel, unsharded_class
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -49,7 +53,6 @@ BEST = "best"
 TRAINING_FILES = frozenset({OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE, TRAINER_STATE_FILE})
 
 _STEP_RE = re.compile(r"step-(\d+)")
-_HIDDEN_RE = re.compile(r"\.(tmp|old|del)-(.+)-(\d+)")
 
 
 def step_dir(checkpoints_dir: Path, step: int) -> Path:
@@ -240,18 +243,37 @@ def load_checkpoint(
     return state
 
 
+def resolve_resume_path(path: Path) -> Path:
+    """The checkpoint `--resume PATH` means: PATH itself, or a run directory's latest checkpoint; any
+    other PATH (missing, a half-written `.tmp-step-*`, an override such as `key=value`) is one line."""
+    path = Path(path)
+    if not path.exists() and "=" in path.name:
+        raise ModelFilesError(
+            f"--resume: '{path}' is not a checkpoint path; to resume the latest checkpoint give --resume "
+            "alone (overrides follow as usual), or --resume RUN_DIR/checkpoints/step-N"
+        )
+    if path.is_dir() and not (path / TRAINER_STATE_FILE).is_file():
+        latest = latest_checkpoint(path / "checkpoints")
+        if latest is not None:
+            return latest
+    check_checkpoint_dir(path)
+    return path
+
+
 def check_checkpoint_dir(ckpt_dir: Path) -> None:
     """A complete grpolab checkpoint: one line naming the problem otherwise (a run directory, a
     half-written `.tmp-step-*`, a truncated weights file)."""
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.exists():
         raise ModelFilesError(f"checkpoint not found: {ckpt_dir}")
-    if _HIDDEN_RE.fullmatch(ckpt_dir.name):
+    if HIDDEN_RE.fullmatch(ckpt_dir.name):
         raise ModelFilesError(f"{ckpt_dir} is an unfinished save (a killed process's temp dir), not a checkpoint")
     if not (ckpt_dir / TRAINER_STATE_FILE).is_file():
-        inside = latest_checkpoint(ckpt_dir / "checkpoints") if ckpt_dir.is_dir() else None
-        hint = f"; its latest checkpoint is {inside}" if inside is not None else ""
-        raise ModelFilesError(f"{ckpt_dir} is not a grpolab checkpoint (no {TRAINER_STATE_FILE}){hint}")
+        is_run = (ckpt_dir / "status.json").is_file() or (ckpt_dir / "checkpoints").is_dir()
+        what = (
+            "a run directory without checkpoints" if is_run else f"not a grpolab checkpoint (no {TRAINER_STATE_FILE})"
+        )
+        raise ModelFilesError(f"{ckpt_dir} is {what}")
     for weights in sorted(ckpt_dir.glob("*.safetensors")):
         check_safetensors(weights)
     _trainer_state(ckpt_dir)
@@ -334,35 +356,6 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
     """The checkpoint with the highest step (by number: step-10 is after step-9), or None."""
     found = list_checkpoints(checkpoints_dir)
     return found[-1][1] if found else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def clean_stale(checkpoints_dir: Path) -> None:
-    """Finish what a killed save left behind: delete `.tmp-`/`.del-` dirs of dead processes and put an
-    `.old-NAME` back where NAME is missing (a crash between the two renames of `atomic._install`)."""
-    root = Path(checkpoints_dir)
-    if not root.is_dir():
-        return
-    for path in root.iterdir():
-        match = _HIDDEN_RE.fullmatch(path.name)
-        if not match or not path.is_dir():
-            continue
-        kind, name, pid = match.group(1), match.group(2), int(match.group(3))
-        if pid == os.getpid() or _pid_alive(pid):
-            continue  # a save in progress (ours or another live process's)
-        if kind == "old" and not (root / name).exists():
-            os.replace(path, root / name)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> list[Path]:

@@ -46,8 +46,10 @@ from grpolab.rewards import RewardInputs, RewardScores, build_rewards
 from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.rollout.sampler import RolloutSampler
 from grpolab.rollout.types import Rollout, collate
-from grpolab.train.checkpoint import latest_checkpoint
+from grpolab.train.checkpoint import latest_checkpoint, resolve_resume_path
 from grpolab.train.control import TrainingControl
+from grpolab.train.health import RunHealth
+from grpolab.train.preflight import preflight, report_long_prompts
 from grpolab.train.schedule import build_optimizer
 from grpolab.train.step_metrics import LOCAL_METRIC_OPS, completion_statistics, reward_statistics, reward_tensor
 from grpolab.train.update import policy_update
@@ -65,6 +67,8 @@ class RunSummary:
     before: dict[str, float] = field(default_factory=dict)  # final-split metrics before training
     after: dict[str, float] = field(default_factory=dict)  # final-split metrics of the exported model
     stop_reason: str = ""
+    degraded: str | None = None  # why the run counts as degraded (train/health.py), if it does
+    signal: int | None = None  # the signal that interrupted it, if one did (exit code 128 + signal)
 
 
 def evaluation_rewards(cfg: Config) -> RewardsConfig:
@@ -99,7 +103,7 @@ def find_resume_point(cfg: Config) -> Path | None:
     if cfg.train.resume in (None, ""):
         return None
     if cfg.train.resume != "auto":
-        return Path(cfg.train.resume)
+        return resolve_resume_path(Path(cfg.train.resume))  # a clear line for a path that is no checkpoint
     runs = sorted((Path(cfg.train.output_dir) / cfg.train.run_name).glob("*/checkpoints"))
     for checkpoints in reversed(runs):
         found = latest_checkpoint(checkpoints)
@@ -126,6 +130,7 @@ class Trainer:
         self.splits: Splits = build_splits(cfg.data, cfg.data.seed)
         self.val = self.splits.val[: cfg.eval.size]
         self.device = self.ctx.device
+        preflight(cfg)  # device, writable output, judge key and endpoint: before the model loads
         self.loaded: LoadedModel = load_model(cfg.model, beta=cfg.grpo.beta, device=self.device)
         self.model = self.loaded.model
         self.ctx.sync_parameters(self.model)  # a fresh LoRA adapter is random: start every rank from rank 0's
@@ -141,6 +146,9 @@ class Trainer:
         # same questions on every rank (the sampler's own seed), different rollouts per rank
         torch.manual_seed(cfg.train.seed + self.ctx.rank)
         self.tokenizer = self.loaded.tokenizer
+        if self.ctx.is_main:
+            report_long_prompts(self.tokenizer, [*self.splits.train, *self.val], cfg)
+        self.health = RunHealth.from_config(cfg)
         self.generator = HFGenerator(self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids)
         self.rollouts = RolloutSampler(cfg, self.generator, self.tokenizer, self.loaded.stop_ids)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
@@ -155,6 +163,7 @@ class Trainer:
         self.control = TrainingControl(self, self.run_dir / "checkpoints")
         self.step = 0
         self._stop_signal: str | None = None
+        self._stop_signum: int | None = None
 
     # -- FSDP-aware access to the weights ----------------------------------------------------
     def gathered(self) -> AbstractContextManager[Any]:
@@ -324,6 +333,7 @@ class Trainer:
         if self._stop_signal is not None:
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping without saving")
         self._stop_signal = signal.Signals(signum).name
+        self._stop_signum = signum
         self.tracker.warning(f"{self._stop_signal} received: saving a checkpoint after this step (again to abort)")
 
     def run(self) -> RunSummary:
@@ -342,8 +352,9 @@ class Trainer:
             status = {"signal": "interrupted", "early": "stopped_early"}.get(reason.split(":")[0], "finished")
             after = self.control.finish(reason)
         except BaseException as err:
-            self.tracker.set_status("crashed", step=self.step, error=repr(err))
-            self.tracker.close({"status": "crashed", "error": repr(err)})
+            ended = "interrupted" if isinstance(err, KeyboardInterrupt) else "crashed"  # a second signal
+            self.tracker.set_status(ended, step=self.step, error=repr(err))
+            self.tracker.close({"status": ended, "error": repr(err)})
             raise
         finally:
             for sig, handler in previous.items():
@@ -359,8 +370,12 @@ class Trainer:
             before=self.control.before,
             after=after,
             stop_reason=reason,
+            degraded=self.health.degraded,
+            signal=self._stop_signum,
         )
-        self.tracker.set_status(status, step=self.step, stop_reason=reason, **self.control.status_fields())
+        summary.status = status = self.health.final_status(status)
+        fields = {**self.control.status_fields(), **self.health.status_fields()}
+        self.tracker.set_status(status, step=self.step, stop_reason=reason, **fields)
         self.tracker.close({**summary.__dict__, "run_dir": str(self.run_dir)})
         return summary
 
@@ -369,6 +384,8 @@ class Trainer:
         while self.step < cfg.train.max_steps:
             metrics = self.train_step()
             self.step += 1
+            if warning := self.health.observe(self.step, metrics):  # raises if a reward scored nothing
+                self.tracker.warning(warning)
             if self.step % cfg.logging.log_every == 0 or self.step == cfg.train.max_steps:
                 self.tracker.log_metrics(metrics, self.step)
             self.tracker.advance(self.step)
