@@ -52,9 +52,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print((sweep_dir / "results.md").read_text())
         return 0 if all(str(r.get("status", "")).startswith(("finished", "stopped")) for r in rows) else 1
     cfg = resolve_config(args.config or "default", overrides)
-    from grpolab.train.trainer import run_training
-
     from grpolab.train.outcome import exit_code
+    from grpolab.train.trainer import run_training
 
     summary = run_training(cfg)
     print(f"run directory: {summary.run_dir}")
