@@ -121,7 +121,10 @@ def test_the_process_count_is_limited():
     assert limit <= mine + FAST.max_processes + 5  # this user's processes now + max_processes (+ churn)
     if os.getuid() == 0:
         pytest.skip("the kernel exempts root from RLIMIT_NPROC (documented); the limit is set, not enforced")
-    bomb = "import os\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            import time; time.sleep(5)\n        n += 1\nexcept OSError:\n    print(n)"
+    bomb = (
+        "import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(5)\n"
+        "        n += 1\nexcept OSError:\n    print(n)"
+    )
     assert int(output(bomb)) <= FAST.max_processes
 
 
