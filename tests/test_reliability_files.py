@@ -113,7 +113,7 @@ def test_a_truncated_optimizer_state_names_the_file(tmp_path: Path):
 
 
 def test_model_directories_are_checked_before_transformers_guesses(tmp_path: Path):
-    with pytest.raises(ModelFilesError, match="has no config.json"):
+    with pytest.raises(ModelFilesError, match=r"has no config\.json"):
         check_model_dir(tmp_path, adapter=False, what="model.name")
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"garbage" * 10)
@@ -124,7 +124,7 @@ def test_model_directories_are_checked_before_transformers_guesses(tmp_path: Pat
 
 
 def test_resume_paths_that_are_no_checkpoint_are_one_line(tmp_path: Path):
-    with pytest.raises(ModelFilesError, match="'grpo.beta=0.1' is not a checkpoint path"):
+    with pytest.raises(ModelFilesError, match=r"'grpo\.beta=0\.1' is not a checkpoint path"):
         resolve_resume_path(Path("grpo.beta=0.1"))
     with pytest.raises(ModelFilesError, match="checkpoint not found"):
         resolve_resume_path(tmp_path / "missing")

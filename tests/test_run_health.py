@@ -72,7 +72,7 @@ def test_an_unwritable_output_dir_is_one_line(tmp_path: Path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_is_one_line():
-    with pytest.raises(PreflightError, match="train.device=cuda: no CUDA GPU is available"):
+    with pytest.raises(PreflightError, match=r"train\.device=cuda: no CUDA GPU is available"):
         check_device("cuda")
     check_device("cpu")
 
