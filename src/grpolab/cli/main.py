@@ -52,6 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print((sweep_dir / "results.md").read_text())
         return 0 if all(str(r.get("status", "")).startswith(("finished", "stopped")) for r in rows) else 1
     cfg = resolve_config(args.config or "default", overrides)
+    from grpolab.train.preflight import preflight
+
+    preflight(cfg)  # resume path, device, writable output, judge: before the training stack is imported
     from grpolab.train.outcome import exit_code
     from grpolab.train.trainer import run_training
 
@@ -163,8 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    load_dotenv(".env", override=False)  # API keys for the judge live in the environment only
     args = build_parser().parse_args(argv)
+    try:
+        load_dotenv(".env", override=False)  # API keys for the judge live in the environment only
+    except UnicodeDecodeError:
+        from grpolab.config.load import read_env_file
+
+        try:
+            read_env_file(Path(".env"))
+        except ConfigError as err:  # names the file and the line
+            return fail(str(err))
     try:
         return int(args.func(args))
     except ConfigError as err:
@@ -177,25 +188,21 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that describe a problem the user can fix, in one line: printed without a traceback."""
-    from grpolab.data import DataError
-    from grpolab.models.loading import ModelLoadError
-    from grpolab.models.verify import ModelFilesError
-    from grpolab.rewards import RewardError
-    from grpolab.train.atomic import DiskFullError
-    from grpolab.train.control import ResumeError
-    from grpolab.train.health import UnscoredRunError
-    from grpolab.train.preflight import PreflightError
+# Exceptions that describe a problem the user can fix, in one line: printed without a traceback.
+USER_ERRORS = {
+    "grpolab.data.base": "DataError",
+    "grpolab.models.loading": "ModelLoadError",
+    "grpolab.models.verify": "ModelFilesError",
+    "grpolab.rewards.api": "RewardError",
+    "grpolab.train.atomic": "DiskFullError",
+    "grpolab.train.control": "ResumeError",
+    "grpolab.train.health": "UnscoredRunError",
+    "grpolab.train.preflight": "PreflightError",
+}
 
-    return (
-        DataError,
-        ModelLoadError,
-        ModelFilesError,
-        ResumeError,
-        RewardError,
-        DiskFullError,
-        PreflightError,
-        UnscoredRunError,
-        FileExistsError,
-    )
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    # only from modules already imported: an exception cannot be of a class never loaded, and importing
+    # models.loading here would cost seconds of transformers import on the way to an error line
+    loaded = [getattr(sys.modules[module], name) for module, name in USER_ERRORS.items() if module in sys.modules]
+    return (*loaded, FileExistsError)

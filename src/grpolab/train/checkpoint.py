@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,28 +30,41 @@ from typing import Any
 import numpy as np
 import torch
 
-from grpolab.models.verify import ModelFilesError, check_safetensors
-from grpolab.train.atomic import HIDDEN_RE, DiskFullError, atomic_dir, clean_stale, remove_dir
+from grpolab.models.verify import ModelFilesError
+from grpolab.parallel.sharding import ShardedModel, unsharded_class
+from grpolab.train.atomic import DiskFullError, atomic_dir, clean_stale, remove_dir
+from grpolab.train.resume_check import (
+    FROZEN_KEYS,
+    TRAINER_STATE_FILE,
+    check_checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    resolve_resume_path,
+    resume_conflict,
+)
 
+# re-exported: atomic writes live in atomic.py; what may be resumed (torch-free) in resume_check.py
 __all__ = [
+    "FROZEN_KEYS",
     "DiskFullError",
     "atomic_dir",
+    "check_checkpoint_dir",
     "clean_stale",
-]  # re-exported: the checkpoint layout's atomic writes live there
-from grpolab.parallel.sharding import ShardedModel, unsharded_class
+    "latest_checkpoint",
+    "list_checkpoints",
+    "resolve_resume_path",
+    "resume_conflict",
+]
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng_state.pt"
-TRAINER_STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "config.yaml"
 BEST = "best"
 # Files that only matter for resuming; an exported model leaves them out.
 TRAINING_FILES = frozenset({OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE, TRAINER_STATE_FILE})
-
-_STEP_RE = re.compile(r"step-(\d+)")
 
 
 def step_dir(checkpoints_dir: Path, step: int) -> Path:
@@ -214,7 +226,7 @@ def load_checkpoint(
     the end of a run should not rewind the random streams). sharded: the model is FSDP-sharded; every
     rank calls this and keeps its shard of the full tensors read from disk."""
     ckpt_dir = Path(ckpt_dir)
-    check_checkpoint_dir(ckpt_dir)
+    check_checkpoint_dir(ckpt_dir)  # one line for a truncated file, a temp dir, a run dir
     has_adapter = (ckpt_dir / ADAPTER_CONFIG).is_file()
     if has_adapter != _is_peft_model(model):
         saved = "a LoRA adapter" if has_adapter else "full weights"
@@ -235,58 +247,11 @@ def load_checkpoint(
             optimizer.load_state_dict(saved)
     if scheduler is not None:
         scheduler.load_state_dict(_torch_load(ckpt_dir / SCHEDULER_FILE))
-    state = _trainer_state(ckpt_dir)
+    state: dict[str, Any] = json.loads((ckpt_dir / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
     # Last, on purpose: the resumed run must continue from the state captured at save time, even if
     # loading drew random numbers (a model class whose from_pretrained initialises weights).
     if restore_rng:
         restore_rng_state(_torch_load(ckpt_dir / RNG_FILE))
-    return state
-
-
-def resolve_resume_path(path: Path) -> Path:
-    """The checkpoint `--resume PATH` means: PATH itself, or a run directory's latest checkpoint; any
-    other PATH (missing, a half-written `.tmp-step-*`, an override such as `key=value`) is one line."""
-    path = Path(path)
-    if not path.exists() and "=" in path.name:
-        raise ModelFilesError(
-            f"--resume: '{path}' is not a checkpoint path; to resume the latest checkpoint give --resume "
-            "alone (overrides follow as usual), or --resume RUN_DIR/checkpoints/step-N"
-        )
-    if path.is_dir() and not (path / TRAINER_STATE_FILE).is_file():
-        latest = latest_checkpoint(path / "checkpoints")
-        if latest is not None:
-            return latest
-    check_checkpoint_dir(path)
-    return path
-
-
-def check_checkpoint_dir(ckpt_dir: Path) -> None:
-    """A complete grpolab checkpoint: one line naming the problem otherwise (a run directory, a
-    half-written `.tmp-step-*`, a truncated weights file)."""
-    ckpt_dir = Path(ckpt_dir)
-    if not ckpt_dir.exists():
-        raise ModelFilesError(f"checkpoint not found: {ckpt_dir}")
-    if HIDDEN_RE.fullmatch(ckpt_dir.name):
-        raise ModelFilesError(f"{ckpt_dir} is an unfinished save (a killed process's temp dir), not a checkpoint")
-    if not (ckpt_dir / TRAINER_STATE_FILE).is_file():
-        is_run = (ckpt_dir / "status.json").is_file() or (ckpt_dir / "checkpoints").is_dir()
-        what = (
-            "a run directory without checkpoints" if is_run else f"not a grpolab checkpoint (no {TRAINER_STATE_FILE})"
-        )
-        raise ModelFilesError(f"{ckpt_dir} is {what}")
-    for weights in sorted(ckpt_dir.glob("*.safetensors")):
-        check_safetensors(weights)
-    _trainer_state(ckpt_dir)
-
-
-def _trainer_state(ckpt_dir: Path) -> dict[str, Any]:
-    path = ckpt_dir / TRAINER_STATE_FILE
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ModelFilesError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(state, dict) or "step" not in state:
-        raise ModelFilesError(f"{path}: not a trainer state (no 'step')")
     return state
 
 
@@ -299,63 +264,7 @@ def _torch_load(path: Path, map_location: str | None = None) -> Any:
         raise ModelFilesError(f"{path}: truncated or not a torch file ({str(err).splitlines()[0]})") from None
 
 
-# --- resume compatibility -------------------------------------------------------------------------
-
-# Changing one of these between a checkpoint and a resumed run makes the resumed run a different run:
-# another model or parameter set, another question set or order (every data.* key: task, sizes, seed,
-# file, columns, prompts), another group size, or another batch (the sampler's position counts batches
-# of train.questions_per_step).
-FROZEN_KEYS = (
-    "model.name",
-    "model.finetune",
-    "grpo.num_generations",
-    "train.seed",
-    "train.questions_per_step",
-)
-FROZEN_SECTIONS = ("data",)
-
-
-def _dotted(tree: dict[str, Any], key: str) -> Any:
-    node: Any = tree
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def resume_conflict(saved: dict[str, Any], current: dict[str, Any], ckpt: Path | str = "the checkpoint") -> str | None:
-    """Why a run configured as `current` cannot resume a checkpoint saved with `saved` (both the config
-    as plain dicts, e.g. `yaml.safe_load` of config.yaml), as one line; None when it can."""
-    keys = list(FROZEN_KEYS)
-    for section in FROZEN_SECTIONS:
-        names = set(saved.get(section) or {}) | set(current.get(section) or {})
-        keys += [f"{section}.{name}" for name in sorted(names)]
-    for key in keys:
-        before, now = _dotted(saved, key), _dotted(current, key)
-        if before != now:
-            return f"cannot resume: {key} was {before!r} in {ckpt}, now {now!r}"
-    return None
-
-
 # --- listing, pruning, best -----------------------------------------------------------------------
-
-
-def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
-    """Complete `step-N` checkpoints, oldest first (hidden temp dirs and `best` are not listed)."""
-    root = Path(checkpoints_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        match = _STEP_RE.fullmatch(path.name)
-        if match and (path / TRAINER_STATE_FILE).is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The checkpoint with the highest step (by number: step-10 is after step-9), or None."""
-    found = list_checkpoints(checkpoints_dir)
-    return found[-1][1] if found else None
 
 
 def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> list[Path]:

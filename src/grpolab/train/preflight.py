@@ -1,6 +1,7 @@
 """Checks that run before the model loads, so a run that cannot finish fails in seconds with one line
 instead of after minutes of loading (or, worse, finishes having learned nothing):
 
+- `--resume PATH` names a complete checkpoint (or a run directory that has one);
 - the device exists (`train.device=cuda` on a machine without a GPU);
 - the output directory can be written (a read-only OUTPUT_DIR fails here, not at the first save);
 - a judge reward has its API key in the environment and its endpoint accepts connections;
@@ -18,9 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import torch
-
 from grpolab.config.schema import Config, RewardsConfig
+from grpolab.train.resume_check import resolve_resume_path
 
 log = logging.getLogger("grpolab")
 
@@ -33,6 +33,8 @@ class PreflightError(RuntimeError):
 
 def check_device(name: str) -> None:
     """`train.device` names a device this machine has."""
+    import torch
+
     kind, _, index = name.partition(":")
     if kind == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -84,6 +86,8 @@ def check_judges(rewards: RewardsConfig, environ: dict[str, str] | None = None, 
 
 def preflight(cfg: Config) -> None:
     """Everything that can be checked before the model loads (see the module docstring)."""
+    if cfg.train.resume not in (None, "", "auto"):
+        resolve_resume_path(Path(cfg.train.resume))
     check_device(cfg.train.device)
     check_writable(Path(cfg.train.output_dir), "train.output_dir")
     check_judges(cfg.rewards)
