@@ -68,7 +68,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     overrides = [f"model.name={args.model}", *args.overrides]
     cfg = resolve_config(args.config or "default", overrides)
-    from grpolab.cli.eval import run_eval
     from grpolab.models.verify import check_model_dir
     from grpolab.train.preflight import check_device, check_writable
 
@@ -79,7 +78,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_writable(out.parent, "eval --out")
     if args.adapter:
         check_model_dir(Path(args.adapter), adapter=True, what="eval --adapter")
+    model_dir = Path(args.model).expanduser()
+    if model_dir.is_dir():
+        check_model_dir(model_dir, adapter=False, what="eval --model")
     check_device(cfg.train.device)
+    from grpolab.cli.eval import run_eval
+
     result = run_eval(cfg, adapter=args.adapter, split=args.split)
     if out:
         out.write_text(result.to_json())
@@ -88,12 +92,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from grpolab.models.loading import resolve_source
-    from grpolab.train.checkpoint import CONFIG_FILE, latest_checkpoint
-    from grpolab.train.export import check_export_target, export_model
+    from grpolab.models.verify import check_model_dir
+    from grpolab.train.resume_check import latest_checkpoint
 
-    source = Path(args.checkpoint)
-    check_export_target(Path(args.out))
+    CONFIG_FILE = "config.yaml"
+    source, out = Path(args.checkpoint), Path(args.out)
+    if out.is_file() or (out.is_dir() and any(out.iterdir())):
+        what = "an existing file; give a directory" if out.is_file() else "not empty; choose another directory"
+        return fail(f"export: --out {out} is {what}", 1)
     if not source.exists():
         return fail(f"export: {source} does not exist", 1)
     if not any((source / name).is_file() for name in (CONFIG_FILE, "config.json", "adapter_config.json")):
@@ -101,11 +107,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         options = [str(p) for p in (source / "final", latest_checkpoint(source / "checkpoints")) if p and p.is_dir()]
         hint = f"; export {' or '.join(options)}" if options else ""
         return fail(f"export: {source} holds no model (neither a checkpoint nor a model directory){hint}", 1)
+    check_model_dir(source, what="export")  # a truncated checkpoint fails here, in a second
+    from grpolab.models.loading import resolve_source
+    from grpolab.train.export import export_model
+
     base = None
     if (source / CONFIG_FILE).is_file():
         saved = load_config(str(source / CONFIG_FILE), [], env_file=None, environ={})
         base = resolve_source(saved.model.name)
-    export_model(source, Path(args.out), merge=args.merge, base_model_name=base)
+    export_model(source, out, merge=args.merge, base_model_name=base)
     print(f"exported {args.checkpoint} -> {args.out}")
     return 0
 

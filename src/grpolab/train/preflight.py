@@ -2,6 +2,7 @@
 instead of after minutes of loading (or, worse, finishes having learned nothing):
 
 - `--resume PATH` names a complete checkpoint (or a run directory that has one);
+- a local model directory has config.json and intact safetensors files;
 - the device exists (`train.device=cuda` on a machine without a GPU);
 - the output directory can be written (a read-only OUTPUT_DIR fails here, not at the first save);
 - a judge reward has its API key in the environment and its endpoint accepts connections;
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from grpolab.config.schema import Config, RewardsConfig
+from grpolab.models.verify import check_model_dir
 from grpolab.train.resume_check import resolve_resume_path
 
 log = logging.getLogger("grpolab")
@@ -89,6 +91,8 @@ def preflight(cfg: Config) -> None:
     if cfg.train.resume not in (None, "", "auto"):
         resolve_resume_path(Path(cfg.train.resume))
     check_device(cfg.train.device)
+    if Path(cfg.model.name).expanduser().is_dir():  # seconds before transformers would guess what is wrong
+        check_model_dir(Path(cfg.model.name).expanduser(), adapter=False, what="model.name")
     check_writable(Path(cfg.train.output_dir), "train.output_dir")
     check_judges(cfg.rewards)
 
