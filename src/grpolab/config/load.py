@@ -78,8 +78,8 @@ def load_yaml(path: Path, _including: tuple[Path, ...] = ()) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for include in includes if isinstance(includes, list) else [includes]:
         deep_merge(merged, load_yaml(resolve_preset(str(include)), (*_including, path.resolve())))
-    own_train = data.get("train") if isinstance(data.get("train"), dict) else {}
-    for key in own_train:
+    own_train = data.get("train")
+    for key in own_train if isinstance(own_train, dict) else {}:
         drop_alternative(merged, f"train.{key}")
     deep_merge(merged, data)
     return merged

@@ -60,15 +60,15 @@ def effective_status(status: dict[str, Any], now: float, stale_after: float = ST
         return state, status.get("stop_reason") or status.get("error")
     pid, host = status.get("pid"), status.get("host")
     updated = status.get("updated")
-    stale = isinstance(updated, (int, float)) and now - updated > stale_after
+    silent = (now - updated) / 60 if isinstance(updated, (int, float)) else 0.0  # minutes since the heartbeat
+    stale = silent * 60 > stale_after
     if isinstance(pid, int) and host == socket.gethostname():  # this machine: the pid decides, now
         if pid_alive(pid):
             return state, None
-        silence = f", no heartbeat for {(now - updated) / 60:.0f} min" if stale and updated is not None else ""
-        return "crashed", f"process {pid} is gone (killed?){silence}"
+        return "crashed", f"process {pid} is gone (killed?)" + (f", no heartbeat for {silent:.0f} min" if stale else "")
     if not stale:
         return state, None
-    minutes = (now - updated) / 60
+    minutes = silent
     return "crashed", f"no heartbeat for {minutes:.0f} min and process {pid} is gone"
 
 
