@@ -41,7 +41,7 @@ class DataConfig(Section):
     )
     seed: int = Field(42, description="seed of the questions and the train/val/test split (fixed across train.seed)")
     train_size: int = Field(1000, gt=0, description="number of training questions")
-    val_size: int = Field(100, gt=0, description="size of the validation split; eval.size (<= val_size) is drawn from it")
+    val_size: int = Field(100, gt=0, description="size of the validation split; eval.size (<= this) is drawn from it")
     test_size: int = Field(200, gt=0, description="size of the held-out test split")
     min_num: int = Field(0, description="smallest operand (arithmetic tasks)")
     max_num: int = Field(20, description="largest operand (arithmetic tasks)")
@@ -112,7 +112,9 @@ class OptimConfig(Section):
 class TrainConfig(Section):
     questions_per_step: int = Field(8, gt=0, description="B: questions per step (PER_DEVICE_TRAIN_BATCH_SIZE)")
     micro_batch_size: int = Field(0, ge=0, description="sequences per forward/backward; 0 = whole batch")
-    max_steps: int = Field(100, gt=0, description="optimizer steps (MAX_STEPS); derived from train.epochs when that is set instead")
+    max_steps: int = Field(
+        100, gt=0, description="optimizer steps (MAX_STEPS); derived instead when train.epochs is set"
+    )
     epochs: int = Field(0, ge=0, description="passes over the training questions; 0 = use max_steps")
     seed: int = Field(42, description="seed for data, sampling and init (SEED)")
     output_dir: str = Field("outputs", description="root folder of run directories (OUTPUT_DIR)")
