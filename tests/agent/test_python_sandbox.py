@@ -109,7 +109,8 @@ def test_a_setsid_grandchild_does_not_outlive_the_call():
 def _live_and_mentions(proc: Path, marker: str) -> bool:
     try:
         state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X") and marker in (proc / "cmdline").read_bytes().decode(errors="replace")
+        where = os.readlink(proc / "cwd") + (proc / "cmdline").read_bytes().decode(errors="replace")
+        return state not in ("Z", "X") and marker in where
     except (OSError, IndexError):
         return False
 

@@ -4,6 +4,7 @@ Limits are small (1 s) so that each test stays under ~1.5 s on a busy machine.""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -90,12 +91,12 @@ def test_leftover_children_are_killed():
 
 
 def _processes_mentioning(marker: str) -> list[str]:
-    """Live (not zombie) processes whose command line or cwd mentions `marker`."""
+    """Live (not zombie) processes whose working directory or command line mentions `marker`."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            cmdline = os.readlink(proc / "cwd") + (proc / "cmdline").read_bytes().decode(errors="replace")
         except (OSError, IndexError):
             continue
         if state not in ("Z", "X") and marker in cmdline:
