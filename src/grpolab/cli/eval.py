@@ -14,6 +14,7 @@ from grpolab.models.loading import load_model, pick_device
 from grpolab.rewards import build_rewards
 from grpolab.rollout.backend import HFGenerator
 from grpolab.rollout.single_turn import prompt_ids
+from grpolab.train.preflight import report_long_prompts
 from grpolab.train.trainer import evaluation_rewards, seed_everything
 
 
@@ -39,6 +40,7 @@ def run_eval(cfg: Config, *, adapter: str | None, split: str) -> EvalResult:
     model = attach_adapter(loaded.model, adapter) if adapter else loaded.model
     splits = build_splits(cfg.data, cfg.data.seed)
     examples = splits.test if split == "test" else splits.val[: cfg.eval.size]
+    report_long_prompts(loaded.tokenizer, examples, cfg)  # left-truncated prompts: counted, said once
     e = cfg.eval
     result = evaluate(
         HFGenerator(model, loaded.tokenizer.pad_token_id, loaded.stop_ids),
