@@ -56,7 +56,14 @@ def audit_kills(root: Path) -> tuple[int, int, int]:
         same = ok and same_trajectory(reference, step_rows(directory))
         survived += ok
         identical += same
-        verdict = "identical" if same else "resumed, metrics differ" if ok else f"resume failed (exit {code})"
+        fresh = len(list(out.glob("*/*/status.json"))) > 1  # killed before any checkpoint: started again
+        verdict = (
+            ("identical" + (" (restarted: no checkpoint yet)" if fresh else ""))
+            if same
+            else "resumed, metrics differ"
+            if ok
+            else f"resume failed (exit {code})"
+        )
         print(f"  {what:40s} {signal.Signals(sig).name:8s} {verdict}  ({time.perf_counter() - started:.0f} s)")
     return tried, survived, identical
 

@@ -52,9 +52,11 @@ def resume(out: Path) -> int:
 
 
 def run_dir(out: Path) -> Path:
+    """The newest run directory under `out` (a run killed before its first checkpoint starts afresh,
+    in a directory of its own, when resumed)."""
     found = sorted(out.glob("*/*/status.json"))
-    assert len(found) == 1, found
-    return found[0].parent
+    assert found, f"no run under {out}"
+    return found[-1].parent
 
 
 def step_rows(directory: Path) -> dict[int, dict]:
