@@ -51,7 +51,7 @@ def test_list_runs_reports_status_steps_and_best(tmp_path: Path) -> None:
 
     make_run(tmp_path, "grpo/01", status("finished", 100, 9999, best_accuracy=0.62, best_step=90))
     make_run(tmp_path, "grpo/02", status("stopped_early", 60, 9999, stop_reason="no improvement for 5 evals"))
-    # running, heartbeat fresh: running whatever the pid
+    # running, heartbeat fresh, but its process is gone from this host: dead now, not in 30 min
     make_run(tmp_path, "grpo/03", status("running", 5, 10, pid=dead_pid()))
     # running, stale heartbeat, process gone: killed without a chance to say so
     make_run(tmp_path, "grpo/04", status("running", 7, 7200, pid=dead_pid()))
@@ -75,7 +75,8 @@ def test_list_runs_reports_status_steps_and_best(tmp_path: Path) -> None:
         90,
     )
     assert runs["grpo/02"].stop_reason == "no improvement for 5 evals"
-    assert runs["grpo/03"].status == "running"
+    dead = runs["grpo/03"]
+    assert dead.status == "crashed" and "is gone" in (dead.stop_reason or "")
     crashed = runs["grpo/04"]
     assert crashed.status == "crashed" and "no heartbeat for 120 min" in (crashed.stop_reason or "")
     assert runs["grpo/05"].status == "running"

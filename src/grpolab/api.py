@@ -36,7 +36,9 @@ from grpolab.parallel.sharding import refuse_deepspeed
 from grpolab.rewards import RewardInputs, RewardSet, build_rewards
 from grpolab.rewards.api import BoundReward
 from grpolab.rewards.registry import build_one
-from grpolab.train.trainer import RunInputs, RunSummary, Trainer
+from grpolab.train.inputs import RunInputs
+from grpolab.train.state import RunSummary
+from grpolab.train.trainer import Trainer
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "RunSummary", "run_training"]
 

@@ -4,6 +4,7 @@ Limits are small (1 s) so that each test stays under ~1.5 s on a busy machine.""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -79,22 +80,28 @@ def test_site_packages_are_off_by_default():
 
 
 def test_leftover_children_are_killed():
-    out = run_python("import os, time\nif os.fork() == 0:\n    time.sleep(30)\nelse:\n    print(os.getpid())", FAST)
-    group = int(out)  # the child leads its own process group (start_new_session)
+    # the child reports its (unique) working directory, which is in every descendant's command line
+    code = "import os, time\nprint(os.getcwd(), flush=True)\nif os.fork() == 0:\n    time.sleep(30)\n"
+    marker = run_python(code, FAST).strip()
     for _ in range(50):
-        # Killed children may linger as zombies until a reaper collects them: those are dead.
-        if not [stat for stat in Path("/proc").glob("[0-9]*/stat") if _in_group(stat, group)]:
+        if not _processes_mentioning(marker):
             return
         time.sleep(0.02)
     raise AssertionError("a forked child survived the tool call")
 
 
-def _in_group(stat: Path, group: int) -> bool:
-    try:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return int(fields[2]) == group and fields[0] not in ("Z", "X")
+def _processes_mentioning(marker: str) -> list[str]:
+    """Live (not zombie) processes whose working directory or command line mentions `marker`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = os.readlink(proc / "cwd") + (proc / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X") and marker in cmdline:
+            found.append(proc.name)
+    return found
 
 
 def test_bad_input_is_a_tool_error():

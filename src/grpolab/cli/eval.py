@@ -14,7 +14,8 @@ from grpolab.models.loading import load_model, pick_device
 from grpolab.rewards import build_rewards
 from grpolab.rollout.backend import HFGenerator
 from grpolab.rollout.sampler import RolloutSampler
-from grpolab.train.trainer import seed_everything
+from grpolab.train.inputs import seed_everything
+from grpolab.train.preflight import report_long_prompts
 
 
 def attach_adapter(model: Any, adapter: str) -> Any:
@@ -41,6 +42,7 @@ def run_eval(cfg: Config, *, adapter: str | None, split: str) -> EvalResult:
     model = attach_adapter(loaded.model, adapter) if adapter else loaded.model
     splits = build_splits(cfg.data, cfg.data.seed)
     examples = splits.test if split == "test" else splits.val[: cfg.eval.size]
+    report_long_prompts(loaded.tokenizer, examples, cfg)  # left-truncated prompts: counted, said once
     generator = HFGenerator(model, loaded.tokenizer.pad_token_id, loaded.stop_ids)
     sampler = RolloutSampler(cfg, generator, loaded.tokenizer, loaded.stop_ids)
     result = evaluate_examples(cfg, sampler, examples, evaluation_reward_set(cfg, build_rewards(cfg.rewards)))

@@ -77,41 +77,74 @@ def cmd_train(args: argparse.Namespace) -> int:
         print((sweep_dir / "results.md").read_text())
         return 0 if all(str(r.get("status", "")).startswith(("finished", "stopped")) for r in rows) else 1
     cfg = resolve_config(args.config or "default", overrides)
+    from grpolab.train.preflight import preflight
+
+    preflight(cfg)  # resume path, device, writable output, judge: before the training stack is imported
     from grpolab.api import run_training
     from grpolab.config.provenance import environment_changes, explain_config
     from grpolab.observe.journal import journaled
+    from grpolab.train.outcome import exit_code
 
     changed = environment_changes(explain_config(args.config or "default", overrides)[1])
     if changed:  # a SEED or OUTPUT_DIR left in the shell must not change a run silently
         print(f"info: set from the environment: {', '.join(changed)}", file=sys.stderr)
     summary = journaled(cfg, args.command_line, run_training)
     print(f"run directory: {summary.run_dir}")
-    return 0
+    if summary.degraded:
+        print(f"warning: run degraded: {summary.degraded}", file=sys.stderr)
+    return exit_code(summary.status, summary.signal)  # 130/143 interrupted, 3 degraded (train/outcome.py)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     # no --model: the preset's own model
     overrides = [*([f"model.name={args.model}"] if args.model else []), *args.overrides]
     cfg = resolve_config(args.config or "default", overrides)
+    from grpolab.models.verify import check_model_dir
+    from grpolab.train.preflight import check_device, check_writable
+
+    out = Path(args.out) if args.out else None
+    if out:  # before the model loads: a read-only --out must not cost the whole evaluation
+        if out.is_dir():
+            return fail(f"eval --out: {out} is a directory; give a file path")
+        check_writable(out.parent, "eval --out")
+    if args.adapter:
+        check_model_dir(Path(args.adapter), adapter=True, what="eval --adapter")
+    model_dir = Path(args.model).expanduser()
+    if model_dir.is_dir():
+        check_model_dir(model_dir, adapter=False, what="eval --model")
+    check_device(cfg.train.device)
     from grpolab.cli.eval import run_eval
 
     result = run_eval(cfg, adapter=args.adapter, split=args.split)
-    out = Path(args.out) if args.out else None
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(result.to_json())
         print(f"wrote {out}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from grpolab.models.verify import check_model_dir
     from grpolab.train.export import export_run
+    from grpolab.train.resume_check import latest_checkpoint
 
+    CONFIG_FILE = "config.yaml"
+    source, out = Path(args.checkpoint), Path(args.out)
+    if out.is_file() or (out.is_dir() and any(out.iterdir())):
+        what = "an existing file; give a directory" if out.is_file() else "not empty; choose another directory"
+        return fail(f"export: --out {out} is {what}", 1)
+    if not source.exists():
+        return fail(f"export: {source} does not exist", 1)
+    if not any((source / name).is_file() for name in (CONFIG_FILE, "config.json", "adapter_config.json")):
+        # a run directory (or anything else without a model): say what to export instead
+        options = [str(p) for p in (source / "final", latest_checkpoint(source / "checkpoints")) if p and p.is_dir()]
+        hint = f"; export {' or '.join(options)}" if options else ""
+        return fail(f"export: {source} holds no model (neither a checkpoint nor a model directory){hint}", 1)
+    check_model_dir(source, what="export")  # a truncated checkpoint fails here, in a second
     if args.push_to_hub:
         from grpolab.train.hub_push import check_repo_id
 
         check_repo_id(args.push_to_hub)  # before the export: a typo should not cost a merge
-    out = export_run(Path(args.checkpoint), Path(args.out), merge=args.merge)
+    out = export_run(source, out, merge=args.merge)
     print(f"exported {args.checkpoint} -> {out} (model card: {out / 'README.md'})")
     if args.push_to_hub:
         from grpolab.train.hub_push import push_to_hub
@@ -185,7 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    load_dotenv(".env", override=False)  # API keys for the judge live in the environment only
     if os.getcwd() not in sys.path:  # the `grpolab` script, unlike `python -m`, does not see the cwd:
         sys.path.append(os.getcwd())  # a reward or env module there (fn: my_rewards:f); last, never shadowing
     parser = build_parser()
@@ -196,16 +228,42 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += unknown
     args.command_line = "grpolab " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
+        load_dotenv(".env", override=False)  # API keys for the judge live in the environment only
+    except UnicodeDecodeError:
+        from grpolab.config.load import read_env_file
+
+        try:
+            read_env_file(Path(".env"))
+        except ConfigError as err:  # names the file and the line
+            return fail(str(err))
+    try:
         return int(args.func(args))
     except ConfigError as err:
         return fail(str(err))
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: stopped without saving
+        return fail("interrupted", 130)
     except Exception as err:
-        from grpolab.data import DataError
-        from grpolab.models.loading import ModelLoadError
-        from grpolab.rewards import RewardError
-        from grpolab.train.export import ExportError
-        from grpolab.train.resume import ResumeError
-
-        if isinstance(err, (DataError, ModelLoadError, ResumeError, RewardError, ExportError)):
+        if isinstance(err, user_errors()):
             return fail(str(err), 1)
         raise
+
+
+# Exceptions that describe a problem the user can fix, in one line: printed without a traceback.
+USER_ERRORS = {
+    "grpolab.data.base": "DataError",
+    "grpolab.models.loading": "ModelLoadError",
+    "grpolab.models.verify": "ModelFilesError",
+    "grpolab.rewards.api": "RewardError",
+    "grpolab.train.atomic": "DiskFullError",
+    "grpolab.train.resume": "ResumeError",
+    "grpolab.train.export": "ExportError",
+    "grpolab.train.health": "UnscoredRunError",
+    "grpolab.train.preflight": "PreflightError",
+}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    # only from modules already imported: an exception cannot be of a class never loaded, and importing
+    # models.loading here would cost seconds of transformers import on the way to an error line
+    loaded = [getattr(sys.modules[module], name) for module, name in USER_ERRORS.items() if module in sys.modules]
+    return (*loaded, FileExistsError)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from grpolab.config.aliases import pop_aliases, translate_overrides
 from grpolab.config.schema import Config
+from grpolab.config.yaml_strict import read_yaml_file
 
 # Names users already know from the agent GRPO scripts they come from.
 ENV_VARS: dict[str, str] = {
@@ -67,17 +68,21 @@ def resolve_preset(name_or_path: str) -> Path:
     )
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+def load_yaml(path: Path, _including: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset file with its `defaults:` includes merged in (an include cycle is an error)."""
+    if path.resolve() in _including:
+        chain = " -> ".join(p.name for p in (*_including, path.resolve()))
+        raise ConfigError(f"{path}: preset includes itself ({chain})")
+    data = read_yaml_file(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     includes = data.pop("defaults", [])
     merged: dict[str, Any] = {}
     for include in includes if isinstance(includes, list) else [includes]:
-        deep_merge(merged, load_yaml(resolve_preset(str(include))))
+        deep_merge(merged, load_yaml(resolve_preset(str(include)), (*_including, path.resolve())))
+    own_train = data.get("train")
+    for key in own_train if isinstance(own_train, dict) else {}:
+        drop_alternative(merged, f"train.{key}")
     deep_merge(merged, data)
     apply_overrides(merged, pop_aliases(merged))  # a Tunix or eval-config YAML, as its users wrote it
     return merged
@@ -126,7 +131,24 @@ def check_keys(tree: dict[str, Any], model: type[BaseModel] = Config, prefix: st
             check_keys(value, annotation, f"{prefix}{key}.")
 
 
+# Two ways to say how long a run is. A layer (a preset over its includes, the command line over the
+# preset) that sets one replaces the other from the layers below; one layer setting both is a conflict
+# that the schema reports naming both fields.
+ALTERNATIVES = {"train.epochs": "train.max_steps", "train.max_steps": "train.epochs"}
+
+
+def drop_alternative(tree: dict[str, Any], dotted: str, set_here: set[str] | None = None) -> None:
+    other = ALTERNATIVES.get(dotted)
+    if other is None or (set_here is not None and other in set_here):
+        return
+    section, _, key = other.partition(".")
+    node = tree.get(section)
+    if isinstance(node, dict):
+        node.pop(key, None)
+
+
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> None:
+    set_here: set[str] = set()
     for item in translate_overrides(overrides):
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
@@ -149,6 +171,8 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> None:
             else:
                 set_dotted(tree, "model.name", text)
             continue
+        drop_alternative(tree, key, set_here)
+        set_here.add(key)
         set_dotted(tree, key, parse_value(text))
 
 
@@ -168,7 +192,7 @@ def config_sources(
     """(source, override) pairs above the preset, lowest precedence first: .env, environment, command line."""
     sources: list[tuple[str, str]] = []
     if env_file and Path(env_file).is_file():
-        named = named_environment_overrides(dict(dotenv_values(env_file)))
+        named = named_environment_overrides(read_env_file(Path(env_file)))
         sources += [(f".env {name}", item) for name, item in named]
     named = named_environment_overrides(dict(os.environ if environ is None else environ))
     sources += [(f"environment {name}", item) for name, item in named]
@@ -201,6 +225,14 @@ def load_config(
         return Config.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+
+
+def read_env_file(path: Path) -> dict[str, str | None]:
+    try:
+        return dict(dotenv_values(path))
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line} is not valid UTF-8 ({err.reason})") from None
 
 
 def redact(value: Any, key: str = "") -> Any:

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan=False: `generation.temperature=inf` or `optim.lr=nan` cannot train; reject every
+    # non-finite float at load time rather than at step 2
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -39,7 +41,7 @@ class DataConfig(Section):
     )
     seed: int = Field(42, description="seed of the questions and the train/val/test split (fixed across train.seed)")
     train_size: int = Field(1000, gt=0, description="number of training questions")
-    val_size: int = Field(100, gt=0, description="size of the validation split (eval.size is drawn from it)")
+    val_size: int = Field(100, gt=0, description="size of the validation split; eval.size (<= this) is drawn from it")
     test_size: int = Field(200, gt=0, description="size of the held-out test split")
     min_num: int = Field(0, description="smallest operand (arithmetic tasks)")
     max_num: int = Field(20, description="largest operand (arithmetic tasks)")
@@ -136,7 +138,9 @@ class OptimConfig(Section):
 class TrainConfig(Section):
     questions_per_step: int = Field(8, gt=0, description="B: questions per step (PER_DEVICE_TRAIN_BATCH_SIZE)")
     micro_batch_size: int = Field(0, ge=0, description="sequences per forward/backward; 0 = whole batch")
-    max_steps: int = Field(100, gt=0, description="optimizer steps (MAX_STEPS); derived from epochs when set")
+    max_steps: int = Field(
+        100, gt=0, description="optimizer steps (MAX_STEPS); derived instead when train.epochs is set"
+    )
     epochs: int = Field(0, ge=0, description="passes over the training questions; 0 = use max_steps")
     seed: int = Field(42, description="seed for data, sampling and init (SEED)")
     output_dir: str = Field("outputs", description="root folder of run directories (OUTPUT_DIR)")
@@ -147,7 +151,7 @@ class TrainConfig(Section):
     min_delta: float = Field(0.0, ge=0.0, description="improvement smaller than this does not count")
     early_stopping_metric: str = Field("eval/accuracy", description="metric watched by early stopping")
     resume: str | None = Field(None, description="'auto' (latest checkpoint of the run) or a checkpoint path")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:1, mps")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch default")
 
 
@@ -191,7 +195,7 @@ class RewardSpec(BaseModel):
     """One reward: a registered `name` or an import path `fn` ("pkg.module:function"), its weight, and
     any further keys as the function's parameters (validated against the function when rewards load)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str | None = None
     fn: str | None = None
     weight: float = 1.0
@@ -241,6 +245,17 @@ class RewardsConfig(Section):
     def _accept_list(cls, data: Any) -> Any:
         # `rewards: [...]` (the short form users write) means `rewards: {functions: [...]}`.
         return {"functions": data} if isinstance(data, list) else data
+
+
+class HealthConfig(Section):
+    """When a run that cannot learn is stopped or marked degraded (see train/health.py); 0 = off."""
+
+    max_unscored_steps: int = Field(
+        10, ge=0, description="stop when a weighted reward is None for every sample this many steps in a row"
+    )
+    max_flat_steps: int = Field(
+        20, ge=0, description="mark the run degraded after this many steps in a row without a trainable signal"
+    )
 
 
 class AgentConfig(Section):
@@ -301,6 +316,30 @@ class DistributedConfig(Section):
         return self
 
 
+def check_early_stopping_metric(cfg: Config) -> None:
+    """`train.early_stopping_metric` must be a metric validation produces (eval/accuracy, eval/pass@k for
+    a configured k, eval/format, eval/mean_reward, eval/completion_length, eval/<category>/accuracy,
+    eval/rewards/<label>/mean): a typo would otherwise surface as a KeyError after the baseline."""
+    metric = cfg.train.early_stopping_metric
+    names = {"eval/accuracy", "eval/mean_reward", "eval/completion_length"}
+    names |= {f"eval/pass@{k}" for k in cfg.eval.pass_k}
+    if cfg.eval.format_reward:
+        names.add("eval/format")
+    labels = {spec.label for spec in cfg.rewards.functions} | {cfg.eval.correctness_reward}
+    labels |= {cfg.eval.format_reward} if cfg.eval.format_reward else set()
+    names |= {f"eval/rewards/{label}/mean" for label in labels}
+    parts = metric.split("/")
+    is_category = len(parts) == 3 and parts[0] == "eval" and parts[2] == "accuracy" and parts[1] != "rewards"
+    if metric not in names and not is_category:
+        import difflib
+
+        hint = difflib.get_close_matches(metric, sorted(names), n=1)
+        raise ValueError(
+            f"train.early_stopping_metric '{metric}' is not an eval metric"
+            + (f"; did you mean '{hint[0]}'?" if hint else f"; choose from {', '.join(sorted(names))}")
+        )
+
+
 class Config(Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -314,6 +353,7 @@ class Config(Section):
     agent: AgentConfig = AgentConfig()
     distributed: DistributedConfig = DistributedConfig()
     journal: JournalConfig = JournalConfig()
+    health: HealthConfig = HealthConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -333,9 +373,19 @@ class Config(Section):
         if self.data.task not in ("jsonl", "hf", "gsm8k") and self.data.train_size > 100_000:
             raise ValueError("data.train_size: synthetic tasks are capped at 100000 questions")
         if self.train.epochs:  # derived in one place: the number of steps that covers the epochs
-            self.train.max_steps = self.train.epochs * max(1, self.data.train_size // self.train.questions_per_step)
+            steps = self.train.epochs * max(1, self.data.train_size // self.train.questions_per_step)
+            if "max_steps" in self.train.model_fields_set and self.train.max_steps != steps:
+                raise ValueError(
+                    f"train.max_steps ({self.train.max_steps}) conflicts with train.epochs ({self.train.epochs}"
+                    f" = {steps} steps); set only one of them"
+                )
+            self.train.max_steps = steps
         if self.eval.size > self.data.val_size:
-            self.data.val_size = self.eval.size  # the validation split is drawn to fit eval.size
+            raise ValueError(
+                f"eval.size ({self.eval.size}) is larger than data.val_size ({self.data.val_size}); "
+                "raise data.val_size or lower eval.size"
+            )
+        check_early_stopping_metric(self)
         return self
 
     @property

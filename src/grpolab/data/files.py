@@ -9,6 +9,7 @@ Rows are numbered from 1; for JSONL the row number is the line number.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,19 @@ def _jsonl(file: Path, text: str) -> list[tuple[int, Row]]:
     return rows
 
 
+def _text(file: Path) -> str:
+    raw = file.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"data.path {file}: line {line} is not valid UTF-8 ({err.reason}); save the file as UTF-8"
+        ) from None
+
+
 def _json(file: Path) -> list[tuple[int, Row]]:
-    text = file.read_text(encoding="utf-8")
+    text = _text(file)
     if file.suffix.lower() == ".jsonl":
         return _jsonl(file, text)
     try:
@@ -84,7 +96,7 @@ def _parquet(file: Path) -> list[tuple[int, Row]]:
 
 
 def _csv(file: Path) -> list[tuple[int, Row]]:
-    with file.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(_text(file), newline="") as handle:
         reader = csv.DictReader(handle)
         # A short line gets None for its last columns: dropping them makes them count as missing.
         return [

@@ -48,6 +48,20 @@ def required(row: Row, column: str, number: int, source: str) -> str:
     return text
 
 
+def answer(row: Row, column: str, number: int, source: str) -> str:
+    """The gold answer as text. A list, dict or bool would be stringified ('[12, 0]', 'True'), which no
+    correctness reward can match: every sample would score None and the run would learn nothing."""
+    value = row.get(column)
+    if isinstance(value, (bool, list, dict)):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise DataError(
+            f"{source}: row {number}: column '{column}' holds a {type(value).__name__} ({shown}); "
+            "the gold answer must be a string or a number (convert the column, or point "
+            "data.answer_column at one that is)"
+        )
+    return required(row, column, number, source)
+
+
 def row_maker(data: DataConfig, source: str) -> MakeExample:
     """Turns a row into an Example using the configured columns; other columns go to fields."""
     used = {data.question_column, data.answer_column, data.category_column}
@@ -55,7 +69,7 @@ def row_maker(data: DataConfig, source: str) -> MakeExample:
     def make(number: int, row: Row) -> Example:
         return Example(
             question=required(row, data.question_column, number, source),
-            answer=required(row, data.answer_column, number, source),
+            answer=answer(row, data.answer_column, number, source),
             category=(required(row, data.category_column, number, source) if data.category_column else data.task),
             fields={k: v for k, v in row.items() if k not in used},
         )

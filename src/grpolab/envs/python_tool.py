@@ -1,24 +1,40 @@
-"""A Python tool: runs model-written code in a separate, resource-limited process.
+"""A Python tool: runs model-written code in a separate, resource-limited, sandboxed process.
 
-NOT A SECURITY BOUNDARY. This keeps an honest-but-clumsy policy (infinite loops, memory bombs,
-runaway output, a crash, a stray `import os; os.environ`) from hurting the training run. It does
-not stop hostile code: the child runs as the same user, can read any file that user can read,
-open network connections, and spawn processes that leave the process group. Run untrusted code in
-a container or VM (gVisor, firejail, nsjail, a throwaway VM) instead.
+NOT A SECURITY BOUNDARY against a determined attacker (there is no seccomp filter, no separate
+user, the kernel is shared): run untrusted code at scale in a container or VM (gVisor, nsjail,
+a throwaway VM). What it does promise, each claim tested by an adversarial snippet in
+tests/agent/test_python_sandbox.py, on Linux:
 
-What is done, and why:
-- `python -I -S` (the same interpreter as the trainer): -I ignores PYTHON* variables and the user
-  site directory, -S skips `site`, so installed packages (and their import time) are out of reach;
-  the standard library (math, fractions, itertools, ...) is what arithmetic and GSM8K need. Set
-  `PythonLimits.site_packages=True` to allow numpy & co.
-- A fresh temporary working directory, deleted afterwards; the code is written there as main.py.
-- A stripped environment: PATH, HOME/TMPDIR (the temp dir) and a UTF-8 locale, nothing else, so API
-  keys and tokens in the trainer's environment are not visible.
-- Limits set by `setrlimit` in the child before exec (preexec_fn): CPU seconds (SIGXCPU), address
-  space (MemoryError), file size (SIGXFSZ; it also caps stdout/stderr, which go to files rather than
-  pipes so a print loop cannot fill the trainer's memory), no core dumps.
-- A wall-clock timeout: the child leads its own session, so the whole process group is SIGKILLed,
-  including anything it forked; the group is also killed after a normal exit to reap leftovers.
+- **Secrets are not visible.** The environment is replaced (PATH, HOME/TMPDIR = the temp dir, a
+  UTF-8 locale); the working directory is a fresh temp dir. In a new PID namespace (`unshare`) the
+  trainer's process does not exist for the code, so `/proc/<trainer pid>/environ` and
+  `/proc/<trainer pid>/cwd/.env` cannot be opened; with Landlock, /proc is not readable at all and
+  neither is any file outside the Python standard library, the system's shared libraries and the
+  temp dir (so `.env` cannot be read by its absolute path either).
+- **Writes stay in the temp dir** (Landlock): creating, changing or deleting a file elsewhere fails
+  with PermissionError.
+- **No network** (a new, empty network namespace; Landlock TCP rules too): connecting to
+  127.0.0.1 fails.
+- **Nothing outlives the call**: the process group is SIGKILLed at the end; in the PID namespace
+  the kernel kills every process when the program's process ends, a `setsid()` grandchild included.
+- **The trainer cannot be signalled** (the PID namespace hides it; Landlock scoping (ABI 6) denies
+  signals outside the sandbox).
+- **Limits** (setrlimit): CPU seconds (SIGXCPU), address space per process (MemoryError), file size
+  (SIGXFSZ; stdout/stderr go to files, so a print loop cannot fill the trainer's memory), no core
+  dumps, and a process count (RLIMIT_NPROC = this user's processes + `max_processes`), plus a
+  wall-clock timeout. Memory is per process: the total is at most `max_processes x memory_mb`.
+- `python -I -S`: no PYTHON* variables, no user site, no site-packages (with Landlock the code
+  cannot add them back by editing sys.path either: they are not readable). `site_packages=True`
+  allows them.
+
+Not guaranteed, and why: where `unshare` (unprivileged user namespaces) or Landlock (Linux >= 5.13,
+enabled in the kernel's LSM list) is missing, the matching promises above do not hold; the tool
+then runs in the weaker mode and logs one warning saying which. The kernel exempts root (uid 0 in
+the initial user namespace) from RLIMIT_NPROC, so a trainer running as root gets no process-count
+limit (the wall-clock kill still ends every process in the namespace). Any file the trainer's user
+can read under the allowed directories can be read: the standard library, the system's /usr/lib
+(Debian's dist-packages included), and an interpreter's own site-packages where it sits inside the
+standard library's directory (python.org and pyenv builds; a venv's site-packages is outside it).
 
 preexec_fn is not safe when the calling process runs threads that hold locks at fork time; the
 rollout loop calls tools from the main thread only.
@@ -27,17 +43,25 @@ rollout loop calls tools from the main thread only.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import json
+import logging
 import math
 import os
 import resource
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from grpolab.envs.tools import Tool, ToolError
+
+log = logging.getLogger("grpolab")
+BOOT = Path(__file__).with_name("sandbox_boot.py")  # applies Landlock in the child, then runs main.py
 
 
 @dataclass(frozen=True)
@@ -49,9 +73,10 @@ class PythonLimits:
     max_output_chars: int = 2000  # characters of output returned to the model
     max_code_chars: int = 20_000
     site_packages: bool = False  # True: drop -S so installed packages can be imported
+    max_processes: int = 16  # processes the code may have at once (RLIMIT_NPROC above the current count)
 
 
-def _limit_child(limits: PythonLimits) -> None:
+def _limit_child(limits: PythonLimits, processes: int) -> None:
     """Runs in the child between fork and exec: only async-signal-safe-ish work, no allocation-heavy code."""
     cpu = max(1, math.ceil(limits.cpu_s))
     # Hard CPU limit one second above the soft one: SIGXCPU at the soft limit, SIGKILL at the hard.
@@ -61,6 +86,61 @@ def _limit_child(limits: PythonLimits) -> None:
     size = limits.output_file_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+
+
+def _user_processes() -> int:
+    """Processes of this user now: RLIMIT_NPROC counts them all, so the limit sits this far above."""
+    uid, count = os.getuid(), 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                count += entry.stat().st_uid == uid
+    return count
+
+
+UNSHARE = ["unshare", "--user", "--map-current-user", "--pid", "--fork", "--kill-child", "--mount-proc", "--net"]
+
+
+@functools.cache
+def _namespaces() -> list[str]:
+    """The `unshare` prefix when this system allows unprivileged user/PID/network namespaces, else []."""
+    try:
+        ok = subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    if not ok:
+        log.warning(
+            "python tool: unshare (user/PID/network namespaces) is not available here: the tool's code can "
+            "see the trainer's process and the network, and setsid() children can outlive it"
+        )
+    return list(UNSHARE) if ok else []
+
+
+@functools.cache
+def _landlock_abi() -> int:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        abi = int(libc.syscall(444, None, 0, 1))  # landlock_create_ruleset(NULL, 0, VERSION)
+    except (OSError, AttributeError):
+        abi = -1
+    if abi < 1:
+        log.warning(
+            "python tool: Landlock is not available in this kernel: the tool's code can read any file the "
+            "trainer's user can read and write outside its temp dir"
+        )
+    return max(abi, 0)
+
+
+def _readable_paths(site_packages: bool) -> list[str]:
+    # the standard library itself (os.py's directory) and its extension modules, not sysconfig's
+    # "platstdlib": in a venv that is the venv's lib/pythonX.Y, which holds site-packages
+    stdlib = {os.path.dirname(os.__file__), str(sysconfig.get_config_var("DESTSHARED") or "")}
+    if site_packages:
+        stdlib |= {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    system = ["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/etc/ld.so.cache", "/dev/urandom"]
+    return sorted(p for p in stdlib if p) + system
 
 
 def _environment(workdir: str) -> dict[str, str]:
@@ -110,18 +190,25 @@ def run_python(code: str, limits: PythonLimits = PythonLimits()) -> str:
         work = Path(tmp) / "work"
         work.mkdir()
         (work / "main.py").write_text(code, encoding="utf-8")
+        plan = {
+            "landlock": _landlock_abi() > 0,
+            "read": _readable_paths(limits.site_packages),
+            "write": [str(work), "/dev/null"],
+        }
+        command = [*_namespaces(), sys.executable, *flags, str(BOOT), json.dumps(plan)]
+        processes = _user_processes() + limits.max_processes
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
         with out_path.open("wb") as out, err_path.open("wb") as err:
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, *flags, "main.py"],
+                    command,
                     cwd=work,
                     env=_environment(str(work)),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
                     start_new_session=True,  # its own process group, so killpg reaches its children
-                    preexec_fn=lambda: _limit_child(limits),
+                    preexec_fn=lambda: _limit_child(limits, processes),
                 )
             except OSError as error:
                 raise ToolError(f"could not start python: {error}") from None
@@ -157,6 +244,8 @@ def _outcome(returncode: int, timed_out: bool, stdout: str, cut: bool, stderr: s
             signal.SIGXFSZ: f"output larger than {limits.output_file_mb} MB",
         }
         raise ToolError(reasons.get(sig, f"crashed with signal {_signal_name(sig)}"))
+    if returncode == 70 and stderr.startswith("sandbox:"):
+        raise ToolError(f"could not start the sandbox: {stderr.strip()}")
     if returncode != 0:
         detail = _tail(stderr.strip(), limits.max_output_chars)
         last_line = detail.rsplit("\n", 1)[-1]

@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from grpolab.config.schema import ModelConfig
 from grpolab.models.tiny_model import TINY_AGENT_DIR, TINY_DIR
+from grpolab.models.verify import check_model_dir
 
 HUB_HOST = ("huggingface.co", 443)
 
@@ -120,6 +121,8 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
 def load_model(cfg: ModelConfig, *, beta: float, device: torch.device, lora: Any | None = None) -> LoadedModel:
     source = resolve_source(cfg.name)
     ensure_reachable(source, cfg.revision)
+    if Path(source).is_dir():  # a local directory: check its files before transformers guesses why not
+        check_model_dir(Path(source), adapter=False, what="model.name")
     tokenizer = load_tokenizer(source, cfg)
     kwargs: dict[str, Any] = {
         "revision": cfg.revision,

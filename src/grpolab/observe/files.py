@@ -28,7 +28,7 @@ SAMPLES_FILE = "samples.jsonl"
 STATUS_FILE = "status.json"
 LOG_FILE = "train.log"
 CONFIG_FILE = "config.yaml"
-STATUSES = ("running", "finished", "stopped_early", "crashed", "interrupted")
+STATUSES = ("running", "finished", "stopped_early", "degraded", "crashed", "interrupted")
 
 
 def jsonable(value: Any) -> Any:

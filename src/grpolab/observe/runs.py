@@ -6,8 +6,8 @@ and one level deeper for sweeps: `<sweep>/<combination>/<name>/<timestamp>/`).
 A process killed with SIGKILL (OOM killer, a preempted node) cannot write "crashed" into its own
 status.json; it stays "running" forever. So a "running" run is shown as crashed when its heartbeat
 (status.json's `updated`, refreshed by the tracker while steps advance) is older than `stale_after`
-AND its process is gone. The pid is only checked on the host that wrote it; from another host the
-stale heartbeat alone decides.
+AND its process is gone. On the host that wrote it the pid alone decides, at once (a pid that is
+gone is a dead run, however fresh the heartbeat); from another host the stale heartbeat decides.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ _SKIP_DIRS = {"checkpoints", "tensorboard", "wandb", "__pycache__"}
 class RunInfo:
     path: Path
     name: str  # path relative to the outputs folder, e.g. "grpo/2025-01-01_12-00-00"
-    status: str  # running | finished | stopped_early | crashed | interrupted | unknown
+    status: str  # running | finished | stopped_early | degraded | crashed | interrupted | unknown
     step: int | None = None
     total_steps: int | None = None
     best_accuracy: float | None = None
@@ -58,13 +58,17 @@ def effective_status(status: dict[str, Any], now: float, stale_after: float = ST
     state = str(status.get("status", "unknown"))
     if state != "running":
         return state, status.get("stop_reason") or status.get("error")
-    updated = status.get("updated")
-    if not isinstance(updated, (int, float)) or now - updated <= stale_after:
-        return state, None
     pid, host = status.get("pid"), status.get("host")
-    if isinstance(pid, int) and host == socket.gethostname() and pid_alive(pid):
-        return state, None  # a long step or evaluation, not a dead run
-    minutes = (now - updated) / 60
+    updated = status.get("updated")
+    silent = (now - updated) / 60 if isinstance(updated, (int, float)) else 0.0  # minutes since the heartbeat
+    stale = silent * 60 > stale_after
+    if isinstance(pid, int) and host == socket.gethostname():  # this machine: the pid decides, now
+        if pid_alive(pid):
+            return state, None
+        return "crashed", f"process {pid} is gone (killed?)" + (f", no heartbeat for {silent:.0f} min" if stale else "")
+    if not stale:
+        return state, None
+    minutes = silent
     return "crashed", f"no heartbeat for {minutes:.0f} min and process {pid} is gone"
 
 
@@ -123,7 +127,13 @@ def list_runs(outputs_dir: Path, *, stale_after: float = STALE_AFTER_S, now: flo
     return [read_run(path, root, now, stale_after) for path in find_run_dirs(root)]
 
 
-STATUS_STYLE = {"running": "cyan", "finished": "green", "stopped_early": "green", "crashed": "red"}
+STATUS_STYLE = {
+    "running": "cyan",
+    "finished": "green",
+    "stopped_early": "green",
+    "degraded": "yellow",
+    "crashed": "red",
+}
 
 
 def runs_table(runs: list[RunInfo]) -> Table:

@@ -11,11 +11,17 @@ from grpolab.rollout.backend import Generator, SamplingParams
 from grpolab.rollout.types import Rollout
 
 
-def prompt_ids(tokenizer: Any, example: Example, data: DataConfig, max_prompt_length: int) -> list[int]:
-    """Chat-template the question; over-long prompts keep their end (the question and the glue)."""
+def full_prompt_ids(tokenizer: Any, example: Example, data: DataConfig) -> list[int]:
+    """The chat-templated question, whole."""
     text = tokenizer.apply_chat_template(build_messages(example, data), add_generation_prompt=True, tokenize=False)
     ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return ids[-max_prompt_length:]
+    return ids
+
+
+def prompt_ids(tokenizer: Any, example: Example, data: DataConfig, max_prompt_length: int) -> list[int]:
+    """Chat-template the question; over-long prompts keep their end (the question and the glue).
+    The trainer counts and reports them once (train.preflight.report_long_prompts)."""
+    return full_prompt_ids(tokenizer, example, data)[-max_prompt_length:]
 
 
 def completion_text(tokenizer: Any, ids: list[int], stop_ids: list[int]) -> str:

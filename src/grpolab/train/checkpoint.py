@@ -21,98 +21,52 @@ The checkpoint's model files sit at its top level, so `AutoPeftModelForCausalLM.
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from grpolab.models.verify import ModelFilesError
 from grpolab.parallel.sharding import Shards, Unsharded, unsharded_class
+from grpolab.train.atomic import DiskFullError, atomic_dir, clean_stale, remove_dir
+from grpolab.train.resume_check import (
+    FROZEN_KEYS,
+    TRAINER_STATE_FILE,
+    check_checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    resolve_resume_path,
+    resume_conflict,
+)
+
+# re-exported: atomic writes live in atomic.py; what may be resumed (torch-free) in resume_check.py
+__all__ = [
+    "FROZEN_KEYS",
+    "DiskFullError",
+    "atomic_dir",
+    "check_checkpoint_dir",
+    "clean_stale",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "resolve_resume_path",
+    "resume_conflict",
+]
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng_state.pt"
-TRAINER_STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "config.yaml"
 BEST = "best"
 # Files that only matter for resuming; an exported model leaves them out.
 TRAINING_FILES = frozenset({OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE, TRAINER_STATE_FILE})
 
-_STEP_RE = re.compile(r"step-(\d+)")
-_HIDDEN_RE = re.compile(r"\.(tmp|old|del)-(.+)-(\d+)")
-
 
 def step_dir(checkpoints_dir: Path, step: int) -> Path:
     return Path(checkpoints_dir) / f"step-{step}"
-
-
-# --- atomic directories ---------------------------------------------------------------------------
-
-
-def _fsync(path: Path) -> None:
-    if path.is_dir() and os.name != "posix":
-        return  # directories cannot be opened for fsync on Windows
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    # Files first, then their directories: after this, a power cut cannot leave the renamed
-    # checkpoint with missing or truncated files.
-    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        _fsync(path)
-    _fsync(root)
-
-
-def _remove(path: Path) -> None:
-    # Rename before deleting: rmtree is not atomic, and a half-deleted step-N that still holds
-    # trainer_state.json would look like a checkpoint.
-    doomed = path.parent / f".del-{path.name}-{os.getpid()}"
-    os.replace(path, doomed)
-    shutil.rmtree(doomed)
-
-
-def _install(tmp: Path, target: Path) -> None:
-    """Rename the finished `tmp` to `target`, moving an existing `target` out of the way first."""
-    old = None
-    if target.exists():
-        # os.replace cannot replace a non-empty directory, hence two renames.
-        old = target.parent / f".old-{target.name}-{os.getpid()}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    _fsync(target.parent)
-    if old is not None:
-        shutil.rmtree(old)
-
-
-@contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield an empty hidden sibling of `target`; on success it becomes `target`, on error it goes."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        _install(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --- RNG ------------------------------------------------------------------------------------------
@@ -251,8 +205,7 @@ def load_checkpoint(
     sharded); under FSDP every rank calls this and keeps its shard of the full tensors read from disk."""
     ckpt_dir = Path(ckpt_dir)
     shards = shards or Unsharded(model)
-    if not (ckpt_dir / TRAINER_STATE_FILE).is_file():
-        raise FileNotFoundError(f"{ckpt_dir} is not a grpolab checkpoint (no {TRAINER_STATE_FILE})")
+    check_checkpoint_dir(ckpt_dir)  # one line for a truncated file, a temp dir, a run dir
     has_adapter = (ckpt_dir / ADAPTER_CONFIG).is_file()
     if has_adapter != _is_peft_model(model):
         saved = "a LoRA adapter" if has_adapter else "full weights"
@@ -266,67 +219,31 @@ def load_checkpoint(
         _load_full(ckpt_dir, model, shards)
     if optimizer is not None:
         # map_location cpu: Optimizer.load_state_dict moves each state tensor to its parameter's device.
-        saved = torch.load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-        shards.load_full_optimizer_state(optimizer, saved)
+        saved = _torch_load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu")
+        try:
+            shards.load_full_optimizer_state(optimizer, saved)
+        except ValueError as err:  # e.g. parameter groups changed (weight decay groups came in 0.2)
+            raise ModelFilesError(f"{ckpt_dir}: optimizer state does not fit this model's optimizer ({err})") from None
     if scheduler is not None:
-        scheduler.load_state_dict(torch.load(ckpt_dir / SCHEDULER_FILE, weights_only=True))
+        scheduler.load_state_dict(_torch_load(ckpt_dir / SCHEDULER_FILE))
     state: dict[str, Any] = json.loads((ckpt_dir / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
     # Last, on purpose: the resumed run must continue from the state captured at save time, even if
     # loading drew random numbers (a model class whose from_pretrained initialises weights).
     if restore_rng:
-        restore_rng_state(torch.load(ckpt_dir / RNG_FILE, weights_only=True))
+        restore_rng_state(_torch_load(ckpt_dir / RNG_FILE))
     return state
 
 
-# --- listing, pruning, best -----------------------------------------------------------------------
-
-
-def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
-    """Complete `step-N` checkpoints, oldest first (hidden temp dirs and `best` are not listed)."""
-    root = Path(checkpoints_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        match = _STEP_RE.fullmatch(path.name)
-        if match and (path / TRAINER_STATE_FILE).is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The checkpoint with the highest step (by number: step-10 is after step-9), or None."""
-    found = list_checkpoints(checkpoints_dir)
-    return found[-1][1] if found else None
-
-
-def _pid_alive(pid: int) -> bool:
+def _torch_load(path: Path, map_location: str | None = None) -> Any:
+    if not path.is_file():
+        raise ModelFilesError(f"checkpoint {path.parent} is incomplete: {path.name} is missing")
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ModelFilesError(f"{path}: truncated or not a torch file ({str(err).splitlines()[0]})") from None
 
 
-def clean_stale(checkpoints_dir: Path) -> None:
-    """Finish what a killed save left behind: delete `.tmp-`/`.del-` dirs of dead processes and put an
-    `.old-NAME` back where NAME is missing (a crash between the two renames of `_install`)."""
-    root = Path(checkpoints_dir)
-    if not root.is_dir():
-        return
-    for path in root.iterdir():
-        match = _HIDDEN_RE.fullmatch(path.name)
-        if not match or not path.is_dir():
-            continue
-        kind, name, pid = match.group(1), match.group(2), int(match.group(3))
-        if pid == os.getpid() or _pid_alive(pid):
-            continue  # a save in progress (ours or another live process's)
-        if kind == "old" and not (root / name).exists():
-            os.replace(path, root / name)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
+# --- listing, pruning, best -----------------------------------------------------------------------
 
 
 def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> list[Path]:
@@ -336,5 +253,5 @@ def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> list[Path]:
     clean_stale(checkpoints_dir)
     doomed = [path for _, path in list_checkpoints(checkpoints_dir)[:-keep_last]]
     for path in doomed:
-        _remove(path)
+        remove_dir(path)
     return doomed

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from grpolab.models.verify import check_model_dir
 from grpolab.train.checkpoint import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -74,6 +75,23 @@ def is_adapter_dir(ckpt_dir: Path) -> bool:
     return (Path(ckpt_dir) / ADAPTER_CONFIG).is_file()
 
 
+def check_export_target(out_dir: Path, overwrite: bool = False) -> None:
+    """`out_dir` may be created (or replaced, with overwrite): not a file, not a non-empty directory."""
+    if out_dir.is_file():
+        raise FileExistsError(f"export: --out {out_dir} is an existing file; give a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"export: --out {out_dir} exists and is not empty; choose another directory")
+
+
+def write_model(model: Any, tokenizer: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> Path:
+    """save_pretrained into `out_dir` atomically (a kill mid-way leaves the previous `out_dir`, or none,
+    never one holding only config.json). Used for a run's `final/`."""
+    with atomic_dir(Path(out_dir)) as tmp:
+        model.save_pretrained(str(tmp), state_dict=state_dict)  # None: the model's own
+        tokenizer.save_pretrained(str(tmp))
+    return Path(out_dir)
+
+
 def export_model(
     ckpt_dir: Path,
     out_dir: Path,
@@ -93,10 +111,8 @@ def export_model(
     card: README.md text (see model_card.py); config_yaml: the run's config, written as config.yaml.
     """
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose another directory or overwrite")
-    if not (ckpt_dir / ADAPTER_CONFIG).is_file() and not (ckpt_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{ckpt_dir} holds neither an adapter nor a model")
+    check_export_target(out_dir, overwrite)
+    check_model_dir(ckpt_dir, what="export")  # a truncated checkpoint must not export "successfully"
     is_adapter = (ckpt_dir / ADAPTER_CONFIG).is_file()
     skip = set(TRAINING_FILES)
     with atomic_dir(out_dir) as tmp:

@@ -15,10 +15,8 @@ import yaml
 
 from grpolab.config.load import config_to_yaml
 from grpolab.config.schema import Config
-from grpolab.train.checkpoint import CONFIG_FILE, latest_checkpoint
+from grpolab.train.checkpoint import CONFIG_FILE, latest_checkpoint, resolve_resume_path, resume_conflict
 
-# Changing these between a checkpoint and a resumed run makes the resumed run meaningless.
-FROZEN_KEYS = ("model.name", "model.finetune", "data.task", "data.seed", "grpo.num_generations", "train.seed")
 # Allowed to change; the change is reported when the run resumes.
 NOTED_KEYS = ("optim.lr", "train.max_steps", "grpo.beta", "train.patience")
 
@@ -48,7 +46,7 @@ def find_resume_point(cfg: Config) -> Path | None:
     if cfg.train.resume in (None, ""):
         return None
     if cfg.train.resume != "auto":
-        return Path(cfg.train.resume)
+        return resolve_resume_path(Path(cfg.train.resume))  # a clear line for a path that is no checkpoint
     runs = sorted((Path(cfg.train.output_dir) / cfg.train.run_name).glob("*/checkpoints"))
     for checkpoints in reversed(runs):
         found = latest_checkpoint(checkpoints)
@@ -64,11 +62,9 @@ def check_resume(cfg: Config, ckpt: Path) -> list[str]:
         raise ResumeError(f"cannot resume: {ckpt} is not a grpolab checkpoint (no {CONFIG_FILE})")
     saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
     current = yaml.safe_load(config_to_yaml(cfg))
-    for key in FROZEN_KEYS:
-        if _dotted(saved, key) != _dotted(current, key):
-            raise ResumeError(
-                f"cannot resume: {key} was {_dotted(saved, key)!r} in {ckpt}, now {_dotted(current, key)!r}"
-            )
+    conflict = resume_conflict(saved, current, ckpt)  # frozen keys: train/resume_check.py
+    if conflict:
+        raise ResumeError(conflict)
     return [
         f"resume: {key} changed {_dotted(saved, key)!r} -> {_dotted(current, key)!r}"
         for key in NOTED_KEYS

@@ -15,12 +15,14 @@ from grpolab.parallel.distributed import DistContext
 class StopSignals:
     def __init__(self, warn: Callable[[str], None]) -> None:
         self.received: str | None = None
+        self.signum: int | None = None  # the first signal's number (the exit code is 128 + it)
         self._warn = warn
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is not None:
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping without saving")
         self.received = signal.Signals(signum).name
+        self.signum = signum
         self._warn(f"{self.received} received: saving a checkpoint after this step (again to abort)")
 
     def any_rank(self, ctx: DistContext) -> bool:

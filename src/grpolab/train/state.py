@@ -112,3 +112,5 @@ class RunSummary:
     after: dict[str, float] = field(default_factory=dict)  # final-split metrics of the exported model
     stop_reason: str = ""  # the reason in words
     stopped_by: StopReason = StopReason.MAX_STEPS
+    degraded: str | None = None  # why the run counts as degraded (train/health.py), if it does
+    signal: int | None = None  # the signal that interrupted it, if one did (exit code 128 + signal)

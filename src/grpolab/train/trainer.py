@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
 from grpolab.config.load import config_to_yaml
 from grpolab.config.schema import Config
-from grpolab.data.base import Example, Splits
+from grpolab.data.base import Example
 from grpolab.data.order import QuestionSampler
-from grpolab.envs.env import EnvFactory
 from grpolab.eval.early_stopping import Decision, EarlyStopping
 from grpolab.eval.evaluate import EvalResult, evaluate_examples
 from grpolab.models.loading import load_model, pick_device, prepare_model
@@ -36,38 +32,23 @@ from grpolab.observe import Tracker
 from grpolab.observe.null import NullTracker
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Shards, Unsharded, accelerate_fsdp_requested, fsdp_settings, shard_model
-from grpolab.rewards import RewardScores, RewardSet
+from grpolab.rewards import RewardScores
 from grpolab.rewards.inputs import reward_inputs
 from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.rollout.sampler import RolloutSampler
 from grpolab.rollout.types import Rollout, collate
 from grpolab.train.checkpoint import BEST, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
+from grpolab.train.export import write_model
 from grpolab.train.groups import merged_scores, sample_groups, sample_records
+from grpolab.train.health import RunHealth
+from grpolab.train.inputs import RunInputs, seed_everything
+from grpolab.train.preflight import preflight, report_long_prompts
 from grpolab.train.resume import check_resume, find_resume_point, new_run_dir
 from grpolab.train.schedule import advance_schedule, build_optimizer, set_peak_lr
 from grpolab.train.signals import StopSignals, stop_signals
 from grpolab.train.state import RunState, RunSummary, StopReason
 from grpolab.train.step_metrics import LOCAL_METRIC_OPS, completion_statistics, reward_statistics
 from grpolab.train.update import policy_update
-
-
-@dataclass
-class RunInputs:
-    """What a run trains and is scored on, built by the Python API from datasets, rewards and a model."""
-
-    splits: Splits
-    rewards: RewardSet
-    eval_rewards: RewardSet  # the training rewards plus what evaluation reads (weight 0)
-    model: Any | None = None  # a transformers model the caller loaded; None = load cfg.model.name
-    tokenizer: Any | None = None  # its tokenizer (with `model`)
-    lora: Any | None = None  # a peft LoraConfig; None = built from model.lora_* when finetune=lora
-    env_factory: EnvFactory | None = None  # agents: one environment per episode; None = cfg.agent.env
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -88,6 +69,7 @@ class Trainer:
         self.rewards, self.eval_rewards, self.splits = inputs.rewards, inputs.eval_rewards, inputs.splits
         self.val = self.splits.val[: cfg.eval.size]
         self.device = self.ctx.device
+        preflight(cfg)  # device, writable output, judge key and endpoint: before the model loads
         if inputs.model is not None:  # after seeding: a fresh LoRA adapter is drawn from the run's seed
             model = inputs.model.to(self.device)
             self.loaded = prepare_model(
@@ -109,6 +91,9 @@ class Trainer:
                 self.reference_shards = shard_model(reference, self.ctx, cfg.distributed, settings)
         # same questions on every rank (the sampler's own seed), different rollouts per rank
         torch.manual_seed(cfg.train.seed + self.ctx.rank)
+        if self.ctx.is_main:
+            report_long_prompts(self.tokenizer, [*self.splits.train, *self.val], cfg)
+        self.health = RunHealth.from_config(cfg)
         self.generator = HFGenerator(self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids)
         self.rollouts = RolloutSampler(cfg, self.generator, self.tokenizer, self.loaded.stop_ids, inputs.env_factory)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
@@ -308,14 +293,16 @@ class Trainer:
                 stopped_by, why = self.loop(signals)
                 after = self.finish(stopped_by, why)
         except BaseException as err:
-            self.tracker.set_status("crashed", step=state.step, error=repr(err))
-            self.tracker.close({"status": "crashed", "error": repr(err)})
+            ended = "interrupted" if isinstance(err, KeyboardInterrupt) else "crashed"  # a second signal
+            self.tracker.set_status(ended, step=state.step, error=repr(err))
+            self.tracker.close({"status": ended, "error": repr(err)})
             raise
         summary = RunSummary(
-            self.run_dir, stopped_by.status, state.step, state.best_accuracy, state.best_step, state.last_reward,
-            time.perf_counter() - started, state.before, after, why, stopped_by,
+            self.run_dir, self.health.final_status(stopped_by.status), state.step, state.best_accuracy,
+            state.best_step, state.last_reward, time.perf_counter() - started, state.before, after, why, stopped_by,
+            self.health.degraded, signals.signum,
         )  # fmt: skip
-        fields = {"best_accuracy": state.best_accuracy, "best_step": state.best_step}
+        fields = {"best_accuracy": state.best_accuracy, "best_step": state.best_step, **self.health.status_fields()}
         self.tracker.set_status(summary.status, step=state.step, stop_reason=why, **fields)
         self.tracker.close({**summary.__dict__, "run_dir": str(self.run_dir), "stopped_by": stopped_by.value})
         return summary
@@ -343,6 +330,8 @@ class Trainer:
             metrics = self.train_step()
             state.step += 1
             state.last_reward = metrics.get("reward", state.last_reward)
+            if warning := self.health.observe(state.step, metrics):  # raises if a reward scored nothing
+                self.tracker.warning(warning)
             if state.step % cfg.logging.log_every == 0 or state.step == max_steps:
                 self.tracker.log_metrics(metrics, state.step)
             self.tracker.advance(state.step)
@@ -394,5 +383,4 @@ class Trainer:
         from_pretrained; every rank must call it under FSDP, rank 0 writes."""
         model_state = self.shards.full_state_dict()
         if self.ctx.is_main:
-            self.model.save_pretrained(str(directory), state_dict=model_state)  # None: the model's own
-            self.tokenizer.save_pretrained(str(directory))
+            write_model(self.model, self.tokenizer, directory, model_state)  # atomic, like the checkpoints

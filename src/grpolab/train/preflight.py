@@ -1,0 +1,115 @@
+"""Checks that run before the model loads, so a run that cannot finish fails in seconds with one line
+instead of after minutes of loading (or, worse, finishes having learned nothing):
+
+- `--resume PATH` names a complete checkpoint (or a run directory that has one);
+- a local model directory has config.json and intact safetensors files;
+- the device exists (`train.device=cuda` on a machine without a GPU);
+- the output directory can be written (a read-only OUTPUT_DIR fails here, not at the first save);
+- a judge reward has its API key in the environment and its endpoint accepts connections;
+- prompts longer than `generation.max_prompt_length` are counted and reported once (after the
+  tokenizer loads: counting needs it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from grpolab.config.schema import Config, RewardsConfig
+from grpolab.models.verify import check_model_dir
+from grpolab.train.resume_check import resolve_resume_path
+
+log = logging.getLogger("grpolab")
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+
+
+class PreflightError(RuntimeError):
+    """A run that cannot work, found before loading the model; one line naming the field or path."""
+
+
+def check_device(name: str) -> None:
+    """`train.device` names a device this machine has."""
+    import torch
+
+    kind, _, index = name.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise PreflightError(f"train.device={name}: no CUDA GPU is available here (use train.device=cpu or auto)")
+        if index and int(index) >= count:
+            raise PreflightError(f"train.device={name}: this machine has {count} CUDA device(s) (cuda:0..{count - 1})")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise PreflightError(f"train.device={name}: MPS is not available here (use train.device=cpu or auto)")
+
+
+def check_writable(directory: Path, field: str) -> None:
+    """Create `directory` (and parents) and write a file into it; any failure is one line naming both."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise PreflightError(f"{field}: cannot write to {directory} ({reason})") from None
+
+
+def check_judges(rewards: RewardsConfig, environ: dict[str, str] | None = None, timeout_s: float = 3.0) -> None:
+    """Every `judge` reward: its API key variable is set (unless the endpoint is on this machine, where
+    local servers often need none) and its host accepts a TCP connection. An unreachable judge would
+    otherwise score None for every sample of the whole run."""
+    from grpolab.rewards.judge import DEFAULT_BASE_URL
+
+    env = os.environ if environ is None else environ
+    for spec in rewards.functions:
+        if spec.name != "judge":
+            continue
+        url = str(spec.params.get("base_url", DEFAULT_BASE_URL))
+        key_env = str(spec.params.get("api_key_env", "OPENROUTER_API_KEY"))
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if not env.get(key_env) and host not in LOOPBACK:
+            raise PreflightError(
+                f"rewards: judge '{spec.label}' needs an API key in ${key_env} (not set) for {url}; "
+                "put it in the environment or .env"
+            )
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+        except OSError as err:
+            raise PreflightError(f"rewards: judge '{spec.label}' endpoint {url} is not reachable ({err})") from None
+
+
+def preflight(cfg: Config) -> None:
+    """Everything that can be checked before the model loads (see the module docstring)."""
+    if cfg.train.resume not in (None, "", "auto"):
+        resolve_resume_path(Path(cfg.train.resume))
+    check_device(cfg.train.device)
+    if Path(cfg.model.name).expanduser().is_dir():  # seconds before transformers would guess what is wrong
+        check_model_dir(Path(cfg.model.name).expanduser(), adapter=False, what="model.name")
+    check_writable(Path(cfg.train.output_dir), "train.output_dir")
+    check_judges(cfg.rewards)
+
+
+def report_long_prompts(tokenizer: Any, examples: list[Any], cfg: Config, warn: Any = log.warning) -> int:
+    """Count the prompts longer than generation.max_prompt_length and warn once with the count.
+    Prompts are cut from the left (their start, with the system prompt, is dropped; the end of the
+    question and the generation prompt are kept). Returns the count."""
+    from grpolab.rollout.single_turn import full_prompt_ids
+
+    limit = cfg.generation.max_prompt_length
+    lengths = [len(full_prompt_ids(tokenizer, example, cfg.data)) for example in examples]
+    long = [n for n in lengths if n > limit]
+    if long:
+        warn(
+            f"{len(long)} of {len(examples)} prompts are longer than generation.max_prompt_length={limit} "
+            f"tokens (longest {max(long)}): their beginning is cut (left truncation keeps the end of the "
+            "question); raise generation.max_prompt_length to keep them whole"
+        )
+    return len(long)

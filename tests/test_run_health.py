@@ -1,0 +1,112 @@
+"""A run that learns nothing does not report success; what cannot work fails before the model loads;
+the exit code tells a scheduler how a run ended (issue 14 items 3, 6, 7)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from grpolab.config.load import load_config
+from grpolab.data.base import Example
+from grpolab.train.health import RunHealth, UnscoredRunError
+from grpolab.train.outcome import exit_code
+from grpolab.train.preflight import PreflightError, check_device, check_judges, check_writable, report_long_prompts
+
+
+def cfg(*overrides: str):
+    return load_config("quick_test", list(overrides), env_file=None, environ={})
+
+
+def unscored(label: str = "numeric") -> dict[str, float]:
+    # what a step logs when `label` returned None for every sample: no spread, nothing to train on
+    return {f"rewards/{label}/none_frac": 1.0, "rewards/answer_format/none_frac": 0.0, "frac_reward_zero_std": 1.0}
+
+
+def test_a_reward_that_scores_nothing_stops_the_run_after_n_steps():
+    health = RunHealth.from_config(cfg("health.max_unscored_steps=3", "health.max_flat_steps=0"))
+    health.observe(1, unscored())
+    health.observe(2, {"rewards/numeric/none_frac": 0.5})  # some scored: the count starts again
+    health.observe(3, unscored())
+    health.observe(4, unscored())
+    with pytest.raises(UnscoredRunError, match=r"reward 'numeric' returned None for every sample of steps 3-5"):
+        health.observe(5, unscored())
+
+
+def test_a_zero_weight_reward_may_score_nothing():
+    health = RunHealth.from_config(
+        cfg("health.max_unscored_steps=1", "rewards=[numeric, {name: judge, model: m, weight: 0}]")
+    )
+    health.observe(1, {"rewards/judge/none_frac": 1.0, "rewards/numeric/none_frac": 0.0})  # no error
+
+
+def test_no_trainable_signal_for_n_steps_marks_the_run_degraded_once():
+    health = RunHealth.from_config(cfg("health.max_flat_steps=2"))
+    flat = {"frac_reward_zero_std": 1.0, "reward": 0.0}
+    assert health.observe(1, flat) is None
+    assert health.observe(2, {"frac_reward_zero_std": 0.5}) is None  # a signal: count restarts
+    assert health.observe(3, flat) is None
+    warning = health.observe(4, {"train/skipped_empty": 1.0})
+    assert warning and "no trainable signal in steps 3-4" in warning
+    assert health.observe(5, flat) is None  # said once
+    assert health.final_status("finished") == "degraded" and health.final_status("interrupted") == "interrupted"
+    assert health.status_fields()["degraded"].startswith("no trainable signal")
+
+
+def test_exit_codes():
+    assert exit_code("finished") == 0 and exit_code("stopped_early") == 0
+    assert exit_code("interrupted", signal.SIGINT) == 130 and exit_code("interrupted", signal.SIGTERM) == 143
+    assert exit_code("degraded") == 3 and exit_code("crashed") == 1
+
+
+def test_an_unwritable_output_dir_is_one_line(tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(PreflightError, match=rf"train.output_dir: cannot write to {blocker}/runs"):
+        check_writable(blocker / "runs", "train.output_dir")
+    check_writable(tmp_path / "new" / "dir", "train.output_dir")  # created
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_one_line():
+    with pytest.raises(PreflightError, match=r"train\.device=cuda: no CUDA GPU is available"):
+        check_device("cuda")
+    check_device("cpu")
+
+
+def judge_config(url: str, key_env: str = "GRPOLAB_TEST_JUDGE_KEY"):
+    return cfg(f"rewards=[{{name: judge, model: m, base_url: '{url}', api_key_env: {key_env}}}]").rewards
+
+
+def test_a_judge_without_its_key_or_endpoint_fails_before_the_model_loads():
+    with pytest.raises(PreflightError, match=r"judge 'judge' needs an API key in \$GRPOLAB_TEST_JUDGE_KEY"):
+        check_judges(judge_config("https://judge.example.org/v1"), environ={})
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    with pytest.raises(PreflightError, match=rf"endpoint http://127.0.0.1:{port}/v1 is not reachable"):
+        check_judges(judge_config(f"http://127.0.0.1:{port}/v1"), environ={})  # local: no key needed
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        check_judges(judge_config(f"http://127.0.0.1:{server.getsockname()[1]}/v1"), environ={})
+    finally:
+        server.close()
+
+
+def test_long_prompts_are_counted_and_reported_once(tiny_tokenizer):
+    from grpolab.rollout.single_turn import full_prompt_ids
+
+    examples = [Example("1+1", "2", "small"), Example("word " * 60, "x", "small")]
+    limit = len(full_prompt_ids(tiny_tokenizer, examples[0], cfg().data)) + 5
+    config = cfg(f"generation.max_prompt_length={limit}")
+    warnings: list[str] = []
+    assert report_long_prompts(tiny_tokenizer, examples, config, warnings.append) == 1
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"1 of 2 prompts are longer than generation.max_prompt_length={limit}")
+    assert "beginning is cut" in warnings[0]
