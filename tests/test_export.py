@@ -73,7 +73,7 @@ def test_export_of_a_checkpoint_reports_its_own_step(lora_run, tmp_path):
 def test_a_directory_without_a_run_is_one_line(tmp_path, capsys):
     (tmp_path / "model").mkdir()
     assert main(["export", str(tmp_path / "model"), "--out", str(tmp_path / "x")]) == 1
-    assert "no config.yaml" in capsys.readouterr().err
+    assert "holds no model" in capsys.readouterr().err
 
 
 class FakeApi:

@@ -109,8 +109,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_writable(out.parent, "eval --out")
     if args.adapter:
         check_model_dir(Path(args.adapter), adapter=True, what="eval --adapter")
-    model_dir = Path(args.model).expanduser()
-    if model_dir.is_dir():
+    model_dir = Path(args.model).expanduser() if args.model else None
+    if model_dir is not None and model_dir.is_dir():
         check_model_dir(model_dir, adapter=False, what="eval --model")
     check_device(cfg.train.device)
     from grpolab.cli.eval import run_eval
