@@ -43,7 +43,8 @@ from grpolab.parallel.sharding import (
     shard_model,
 )
 from grpolab.rewards import RewardInputs, RewardScores, build_rewards
-from grpolab.rollout.backend import HFGenerator, SamplingParams
+from grpolab.rollout.backend import SamplingParams
+from grpolab.rollout.generators import build_generator, sync_after_step
 from grpolab.rollout.sampler import RolloutSampler
 from grpolab.rollout.types import Rollout, collate
 from grpolab.train.checkpoint import latest_checkpoint
@@ -141,7 +142,9 @@ class Trainer:
         # same questions on every rank (the sampler's own seed), different rollouts per rank
         torch.manual_seed(cfg.train.seed + self.ctx.rank)
         self.tokenizer = self.loaded.tokenizer
-        self.generator = HFGenerator(self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids)
+        self.generator = build_generator(
+            cfg, self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids, seed=cfg.train.seed + self.ctx.rank
+        )
         self.rollouts = RolloutSampler(cfg, self.generator, self.tokenizer, self.loaded.stop_ids)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         self.sampler = QuestionSampler(len(self.splits.train), cfg.train.questions_per_step, cfg.train.seed)
@@ -235,6 +238,7 @@ class Trainer:
                 self.sharded,
             )
             metrics.update(result.metrics)
+            metrics.update(sync_after_step(self.generator, self.model))  # vllm: engine = policy again
             if result.skipped_nonfinite:
                 metrics["train/skipped_nonfinite"] = 1.0
                 self.tracker.warning(f"step {self.step + 1}: non-finite gradient, optimizer step skipped")
@@ -243,7 +247,9 @@ class Trainer:
         updated = time.perf_counter()
 
         metrics = ctx.reduce_metrics(
-            metrics, float(batch.completion_mask.sum()), {k: "sum" for k in ("loss", "loss/policy", "loss/kl")}
+            metrics,
+            float(batch.completion_mask.sum()),
+            {**{k: "sum" for k in ("loss", "loss/policy", "loss/kl")}, "mismatch/logp_abs_max": "max"},
         )
         local: dict[str, float] = {**scores.metrics(), **completion_statistics(rollouts)}
         if cfg.agent.enabled:
@@ -334,6 +340,7 @@ class Trainer:
             if self.resume_from is not None:
                 self.control.resume(self.resume_from)
                 self.tracker.info(f"resumed from {self.resume_from} at step {self.step}")
+                sync_after_step(self.generator, self.model)  # vllm: the engine gets the resumed weights
             else:
                 if self.cfg.train.resume:
                     self.tracker.warning("train.resume=auto: no checkpoint of this run name found, starting fresh")

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from grpolab.algo.importance import logprob_mismatch, truncated_is_weights
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.algo.loss import grpo_loss
 from grpolab.config.schema import Config
@@ -97,12 +98,23 @@ def policy_update(
     weights: dict[str, float] = {}
     skipped = False
     grad_norm = 0.0
-    for _ in range(grpo.num_iterations):
+    # sampler-vs-trainer mismatch: measured on every backend that kept its log-probs, corrected for vLLM
+    correct = grpo.importance_sampling_correction and cfg.generation.backend == "vllm"
+    compared: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for iteration in range(grpo.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for index, part in enumerate(parts):
             sub = batch.select(part)
             logp, entropy = sequence_logprobs(model, sub, temperature)  # [n, C]
             old = old_logps[index] if old_logps is not None else logp.detach()
+            weights = None
+            if sub.sample_logp is not None:
+                if iteration == 0:
+                    compared.append((old, sub.sample_logp, sub.completion_mask))
+                if correct:
+                    weights = truncated_is_weights(
+                        old, sub.sample_logp, sub.completion_mask, grpo.importance_sampling_cap
+                    )
             loss, metrics = grpo_loss(
                 logp,
                 old,
@@ -114,6 +126,7 @@ def policy_update(
                 beta=grpo.beta,
                 loss_type=grpo.loss_type,
                 totals=totals,
+                token_weights=weights,
             )
             if grpo.loss_type == "bnpo":
                 loss = loss / (len(parts) * ctx.world_size)
@@ -140,6 +153,9 @@ def policy_update(
     if grpo.num_iterations > 1:
         out = {k: v / (grpo.num_iterations if k.startswith("loss/") else 1) for k, v in out.items()}
     out["loss"] = out.get("loss/policy", 0.0) + out.get("loss/kl", 0.0)
+    if compared:
+        old_all, sample_all, mask_all = (torch.cat(parts) for parts in zip(*compared))
+        out.update(logprob_mismatch(old_all, sample_all, mask_all, grpo.importance_sampling_cap))
     out["grad_norm"] = grad_norm
     out["learning_rate"] = float(optimizer.param_groups[0]["lr"])
     return UpdateResult(out, skipped)
