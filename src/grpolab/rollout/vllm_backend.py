@@ -63,6 +63,7 @@ class VLLMGenerator:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
         self.stop_ids = list(stop_ids)
         threads = torch.get_num_threads()
+        set_num_threads = torch.set_num_threads  # vLLM's CPU worker replaces it with a no-op
         affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         from vllm import LLM
 
@@ -84,7 +85,11 @@ class VLLMGenerator:
             generation_config="vllm",  # our SamplingParams only, never the model's defaults
         )
         self.start_seconds = time.perf_counter() - started
-        # restore what the engine changed for the training passes that share this process
+        # Restore what the engine changed for the training passes that share this process: vLLM's
+        # CPU worker asks for 1 torch thread "for serving" and then monkeypatches
+        # torch.set_num_threads to a no-op for the rest of the process (train.torch_threads, user
+        # code) -- put the real function back and the thread count we had.
+        torch.set_num_threads = set_num_threads  # type: ignore[assignment]
         torch.set_num_threads(threads)
         if affinity is not None:
             os.sched_setaffinity(0, affinity)
