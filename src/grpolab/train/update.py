@@ -107,12 +107,12 @@ def policy_update(
             sub = batch.select(part)
             logp, entropy = sequence_logprobs(model, sub, temperature)  # [n, C]
             old = old_logps[index] if old_logps is not None else logp.detach()
-            weights = None
+            is_weights = None
             if sub.sample_logp is not None:
                 if iteration == 0:
                     compared.append((old, sub.sample_logp, sub.completion_mask))
                 if correct:
-                    weights = truncated_is_weights(
+                    is_weights = truncated_is_weights(
                         old, sub.sample_logp, sub.completion_mask, grpo.importance_sampling_cap
                     )
             loss, metrics = grpo_loss(
@@ -126,7 +126,7 @@ def policy_update(
                 beta=grpo.beta,
                 loss_type=grpo.loss_type,
                 totals=totals,
-                token_weights=weights,
+                token_weights=is_weights,
             )
             if grpo.loss_type == "bnpo":
                 loss = loss / (len(parts) * ctx.world_size)
