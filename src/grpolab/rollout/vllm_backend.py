@@ -83,6 +83,9 @@ class VLLMGenerator:
             gpu_memory_utilization=gpu_memory_utilization,
             logprobs_mode="processed_logprobs",
             generation_config="vllm",  # our SamplingParams only, never the model's defaults
+            # under torchrun (DDP) the process group exists: each rank's engine joins it as its own
+            # data-parallel replica (tensor parallel 1) instead of starting a second world
+            distributed_executor_backend="external_launcher" if torch.distributed.is_initialized() else None,
         )
         self.start_seconds = time.perf_counter() - started
         # Restore what the engine changed for the training passes that share this process: vLLM's
