@@ -41,7 +41,9 @@ def tiny():
 @pytest.fixture(scope="module")
 def engine(tiny):
     model, _, stop_ids = tiny
-    return VLLMGenerator(model, stop_ids, max_model_len=256, seed=0, kv_cache_gib=1, gpu_memory_utilization=0.3)
+    generator = VLLMGenerator(model, stop_ids, max_model_len=256, seed=0, kv_cache_gib=1, gpu_memory_utilization=0.3)
+    yield generator
+    generator.close()
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,7 @@ class VLLMGenerator:
             generation_config="vllm",  # our SamplingParams only, never the model's defaults
             # under torchrun (DDP) the process group exists: each rank's engine joins it as its own
             # data-parallel replica (tensor parallel 1) instead of starting a second world
-            distributed_executor_backend="external_launcher" if torch.distributed.is_initialized() else None,
+            distributed_executor_backend="external_launcher" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         )
         self.start_seconds = time.perf_counter() - started
         # Restore what the engine changed for the training passes that share this process: vLLM's
@@ -105,6 +105,20 @@ class VLLMGenerator:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
         return time.perf_counter() - started
+
+    def close(self) -> None:
+        """Free the engine (its KV cache and weight copy) now rather than at garbage collection."""
+        import gc
+
+        from vllm.distributed.parallel_state import destroy_model_parallel
+
+        engine = getattr(self, "llm", None)
+        if engine is None:
+            return
+        engine.llm_engine.engine_core.shutdown()
+        del self.llm
+        destroy_model_parallel()  # a later engine in this process builds its groups anew
+        gc.collect()
 
     def sampling_params(self, params: SamplingParams) -> Any:
         from vllm import SamplingParams as VLLMSamplingParams
