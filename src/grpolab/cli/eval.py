@@ -12,7 +12,7 @@ from grpolab.data import build_splits
 from grpolab.eval.evaluate import EvalResult, evaluate
 from grpolab.models.loading import load_model, pick_device
 from grpolab.rewards import build_rewards
-from grpolab.rollout.backend import HFGenerator
+from grpolab.rollout.generators import build_generator
 from grpolab.rollout.single_turn import prompt_ids
 from grpolab.train.trainer import evaluation_rewards, seed_everything
 
@@ -41,7 +41,7 @@ def run_eval(cfg: Config, *, adapter: str | None, split: str) -> EvalResult:
     examples = splits.test if split == "test" else splits.val[: cfg.eval.size]
     e = cfg.eval
     result = evaluate(
-        HFGenerator(model, loaded.tokenizer.pad_token_id, loaded.stop_ids),
+        build_generator(cfg, model, loaded.tokenizer.pad_token_id, loaded.stop_ids, seed=cfg.train.seed),
         loaded.tokenizer,
         examples,
         lambda ex: prompt_ids(loaded.tokenizer, ex, cfg.data, cfg.generation.max_prompt_length),
