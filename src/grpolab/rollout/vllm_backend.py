@@ -68,7 +68,7 @@ class VLLMGenerator:
         from vllm import LLM
 
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        dtype: Any = str(next(model.parameters()).dtype).removeprefix("torch.")  # float32, bfloat16, ...
         self._config_dir = tempfile.TemporaryDirectory(prefix="grpolab-vllm-")
         base.config.save_pretrained(self._config_dir.name)
         started = time.perf_counter()
@@ -147,5 +147,12 @@ class VLLMGenerator:
                 ids = list(sample.token_ids)
                 completions.append(ids)
                 truncated.append(not ids or ids[-1] not in self.stop_ids)
-                logprobs.append([float(step[tok].logprob) for step, tok in zip(sample.logprobs or [], ids)])
+                logprobs.append(_sampled_logprobs(sample.logprobs, ids))
         return GenerationOutput(completions, truncated, logprobs)
+
+
+def _sampled_logprobs(steps: Any, ids: list[int]) -> list[float]:
+    """vLLM's per-step {token id: Logprob} (logprobs=0 keeps the sampled token) -> one float per id."""
+    if steps is None or len(steps) != len(ids) or any(step is None or tok not in step for step, tok in zip(steps, ids)):
+        raise RuntimeError("vLLM returned no log-prob for a sampled token (was logprobs=0 set?)")
+    return [float(step[tok].logprob) for step, tok in zip(steps, ids)]
