@@ -56,7 +56,7 @@ class VLLMGenerator:
         kv_cache_gib: float,
         gpu_memory_utilization: float,
     ) -> None:
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process: sync hands over tensors, no socket
         device = next(model.parameters()).device
         on_cpu = device.type == "cpu"
         if on_cpu:
