@@ -59,3 +59,19 @@ def test_token_weights_scale_the_policy_loss_not_the_kl():
     assert plain["loss/policy"] == pytest.approx(-1.0)
     assert weighted["loss/policy"] == pytest.approx(-1.25)
     assert weighted["loss/kl"] == pytest.approx(plain["loss/kl"]) == pytest.approx(0.1 * math.exp(-1))
+
+
+def test_collate_keeps_sampler_logprobs_only_where_the_model_sampled():
+    from grpolab.rollout.types import Rollout, collate
+
+    single = Rollout(0, [5, 6], [7, 8], [1, 1], "", False, sample_logprobs=[-0.1, -0.2])
+    # full agent mode: tool tokens (positions 1-2) are trained but were not sampled: filler 0 in the rollout
+    agent = Rollout(
+        0, [5], [7, 9, 9, 8], [1, 1, 1, 1], "", False, sample_logprobs=[-0.3, 0.0, 0.0, -0.4],
+        info={"sampled_spans": [[0, 1], [3, 4]]},
+    )  # fmt: skip
+    batch = collate([single, agent], pad_id=0)
+    nan = float("nan")
+    expected = torch.tensor([[-0.1, -0.2, nan, nan], [-0.3, nan, nan, -0.4]])
+    assert torch.allclose(batch.sample_logp, expected, equal_nan=True)
+    assert collate([single, Rollout(0, [5], [7], [1], "", False)], 0).sample_logp is None  # one kept none

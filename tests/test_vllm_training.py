@@ -56,13 +56,16 @@ def test_lora_with_vllm_syncs_merged_weights(tmp_path):
     check_run(Trainer(quick_config(tmp_path, *VLLM, "model.finetune=lora", "model.lora_rank=4", "optim.lr=1e-2")))
 
 
-def test_agent_masked_with_vllm(tmp_path):
+@pytest.mark.parametrize("mode", ["masked", "full"])
+def test_agent_with_vllm(tmp_path, mode):
+    """Every turn goes through the engine; in full mode the tool tokens are trained but carry no
+    sampler log-prob, so the mismatch (checked < 0.05) covers the sampled tokens only."""
     cfg = load_config(
         "agent_tiny",
         [
             *QUICK,
             *VLLM,
-            "agent.mode=masked",
+            f"agent.mode={mode}",
             "generation.max_new_tokens=96",
             "agent.max_turns=2",
             "eval.size=4",

@@ -6,6 +6,7 @@ display, so a tokenizer round-trip can never change what is trained on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,8 @@ class Batch:
     """Rollouts collated for the forward pass: prompts left-padded, completions right-padded.
 
     input_ids [N, P+C], attention_mask [N, P+C], completion_mask [N, C] (float), position_ids [N, P+C].
-    sample_logp [N, C]: the sampler's log-prob of each completion token (0 off the mask), when every
+    sample_logp [N, C]: the sampler's log-prob of each token the model sampled, NaN where it sampled
+    none (tool output and template glue, which full agent mode trains too; padding), when every
     rollout kept them; the update compares it with its own (mismatch, importance sampling).
     """
 
@@ -87,7 +89,7 @@ def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
     attention = torch.zeros((n, prompt_len + completion_len), dtype=torch.long)
     mask = torch.zeros((n, completion_len), dtype=torch.float32)
     keep_logp = all(r.sample_logprobs is not None and len(r.sample_logprobs) == len(r.completion_ids) for r in rollouts)
-    sample_logp = torch.zeros((n, completion_len), dtype=torch.float32) if keep_logp else None
+    sample_logp = torch.full((n, completion_len), math.nan) if keep_logp else None
     for i, r in enumerate(rollouts):
         p, c = len(r.prompt_ids), len(r.completion_ids)
         input_ids[i, prompt_len - p : prompt_len] = torch.tensor(r.prompt_ids, dtype=torch.long)
@@ -97,7 +99,10 @@ def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
             attention[i, prompt_len : prompt_len + c] = 1
             mask[i, :c] = torch.tensor(r.completion_mask, dtype=torch.float32)
             if sample_logp is not None:
-                sample_logp[i, :c] = torch.tensor(r.sample_logprobs, dtype=torch.float32) * mask[i, :c]
+                logps = torch.tensor(r.sample_logprobs, dtype=torch.float32)
+                # agent episodes say which spans the model sampled; a single-turn completion is all sampled
+                for start, end in r.info.get("sampled_spans", [[0, c]]):
+                    sample_logp[i, start:end] = logps[start:end]
     # Same positions as HF generate derives from a left-padded attention mask.
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
     return Batch(input_ids, attention, position_ids, mask, prompt_len, sample_logp)

@@ -109,12 +109,13 @@ def policy_update(
             old = old_logps[index] if old_logps is not None else logp.detach()
             is_weights = None
             if sub.sample_logp is not None:
+                # trained tokens the sampler drew (full agent mode also trains tool tokens: no sampler log-prob)
+                sampled = sub.completion_mask * torch.isfinite(sub.sample_logp)
+                sample_logp = torch.nan_to_num(sub.sample_logp)
                 if iteration == 0:
-                    compared.append((old, sub.sample_logp, sub.completion_mask))
+                    compared.append((old, sample_logp, sampled))
                 if correct:
-                    is_weights = truncated_is_weights(
-                        old, sub.sample_logp, sub.completion_mask, grpo.importance_sampling_cap
-                    )
+                    is_weights = truncated_is_weights(old, sample_logp, sampled, grpo.importance_sampling_cap)
             loss, metrics = grpo_loss(
                 logp,
                 old,
@@ -154,7 +155,7 @@ def policy_update(
         out = {k: v / (grpo.num_iterations if k.startswith("loss/") else 1) for k, v in out.items()}
     out["loss"] = out.get("loss/policy", 0.0) + out.get("loss/kl", 0.0)
     if compared:
-        old_all, sample_all, mask_all = (torch.cat(parts) for parts in zip(*compared))
+        old_all, sample_all, mask_all = (torch.cat(pieces) for pieces in zip(*compared))
         out.update(logprob_mismatch(old_all, sample_all, mask_all, grpo.importance_sampling_cap))
     out["grad_norm"] = grad_norm
     out["learning_rate"] = float(optimizer.param_groups[0]["lr"])
