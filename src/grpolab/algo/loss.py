@@ -106,8 +106,12 @@ def grpo_loss(
     beta: float,
     loss_type: LossType,
     totals: StepTotals,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """logp, old_logp, ref_logp, mask [N, T]; adv [N] -> (scalar loss, metrics of this micro-batch).
+
+    token_weights [N, T], optional: constants multiplying each token's policy loss (not the KL
+    term), e.g. the truncated importance weights of algo.importance.
 
     The returned loss (and its `loss/*` metrics) is this micro-batch's share: summing it over the
     micro-batches of a step, on every rank, gives the step loss, for every loss_type.
@@ -115,6 +119,8 @@ def grpo_loss(
     policy, kl_term, diag = per_token_loss(
         logp, old_logp, ref_logp, adv, epsilon=epsilon, epsilon_high=epsilon_high, beta=beta
     )
+    if token_weights is not None:
+        policy = policy * token_weights.detach()
     policy_loss = normalise(policy, mask, loss_type, totals)
     kl_loss = normalise(kl_term, mask, loss_type, totals)
     tokens = mask.sum().clamp(min=1)

@@ -12,7 +12,7 @@ from grpolab.data import build_splits
 from grpolab.eval.evaluate import EvalResult, evaluate_examples, evaluation_reward_set
 from grpolab.models.loading import load_model, pick_device
 from grpolab.rewards import build_rewards
-from grpolab.rollout.backend import HFGenerator
+from grpolab.rollout.generators import build_generator
 from grpolab.rollout.sampler import RolloutSampler
 from grpolab.train.inputs import seed_everything
 from grpolab.train.preflight import report_long_prompts
@@ -43,7 +43,7 @@ def run_eval(cfg: Config, *, adapter: str | None, split: str) -> EvalResult:
     splits = build_splits(cfg.data, cfg.data.seed)
     examples = splits.test if split == "test" else splits.val[: cfg.eval.size]
     report_long_prompts(loaded.tokenizer, examples, cfg)  # left-truncated prompts: counted, said once
-    generator = HFGenerator(model, loaded.tokenizer.pad_token_id, loaded.stop_ids)
+    generator = build_generator(cfg, model, loaded.tokenizer.pad_token_id, loaded.stop_ids, seed=cfg.train.seed)
     sampler = RolloutSampler(cfg, generator, loaded.tokenizer, loaded.stop_ids)
     result = evaluate_examples(cfg, sampler, examples, evaluation_reward_set(cfg, build_rewards(cfg.rewards)))
     print_result(result, split)

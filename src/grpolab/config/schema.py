@@ -87,6 +87,21 @@ class GenerationConfig(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling")
     top_k: int = Field(0, ge=0, description="top-k sampling; 0 = off")
     repetition_penalty: float = Field(1.0, gt=0.0, description="HF generate repetition penalty")
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf: HF generate; vllm: a colocated vLLM engine")
+    vllm_kv_cache_gib: float = Field(2.0, gt=0.0, description="vLLM on CPU: KV cache size in GiB")
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0.0, le=1.0, description="vLLM on GPU: share of GPU memory for the engine (training keeps the rest)"
+    )
+
+    @field_validator("backend")
+    @classmethod
+    def _vllm_installed(cls, value: str) -> str:
+        if value == "vllm":
+            from grpolab.rollout.vllm_backend import INSTALL_HINT, vllm_available
+
+            if not vllm_available():
+                raise ValueError(INSTALL_HINT)
+        return value
 
     @field_validator("temperature")
     @classmethod
@@ -109,6 +124,10 @@ class GRPOConfig(Section):
     dynamic_sampling_rounds: int = Field(
         3, ge=0, description="extra rounds of B questions to refill dropped groups (DAPO dynamic sampling)"
     )
+    importance_sampling_correction: bool = Field(
+        True, description="backend=vllm: re-weight tokens by min(p_trainer / p_engine, cap) (truncated IS)"
+    )
+    importance_sampling_cap: float = Field(2.0, gt=0.0, description="upper cap of the truncated IS weight")
 
 
 class OptimConfig(Section):
@@ -368,6 +387,8 @@ class Config(Section):
             )
         if not self.agent.enabled and any(spec.name == "env" for spec in self.rewards.functions):
             raise ValueError("rewards: the 'env' reward is the environment's final_reward(); set agent.enabled=true")
+        if self.generation.backend == "vllm" and self.distributed.strategy == "fsdp":
+            raise ValueError("generation.backend=vllm runs with distributed.strategy=ddp only (one engine per rank)")
         if self.grpo.epsilon_high is not None and self.grpo.epsilon_high < self.grpo.epsilon:
             raise ValueError("grpo.epsilon_high must be >= grpo.epsilon")
         if self.data.task not in ("jsonl", "hf", "gsm8k") and self.data.train_size > 100_000:

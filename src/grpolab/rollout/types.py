@@ -6,6 +6,7 @@ display, so a tokenizer round-trip can never change what is trained on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,9 @@ class Batch:
     """Rollouts collated for the forward pass: prompts left-padded, completions right-padded.
 
     input_ids [N, P+C], attention_mask [N, P+C], completion_mask [N, C] (float), position_ids [N, P+C].
+    sample_logp [N, C]: the sampler's log-prob of each token the model sampled, NaN where it sampled
+    none (tool output and template glue, which full agent mode trains too; padding), when every
+    rollout kept them; the update compares it with its own (mismatch, importance sampling).
     """
 
     input_ids: torch.Tensor
@@ -50,6 +54,7 @@ class Batch:
     position_ids: torch.Tensor
     completion_mask: torch.Tensor
     prompt_length: int
+    sample_logp: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -61,6 +66,7 @@ class Batch:
             self.position_ids[rows],
             self.completion_mask[rows],
             self.prompt_length,
+            None if self.sample_logp is None else self.sample_logp[rows],
         )
 
     def to(self, device: torch.device | str) -> Batch:
@@ -70,6 +76,7 @@ class Batch:
             self.position_ids.to(device),
             self.completion_mask.to(device),
             self.prompt_length,
+            None if self.sample_logp is None else self.sample_logp.to(device),
         )
 
 
@@ -81,6 +88,8 @@ def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
     input_ids = torch.full((n, prompt_len + completion_len), pad_id, dtype=torch.long)
     attention = torch.zeros((n, prompt_len + completion_len), dtype=torch.long)
     mask = torch.zeros((n, completion_len), dtype=torch.float32)
+    keep_logp = all(r.sample_logprobs is not None and len(r.sample_logprobs) == len(r.completion_ids) for r in rollouts)
+    sample_logp = torch.full((n, completion_len), math.nan) if keep_logp else None
     for i, r in enumerate(rollouts):
         p, c = len(r.prompt_ids), len(r.completion_ids)
         input_ids[i, prompt_len - p : prompt_len] = torch.tensor(r.prompt_ids, dtype=torch.long)
@@ -89,6 +98,11 @@ def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
             input_ids[i, prompt_len : prompt_len + c] = torch.tensor(r.completion_ids, dtype=torch.long)
             attention[i, prompt_len : prompt_len + c] = 1
             mask[i, :c] = torch.tensor(r.completion_mask, dtype=torch.float32)
+            if sample_logp is not None:
+                logps = torch.tensor(r.sample_logprobs, dtype=torch.float32)
+                # agent episodes say which spans the model sampled; a single-turn completion is all sampled
+                for start, end in r.info.get("sampled_spans", [[0, c]]):
+                    sample_logp[i, start:end] = logps[start:end]
     # Same positions as HF generate derives from a left-padded attention mask.
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-    return Batch(input_ids, attention, position_ids, mask, prompt_len)
+    return Batch(input_ids, attention, position_ids, mask, prompt_len, sample_logp)

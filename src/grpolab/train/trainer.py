@@ -34,7 +34,8 @@ from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Shards, Unsharded, accelerate_fsdp_requested, fsdp_settings, shard_model
 from grpolab.rewards import RewardScores
 from grpolab.rewards.inputs import reward_inputs
-from grpolab.rollout.backend import HFGenerator, SamplingParams
+from grpolab.rollout.backend import SamplingParams
+from grpolab.rollout.generators import build_generator, sync_after_step
 from grpolab.rollout.sampler import RolloutSampler
 from grpolab.rollout.types import Rollout, collate
 from grpolab.train.checkpoint import BEST, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
@@ -94,7 +95,9 @@ class Trainer:
         if self.ctx.is_main:
             report_long_prompts(self.tokenizer, [*self.splits.train, *self.val], cfg)
         self.health = RunHealth.from_config(cfg)
-        self.generator = HFGenerator(self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids)
+        self.generator = build_generator(
+            cfg, self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids, seed=cfg.train.seed + self.ctx.rank
+        )
         self.rollouts = RolloutSampler(cfg, self.generator, self.tokenizer, self.loaded.stop_ids, inputs.env_factory)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         t = cfg.train
@@ -166,6 +169,7 @@ class Trainer:
                 cfg, reference, ctx, self.shards,
             )  # fmt: skip
             metrics.update(result.metrics)
+            metrics.update(sync_after_step(self.generator, self.model))  # vllm: engine = policy again
             if result.skipped_nonfinite:
                 metrics["train/skipped_nonfinite"] = 1.0
                 self.tracker.warning(f"step {state.step + 1}: non-finite gradient, optimizer step skipped")
@@ -175,7 +179,9 @@ class Trainer:
         updated = time.perf_counter()
 
         metrics = ctx.reduce_metrics(
-            metrics, float(batch.completion_mask.sum()), {k: "sum" for k in ("loss", "loss/policy", "loss/kl")}
+            metrics,
+            float(batch.completion_mask.sum()),
+            {**{k: "sum" for k in ("loss", "loss/policy", "loss/kl")}, "mismatch/logp_abs_max": "max"},
         )
         local: dict[str, float] = {**merged_scores(groups.rounds).metrics(), **completion_statistics(sampled)}
         if cfg.agent.enabled:
@@ -275,6 +281,7 @@ class Trainer:
             torch.manual_seed(self.cfg.train.seed + self.ctx.rank + 1000 * int(saved["step"]))
         self.state.load_state_dict(saved)
         self.last_saved_step = self.state.step
+        sync_after_step(self.generator, self.model)  # vllm: the engine gets the resumed weights
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> RunSummary:

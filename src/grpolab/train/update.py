@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from grpolab.algo.importance import logprob_mismatch, truncated_is_weights
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.algo.loss import grpo_loss
 from grpolab.config.schema import Config
@@ -111,12 +112,24 @@ def policy_update(
     weights: dict[str, float] = {}
     skipped = False
     grad_norm = 0.0
-    for _ in range(grpo.num_iterations):
+    # sampler-vs-trainer mismatch: measured on every backend that kept its log-probs, corrected for vLLM
+    correct = grpo.importance_sampling_correction and cfg.generation.backend == "vllm"
+    compared: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for iteration in range(grpo.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for index, part in enumerate(parts):
             sub = batch.select(part)
             logp, entropy = sequence_logprobs(model, sub, temperature)  # [n, C]
             old = old_logps[index] if old_logps is not None else logp.detach()
+            is_weights = None
+            if sub.sample_logp is not None:
+                # trained tokens the sampler drew (full agent mode also trains tool tokens: no sampler log-prob)
+                sampled = sub.completion_mask * torch.isfinite(sub.sample_logp)
+                sample_logp = torch.nan_to_num(sub.sample_logp)
+                if iteration == 0:
+                    compared.append((old, sample_logp, sampled))
+                if correct:
+                    is_weights = truncated_is_weights(old, sample_logp, sampled, grpo.importance_sampling_cap)
             loss, metrics = grpo_loss(
                 logp,
                 old,
@@ -128,6 +141,7 @@ def policy_update(
                 beta=grpo.beta,
                 loss_type=grpo.loss_type,
                 totals=totals,
+                token_weights=is_weights,
             )
             (loss * shards.loss_scale).backward()
             tokens = float(sub.completion_mask.sum())
@@ -152,6 +166,9 @@ def policy_update(
     if grpo.num_iterations > 1:
         out = {k: v / (grpo.num_iterations if k.startswith("loss/") else 1) for k, v in out.items()}
     out["loss"] = out.get("loss/policy", 0.0) + out.get("loss/kl", 0.0)
+    if compared:
+        old_all, sample_all, mask_all = (torch.cat(pieces) for pieces in zip(*compared))
+        out.update(logprob_mismatch(old_all, sample_all, mask_all, grpo.importance_sampling_cap))
     out["grad_norm"] = grad_norm
     out["learning_rate"] = float(optimizer.param_groups[0]["lr"])
     return UpdateResult(out, skipped)

