@@ -23,7 +23,13 @@ SMALL = ["train.max_steps=1", "eval.every_steps=0", "logging.quiet=true", "train
 
 def small_args(tmp_path: Path, *extra: str) -> GRPOConfig:
     return GRPOConfig.load(
-        "quick_test", *SMALL, f"train.output_dir={tmp_path}", "data.val_size=4", "eval.size=4", "data.test_size=4", *extra
+        "quick_test",
+        *SMALL,
+        f"train.output_dir={tmp_path}",
+        "data.val_size=4",
+        "eval.size=4",
+        "data.test_size=4",
+        *extra,
     )
 
 
