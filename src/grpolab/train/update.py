@@ -8,7 +8,10 @@ Order of operations, and why:
    before the first update, as the policy moves after it.
 3. Each micro-batch's loss is its share of the step loss (see algo.loss.normalise), so the summed
    gradients equal one big batch's, whatever the micro-batch size.
-4. Under FSDP (`sharded`), no-grad passes run on the gathered model, every rank runs the same number
+4. Modes are set per pass, explicitly: no-grad passes run in eval mode, gradient passes in train
+   mode (where gradient checkpointing acts; dropout is off unless model.dropout), and the model is
+   left in eval mode. Generation sets its own mode.
+5. Under FSDP (`sharded`), no-grad passes run on the gathered model, every rank runs the same number
    of training passes (zero-weighted dummies where it has fewer micro-batches), the backward loss is
    scaled by W because FSDP averages gradients, and the gradient is already reduced: no sum_gradients.
 """
@@ -43,6 +46,7 @@ def _chunks(n: int, size: int) -> list[slice]:
 
 @torch.no_grad()
 def _forward_logprobs(model: Any, batch: Batch, parts: list[slice], temperature: float) -> list[torch.Tensor]:
+    model.eval()
     return [sequence_logprobs(model, batch.select(part), temperature)[0] for part in parts]
 
 
@@ -97,6 +101,7 @@ def policy_update(
     weights: dict[str, float] = {}
     skipped = False
     grad_norm = 0.0
+    model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
     for _ in range(grpo.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for index, part in enumerate(parts):
@@ -136,6 +141,7 @@ def policy_update(
             continue
         optimizer.step()
         scheduler.step()
+    model.eval()
     out = {key: sums[key] / max(weights[key], 1e-12) for key in sums}
     if grpo.num_iterations > 1:
         out = {k: v / (grpo.num_iterations if k.startswith("loss/") else 1) for k, v in out.items()}
