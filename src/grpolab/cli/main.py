@@ -29,9 +29,14 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     from grpolab.data import validate_data
     from grpolab.rewards import build_rewards
 
+    from grpolab.config.model_defaults import tiny_settings_warning
+
     cfg = load_config(preset, overrides)
     build_rewards(cfg.rewards)
     validate_data(cfg.data)
+    warning = tiny_settings_warning(cfg)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return cfg
 
 

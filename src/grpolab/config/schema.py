@@ -23,7 +23,7 @@ class ModelConfig(Section):
     )
     cache_dir: str | None = Field(
         None,
-        description="where aliased pip-wheel models are converted once; None = $GRPOLAB_CACHE_DIR or ~/.cache/grpolab/models",
+        description="cache of converted pip-wheel models; None = $GRPOLAB_CACHE_DIR or ~/.cache/grpolab/models",
     )
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
