@@ -210,7 +210,9 @@ def main() -> None:
                 continue
             r = json.loads(lines[-1].removeprefix("RESULT "))
             train = f"{median_after_first(r['train_s']):.1f}" if "train_s" in r else "n/a"
-            notes = f"TRL gradient_checkpointing={r['gradient_checkpointing']}" if engine == "trl" else " ".join(args.set)
+            notes = (
+                f"TRL gradient_checkpointing={r['gradient_checkpointing']}" if engine == "trl" else " ".join(args.set)
+            )
             print(
                 f"| {mode} | {engine} | {median_after_first(r['step_s']):.1f} | {train} | "
                 f"{r['peak_rss_mb'] / 1024:.2f} | {notes} |",

@@ -26,10 +26,9 @@ def fail(message: str, code: int = 2) -> int:
 
 def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     """Load and fully validate a config (rewards, data) before anything heavy is imported or loaded."""
+    from grpolab.config.model_defaults import tiny_settings_warning
     from grpolab.data import validate_data
     from grpolab.rewards import build_rewards
-
-    from grpolab.config.model_defaults import tiny_settings_warning
 
     cfg = load_config(preset, overrides)
     build_rewards(cfg.rewards)

@@ -40,6 +40,20 @@ class UpdateResult:
     skipped_nonfinite: bool  # the gradient was NaN/inf: the optimizer step was skipped
 
 
+# Sequence positions per training pass when train.micro_batch_size is 0 (auto). Activation memory
+# grows with the positions in one pass (SmolLM2-135M: ~1.5 MB per position without gradient
+# checkpointing), and on CPU a smaller pass costs little speed: 32 x 124 positions in 4 passes
+# instead of 1 was no slower (docs/performance.md).
+AUTO_MICRO_BATCH_POSITIONS = 1024
+
+
+def micro_batch_size(cfg: Config, batch: Batch) -> int:
+    """train.micro_batch_size, or (0 = auto) as many sequences as fit AUTO_MICRO_BATCH_POSITIONS."""
+    if cfg.train.micro_batch_size:
+        return cfg.train.micro_batch_size
+    return max(1, min(len(batch), AUTO_MICRO_BATCH_POSITIONS // max(1, int(batch.input_ids.shape[1]))))
+
+
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
@@ -78,7 +92,7 @@ def policy_update(
     """batch of N sequences, adv [N] -> optimizer step(s); returns step metrics."""
     grpo = cfg.grpo
     temperature = cfg.generation.temperature
-    parts = _chunks(len(batch), cfg.micro_batch)
+    parts = _chunks(len(batch), micro_batch_size(cfg, batch))
     mask = batch.completion_mask
     ctx = ctx or DistContext.single()
     # whole-step counts over all ranks: each rank's loss is then its share of the global loss, and
