@@ -313,7 +313,3 @@ class Config(Section):
     @property
     def sequences_per_step(self) -> int:
         return self.train.questions_per_step * self.grpo.num_generations
-
-    @property
-    def micro_batch(self) -> int:
-        return self.train.micro_batch_size or self.sequences_per_step
