@@ -86,7 +86,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         Path(args.checkpoint),
         Path(args.out),
         merge=args.merge,
-        base_model_name=resolve_source(saved.model.name),
+        base_model_name=resolve_source(saved.model.name, saved.model.cache_dir),
     )
     print(f"exported {args.checkpoint} -> {args.out}")
     return 0
