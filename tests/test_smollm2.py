@@ -16,7 +16,7 @@ from grpolab.models.loading import load_model, stop_token_ids
 from grpolab.rollout.backend import GenerationOutput, HFGenerator, SamplingParams
 from grpolab.rollout.single_turn import prompt_ids, sample_completions
 from grpolab.rollout.types import collate
-from grpolab.train.trainer import Trainer
+from grpolab.api import GRPOTrainer
 from run_helpers import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -128,7 +128,9 @@ def test_a_completion_that_retokenises_differently_is_trained_on_the_sampled_ids
 @pytest.mark.parametrize("finetune", ["lora", "full"])
 def test_one_training_step(tmp_path, smollm2_cache, finetune):
     extra = ["model.finetune=lora", "optim.lr=1e-3"] if finetune == "lora" else ["model.finetune=full", "optim.lr=1e-5"]
-    trainer = Trainer(short_run(tmp_path, smollm2_cache, *extra, "grpo.beta=0.04", "train.save_every=1"))
+    trainer = GRPOTrainer(
+        args=short_run(tmp_path, smollm2_cache, *extra, "grpo.beta=0.04", "train.save_every=1")
+    ).trainer
     trained = [(n, p.detach().clone()) for n, p in trainer.model.named_parameters() if p.requires_grad]
     summary = trainer.run()
     assert summary.status == "finished" and summary.steps == 1
@@ -143,10 +145,10 @@ def test_one_training_step(tmp_path, smollm2_cache, finetune):
 def test_resume_and_eval_on_the_real_model(tmp_path, smollm2_cache):
     from grpolab.cli.eval import run_eval
 
-    first = Trainer(short_run(tmp_path, smollm2_cache, "model.finetune=lora", "train.save_every=1")).run()
-    resumed = Trainer(
-        short_run(tmp_path, smollm2_cache, "model.finetune=lora", "train.max_steps=2", "train.resume=auto")
-    ).run()
+    first = GRPOTrainer(args=short_run(tmp_path, smollm2_cache, "model.finetune=lora", "train.save_every=1")).train()
+    resumed = GRPOTrainer(
+        args=short_run(tmp_path, smollm2_cache, "model.finetune=lora", "train.max_steps=2", "train.resume=auto")
+    ).train()
     assert resumed.run_dir == first.run_dir and resumed.steps == 2
     steps = sorted({r["step"] for r in read_metrics(resumed.run_dir) if "loss" in r})
     assert steps == [1, 2]
