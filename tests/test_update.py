@@ -39,13 +39,13 @@ def config(**overrides):
 
 def test_masked_positions_get_exactly_zero_gradient(tiny_llama, tiny_tokenizer):
     batch = make_batch(tiny_tokenizer.pad_token_id)
-    logits_grad = {}
+    hidden_grad = {}
 
-    def keep_grad(module, args, output):
-        output.logits.retain_grad()
-        logits_grad["out"] = output
+    def keep_grad(module, args, output):  # the decoder's last hidden states feed only the LM head
+        output.last_hidden_state.retain_grad()
+        hidden_grad["out"] = output
 
-    tiny_llama.register_forward_hook(keep_grad)
+    tiny_llama.model.register_forward_hook(keep_grad)
     logp, _ = sequence_logprobs(tiny_llama, batch, temperature=1.0)
     adv = torch.linspace(-1, 1, len(batch))
     loss, _ = grpo_loss(
@@ -61,14 +61,14 @@ def test_masked_positions_get_exactly_zero_gradient(tiny_llama, tiny_tokenizer):
         totals=StepTotals(len(batch), float(batch.completion_mask.sum()), 8),
     )
     loss.backward()
-    grad = logits_grad["out"].logits.grad  # [N, C+1, V]; position j predicts completion token j
-    C = batch.completion_mask.shape[1]
-    per_position = grad[:, :C, :].abs().sum(-1)  # [N, C]
+    grad = hidden_grad["out"].last_hidden_state.grad  # [N, P+C, H]; position P-1+j predicts completion token j
+    P, C = batch.prompt_length, batch.completion_mask.shape[1]
+    per_position = grad[:, P - 1 : P - 1 + C, :].abs().sum(-1)  # [N, C]
     masked = batch.completion_mask == 0  # padding, post-eos and tool tokens
     assert masked.any()
     assert torch.all(per_position[masked] == 0.0)
     assert torch.all(per_position[~masked] > 0.0)
-    assert torch.all(grad[:, C, :] == 0.0)  # the logit after the last token predicts nothing trained
+    assert torch.all(grad[:, P - 1 + C, :] == 0.0)  # the last position predicts nothing trained
 
 
 def sgd_update(model, batch, adv, loss_type: str, micro: int, **overrides):

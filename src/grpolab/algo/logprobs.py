@@ -1,16 +1,25 @@
-"""Per-token log-probabilities and entropies of sampled ids, computed in row chunks.
+"""Per-token log-probabilities and entropies of sampled ids, never holding [N, T, V] logits.
 
-A full log-softmax over a 150k vocabulary for every position of a 48-trajectory batch is tens of
-GB; chunking over rows keeps the peak at one chunk while giving the same numbers (tested).
+A real vocabulary makes the logits the largest tensor of a step: 48 sequences x 300 tokens x a
+49k vocabulary is 2.8 GB in float32, and autograd would keep it (and its log-softmax) for the
+backward pass. Instead the decoder's hidden states [N, T, H] go through the LM head a chunk of
+positions at a time: the chunk's logits are used for the sampled token's log-prob and dropped, and
+the backward pass recomputes them (activation checkpointing per chunk). Peak logits memory is one
+chunk, the numbers and gradients are those of the unchunked computation (tested), and positions
+that are padding are never sent through the head at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from grpolab.rollout.types import Batch
+
+CHUNK_TOKENS = 1024  # positions per LM-head chunk: 1024 x 49k float32 logits = 200 MB transient
 
 
 def token_logprobs(
@@ -33,22 +42,107 @@ def token_logprobs(
     return torch.cat(logps), torch.cat(entropies)
 
 
+def _chunk_logprobs(
+    hidden: torch.Tensor, ids: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden [M, H], ids [M] -> (logp [M], entropy [M] without gradient)."""
+    log_probs = torch.log_softmax(head(hidden).float() / temperature, dim=-1)  # [M, V], this chunk only
+    logp = log_probs.gather(-1, ids[:, None]).squeeze(-1)
+    with torch.no_grad():
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+    return logp, entropy
+
+
+def hidden_logprobs(
+    hidden: torch.Tensor,
+    ids: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    temperature: float = 1.0,
+    chunk_tokens: int = CHUNK_TOKENS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden [M, H] (one row per predicted position), ids [M] -> (logp [M], entropy [M]).
+
+    head maps [m, H] -> logits [m, V]. With gradients enabled each chunk is checkpointed: its
+    logits exist only inside the chunk's forward and, again, inside its backward.
+    """
+    if hidden.shape[0] != ids.shape[0]:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and ids {tuple(ids.shape)} disagree")
+    logps, entropies = [], []
+    recompute = torch.is_grad_enabled() and hidden.requires_grad
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        part = (hidden[start : start + chunk_tokens], ids[start : start + chunk_tokens], head, temperature)
+        if recompute:
+            logp, entropy = checkpoint(_chunk_logprobs, *part, use_reentrant=False)
+        else:
+            logp, entropy = _chunk_logprobs(*part)
+        logps.append(logp)
+        entropies.append(entropy)
+    if not logps:
+        return hidden.new_zeros(0), hidden.new_zeros(0)
+    return torch.cat(logps), torch.cat(entropies)
+
+
+def decoder_and_head(model: Any) -> tuple[Any, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """The causal LM's decoder stack and a function hidden -> logits, or None when the model does
+    not expose them in the usual transformers layout (then the full-logits path is used).
+
+    FSDP2 modules are excluded: their root module's forward hook gathers the root-level weights
+    (embeddings, LM head), which calling the submodules directly would skip.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PeftModel -> the LM
+    if isinstance(base, FSDPModule) or isinstance(model, FSDPModule):
+        return None
+    decoder = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    get_head = getattr(base, "get_output_embeddings", None)
+    head = get_head() if get_head is not None else None
+    if decoder is None or head is None or not isinstance(decoder, torch.nn.Module):
+        return None
+    config = getattr(base, "config", None)
+    if getattr(config, "logit_scale", None) or getattr(config, "logits_scaling", None):
+        return None  # models that rescale logits in their own forward: use it
+    softcap = getattr(config, "final_logit_softcapping", None)
+    if softcap:  # Gemma 2: tanh soft-capping applied by the model's forward after the head
+
+        def capped(hidden: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(head(hidden) / softcap) * softcap
+
+        return decoder, capped
+    return decoder, head
+
+
 def sequence_logprobs(
-    model: Any, batch: Batch, temperature: float, chunk_rows: int = 8
+    model: Any, batch: Batch, temperature: float, chunk_tokens: int = CHUNK_TOKENS
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward a collated batch; log-probs [N, C] and entropies [N, C] of its completion tokens.
 
-    Only the last C+1 positions' logits are materialised (logits_to_keep): position P-1 predicts
-    the first completion token, position P+C-2 the last.
+    Position P-1 predicts the first completion token, position P+C-2 the last. Padding positions
+    (attention 0) get log-prob 0 and entropy 0; every loss multiplies them by mask 0.
     """
     completion_len = batch.completion_mask.shape[1]
-    out = model(
+    targets = batch.input_ids[:, batch.prompt_length :]  # [N, C]
+    parts = decoder_and_head(model)
+    if parts is None:
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            logits_to_keep=completion_len + 1,
+            use_cache=False,
+        )
+        return token_logprobs(out.logits[:, :-1, :], targets, temperature)  # logits [N, C, V]
+    decoder, head = parts
+    hidden = decoder(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
-        logits_to_keep=completion_len + 1,
         use_cache=False,
-    )
-    logits = out.logits[:, :-1, :]  # [N, C, V]
-    targets = batch.input_ids[:, batch.prompt_length :]  # [N, C]
-    return token_logprobs(logits, targets, temperature, chunk_rows)
+    ).last_hidden_state  # [N, P+C, H]
+    start = batch.prompt_length - 1
+    hidden = hidden[:, start : start + completion_len]  # [N, C, H]: the positions that predict completions
+    real = batch.attention_mask[:, batch.prompt_length :].bool()  # [N, C]: not padding
+    logp_flat, entropy_flat = hidden_logprobs(hidden[real], targets[real], head, temperature, chunk_tokens)  # [M]
+    logp = hidden.new_zeros(targets.shape, dtype=torch.float32).masked_scatter(real, logp_flat)
+    entropy = hidden.new_zeros(targets.shape, dtype=torch.float32).masked_scatter(real, entropy_flat)
+    return logp, entropy

@@ -29,6 +29,7 @@ def fail(message: str, code: int = 2) -> int:
 
 def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     """Load and fully validate a config (rewards, data) before anything heavy is imported or loaded."""
+    from grpolab.config.model_defaults import tiny_settings_warning
     from grpolab.data import validate_data
     from grpolab.rewards import build_rewards
     from grpolab.train.lr_schedule import check_scheduler
@@ -37,6 +38,9 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     build_rewards(cfg.rewards)
     validate_data(cfg.data)
     check_scheduler(cfg.optim, cfg.train.max_steps, cfg.grpo.num_iterations)
+    warning = tiny_settings_warning(cfg)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return cfg
 
 

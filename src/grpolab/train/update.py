@@ -8,7 +8,10 @@ Order of operations, and why:
    before the first update, as the policy moves after it.
 3. Each micro-batch's loss is its share of the step loss (see algo.loss.normalise), so the summed
    gradients equal one big batch's, whatever the micro-batch size.
-4. Under FSDP (`shards` is a ShardedModel), no-grad passes run on the gathered model, every rank runs the same number
+4. Modes are set per pass, explicitly: no-grad passes run in eval mode, gradient passes in train
+   mode (where gradient checkpointing acts; dropout is off unless model.dropout), and the model is
+   left in eval mode. Generation sets its own mode.
+5. Under FSDP (`shards` is a ShardedModel), no-grad passes run on the gathered model, every rank runs the same number
    of training passes (zero-weighted dummies where it has fewer micro-batches), the backward loss is
    scaled by W because FSDP averages gradients, and the gradient is already reduced: no sum_gradients.
 """
@@ -49,12 +52,27 @@ def completion_token_cap(cfg: Config) -> int:
     return cfg.agent.max_total_tokens if cfg.agent.enabled else cfg.generation.max_new_tokens
 
 
+# Sequence positions per training pass when train.micro_batch_size is 0 (auto). Activation memory
+# grows with the positions in one pass (SmolLM2-135M: ~1.5 MB per position without gradient
+# checkpointing), and on CPU a smaller pass costs little speed: 32 x 124 positions in 4 passes
+# instead of 1 was no slower (docs/performance.md).
+AUTO_MICRO_BATCH_POSITIONS = 1024
+
+
+def micro_batch_size(cfg: Config, batch: Batch) -> int:
+    """train.micro_batch_size, or (0 = auto) as many sequences as fit AUTO_MICRO_BATCH_POSITIONS."""
+    if cfg.train.micro_batch_size:
+        return cfg.train.micro_batch_size
+    return max(1, min(len(batch), AUTO_MICRO_BATCH_POSITIONS // max(1, int(batch.input_ids.shape[1]))))
+
+
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 @torch.no_grad()
 def _forward_logprobs(model: Any, batch: Batch, parts: list[slice], temperature: float) -> list[torch.Tensor]:
+    model.eval()
     return [sequence_logprobs(model, batch.select(part), temperature)[0] for part in parts]
 
 
@@ -90,7 +108,7 @@ def policy_update(
     shards = shards or Unsharded(model)
     grpo = cfg.grpo
     temperature = cfg.generation.temperature
-    parts = _chunks(len(batch), cfg.micro_batch)
+    parts = _chunks(len(batch), micro_batch_size(cfg, batch))
     mask = batch.completion_mask
     ctx = ctx or DistContext.single()
     # whole-step counts over all ranks: each rank's loss is then its share of the global loss, and
@@ -112,6 +130,7 @@ def policy_update(
     weights: dict[str, float] = {}
     skipped = False
     grad_norm = 0.0
+    model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
     # sampler-vs-trainer mismatch: measured on every backend that kept its log-probs, corrected for vLLM
     correct = grpo.importance_sampling_correction and cfg.generation.backend == "vllm"
     compared: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -162,6 +181,7 @@ def policy_update(
             continue
         optimizer.step()
         scheduler.step()
+    model.eval()
     out = {key: sums[key] / max(weights[key], 1e-12) for key in sums}
     if grpo.num_iterations > 1:
         out = {k: v / (grpo.num_iterations if k.startswith("loss/") else 1) for k, v in out.items()}

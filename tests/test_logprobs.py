@@ -1,0 +1,156 @@
+"""Log-probs from hidden states in chunks equal the full-logits computation, values and gradients,
+without ever saving [N, T, V] logits for backward; gradient checkpointing acts for full FT and LoRA."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from grpolab.algo.logprobs import hidden_logprobs, sequence_logprobs, token_logprobs
+from grpolab.config.schema import ModelConfig
+from grpolab.models.loading import gradient_checkpointing_active, load_model
+from grpolab.rollout.types import Rollout, collate
+
+
+def padded_batch(pad_id: int):
+    g = torch.Generator().manual_seed(3)
+    rollouts = []
+    for i in range(6):
+        prompt = torch.randint(4, 90, (3 + i % 3,), generator=g).tolist()
+        completion = torch.randint(4, 90, (1 + (i * 5) % 7,), generator=g).tolist()  # ragged: padding
+        rollouts.append(Rollout(i // 2, prompt, completion, [1] * len(completion), "", False))
+    return collate(rollouts, pad_id)
+
+
+def full_logits_logprobs(model, batch, temperature):
+    """The reference computation: the model's own forward, every logit materialised."""
+    C = batch.completion_mask.shape[1]
+    logits = model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+    ).logits[:, -C - 1 : -1]  # [N, C, V]
+    logp, entropy = token_logprobs(logits, batch.input_ids[:, batch.prompt_length :], temperature)
+    real = batch.attention_mask[:, batch.prompt_length :].bool()
+    return logp * real, entropy * real  # padding positions are 0 in the chunked path
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1000])
+def test_hidden_chunks_equal_unchunked_values_and_gradients(chunk):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 37, bias=False)
+    hidden = torch.randn(23, 8, requires_grad=True)
+    ids = torch.randint(0, 37, (23,))
+    logp, entropy = hidden_logprobs(hidden, ids, head, temperature=0.7, chunk_tokens=chunk)
+    (logp * torch.linspace(-1, 1, 23)).sum().backward()
+    got = (hidden.grad.clone(), head.weight.grad.clone())
+
+    hidden.grad, head.weight.grad = None, None
+    ref_logp, ref_entropy = token_logprobs(head(hidden)[None], ids[None], temperature=0.7)
+    (ref_logp[0] * torch.linspace(-1, 1, 23)).sum().backward()
+    torch.testing.assert_close(logp, ref_logp[0])
+    torch.testing.assert_close(entropy, ref_entropy[0])
+    torch.testing.assert_close(got[0], hidden.grad)
+    torch.testing.assert_close(got[1], head.weight.grad)
+
+
+def test_sequence_logprobs_equal_the_models_own_logits(tiny_llama, tiny_tokenizer):
+    batch = padded_batch(tiny_tokenizer.pad_token_id)
+    weights = torch.randn(batch.completion_mask.shape)
+    twin = copy.deepcopy(tiny_llama)
+    logp, entropy = sequence_logprobs(tiny_llama, batch, temperature=0.9, chunk_tokens=4)
+    (logp * weights).sum().backward()
+    ref_logp, ref_entropy = full_logits_logprobs(twin, batch, 0.9)
+    (ref_logp * weights).sum().backward()
+    torch.testing.assert_close(logp, ref_logp)
+    torch.testing.assert_close(entropy, ref_entropy)
+    for (name, p), q in zip(tiny_llama.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def saved_for_backward(fn) -> list[torch.Size]:
+    shapes: list[torch.Size] = []
+
+    def pack(t):
+        shapes.append(t.shape)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return shapes
+
+
+def test_no_full_vocabulary_tensor_is_saved_for_backward(tiny_llama, tiny_tokenizer):
+    batch = padded_batch(tiny_tokenizer.pad_token_id)
+    vocab = tiny_llama.config.vocab_size
+    chunk = 4
+    shapes = saved_for_backward(lambda: sequence_logprobs(tiny_llama, batch, 1.0, chunk_tokens=chunk))
+    assert not [s for s in shapes if s and s[-1] == vocab]  # checkpointed chunks keep only their inputs
+    shapes = saved_for_backward(lambda: full_logits_logprobs(tiny_llama, batch, 1.0))
+    assert [s for s in shapes if s and s[-1] == vocab]  # the unchunked path does (the test can fail)
+
+
+def tiny_config(**fields) -> ModelConfig:
+    return ModelConfig(name="tiny", dtype="float32", **fields)
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_gradient_checkpointing_is_active_and_changes_no_gradient(tiny_tokenizer, finetune):
+    batch = padded_batch(tiny_tokenizer.pad_token_id)
+    grads, saved = [], []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        loaded = load_model(
+            tiny_config(finetune=finetune, gradient_checkpointing=checkpointing, lora_dropout=0.1),
+            beta=0.0,
+            device=torch.device("cpu"),
+        )
+        model = loaded.model
+        assert gradient_checkpointing_active(model) is checkpointing
+        assert not model.training  # loaded in eval mode; update.py sets train mode for gradient passes
+        model.train()
+
+        def step(model=model):
+            logp, _ = sequence_logprobs(model, batch, 1.0)
+            (logp * batch.completion_mask).sum().backward()
+
+        saved.append(len(saved_for_backward(step)))
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert saved[1] < saved[0] / 2  # layer activations are recomputed, not kept
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:  # dropout is off by default, so the recomputed forward is the same forward
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
+def test_dropout_is_off_by_default_and_kept_on_request():
+    def dropouts(dropout: bool) -> list[float]:
+        loaded = load_model(
+            tiny_config(finetune="lora", lora_dropout=0.1, dropout=dropout), beta=0.0, device=torch.device("cpu")
+        )
+        return [m.p for m in loaded.model.modules() if isinstance(m, torch.nn.Dropout)]
+
+    assert dropouts(False) and set(dropouts(False)) == {0.0}
+    assert set(dropouts(True)) == {0.1}
+
+
+def test_update_trains_in_train_mode_and_scores_in_eval_mode(tiny_tokenizer):
+    from grpolab.config.load import load_config
+    from grpolab.train.schedule import build_optimizer
+    from grpolab.train.update import policy_update
+
+    cfg = load_config(
+        None,
+        ["train.questions_per_step=3", "grpo.num_generations=2", "grpo.beta=0.1", "grpo.num_iterations=2"],
+        env_file=None,
+        environ={},
+    )
+    loaded = load_model(cfg.model, beta=cfg.grpo.beta, device=torch.device("cpu"))
+    modes: list[tuple[bool, bool]] = []  # (training, grad enabled) of every forward
+    loaded.model.register_forward_hook(lambda m, a, o: modes.append((m.training, torch.is_grad_enabled())))
+    loaded.model.model.register_forward_hook(lambda m, a, o: modes.append((m.training, torch.is_grad_enabled())))
+    optimizer, scheduler = build_optimizer(loaded.model, cfg)
+    batch = padded_batch(tiny_tokenizer.pad_token_id)
+    policy_update(loaded.model, optimizer, scheduler, batch, torch.linspace(-1, 1, 6), cfg, None)
+    assert modes and {m for m in modes if m[1]} == {(True, True)}  # every gradient pass in train mode
+    assert {m for m in modes if not m[1]} == {(False, False)}  # old log-probs: eval mode
+    assert not loaded.model.training
