@@ -9,7 +9,8 @@ import torch
 
 from dist_workers import spawn_ranks, trainer_step
 from grpolab.config.schema import DistributedConfig
-from grpolab.parallel.distributed import DistContext, DistributedError, mesh_plan
+from grpolab.parallel.distributed import DistContext, DistributedError
+from grpolab.parallel.mesh import mesh_plan
 
 
 @pytest.mark.parametrize(("scenario", "world"), [("fsdp", 2), ("hsdp", 4)])

@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 
+from grpolab.api import GRPOTrainer
 from grpolab.config.schema import ModelConfig
 from grpolab.data.base import Example
 from grpolab.models.gguf_cache import GGUF_ALIASES
@@ -16,7 +17,6 @@ from grpolab.models.loading import load_model, stop_token_ids
 from grpolab.rollout.backend import GenerationOutput, HFGenerator, SamplingParams
 from grpolab.rollout.single_turn import prompt_ids, sample_completions
 from grpolab.rollout.types import collate
-from grpolab.api import GRPOTrainer
 from run_helpers import read_metrics
 
 pytestmark = pytest.mark.slow

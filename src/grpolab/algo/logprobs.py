@@ -12,12 +12,22 @@ that are padding are never sent through the head at all.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from grpolab.rollout.types import Batch
+
+class Batch(Protocol):
+    """What a forward pass needs of a collated batch (rollout/types.Batch has it); a protocol, so
+    algo/ imports nothing from the rest of grpolab."""
+
+    input_ids: torch.Tensor  # [N, P+C]
+    attention_mask: torch.Tensor  # [N, P+C]
+    position_ids: torch.Tensor  # [N, P+C]
+    completion_mask: torch.Tensor  # [N, C]
+    prompt_length: int
+
 
 CHUNK_TOKENS = 1024  # positions per LM-head chunk: 1024 x 49k float32 logits = 200 MB transient
 

@@ -1,8 +1,7 @@
 """The typed configuration tree: every knob of a run, its type, default and one-line meaning.
 
-Loading (presets, .env, environment, dotted overrides) lives in `config_load.py`; this module only
-says what a valid config is. Cross-field rules (batch divisibility, sampling temperature, files that
-must exist) are checked here so that a bad config fails before any model is loaded.
+Loading (presets, .env, environment, dotted overrides) lives in `load.py`; this module says what a
+valid config is, cross-field rules included, so a bad config fails before any model is loaded.
 """
 
 from __future__ import annotations
@@ -344,30 +343,6 @@ class DistributedConfig(Section):
         return self
 
 
-def check_early_stopping_metric(cfg: Config) -> None:
-    """`train.early_stopping_metric` must be a metric validation produces (eval/accuracy, eval/pass@k for
-    a configured k, eval/format, eval/mean_reward, eval/completion_length, eval/<category>/accuracy,
-    eval/rewards/<label>/mean): a typo would otherwise surface as a KeyError after the baseline."""
-    metric = cfg.train.early_stopping_metric
-    names = {"eval/accuracy", "eval/mean_reward", "eval/completion_length"}
-    names |= {f"eval/pass@{k}" for k in cfg.eval.pass_k}
-    if cfg.eval.format_reward:
-        names.add("eval/format")
-    labels = {spec.label for spec in cfg.rewards.functions} | {cfg.eval.correctness_reward}
-    labels |= {cfg.eval.format_reward} if cfg.eval.format_reward else set()
-    names |= {f"eval/rewards/{label}/mean" for label in labels}
-    parts = metric.split("/")
-    is_category = len(parts) == 3 and parts[0] == "eval" and parts[2] == "accuracy" and parts[1] != "rewards"
-    if metric not in names and not is_category:
-        import difflib
-
-        hint = difflib.get_close_matches(metric, sorted(names), n=1)
-        raise ValueError(
-            f"train.early_stopping_metric '{metric}' is not an eval metric"
-            + (f"; did you mean '{hint[0]}'?" if hint else f"; choose from {', '.join(sorted(names))}")
-        )
-
-
 class Config(Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -415,6 +390,8 @@ class Config(Section):
                 f"eval.size ({self.eval.size}) is larger than data.val_size ({self.data.val_size}); "
                 "raise data.val_size or lower eval.size"
             )
+        from grpolab.config.checks import check_early_stopping_metric  # it reads the whole tree
+
         check_early_stopping_metric(self)
         return self
 

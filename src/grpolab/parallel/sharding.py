@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from grpolab.config.schema import DistributedConfig
-from grpolab.parallel.distributed import DistContext, DistributedError, mesh_plan
+from grpolab.parallel.distributed import DistContext, DistributedError
+from grpolab.parallel.mesh import mesh_plan
 
 
 @dataclass(frozen=True)
