@@ -29,7 +29,6 @@ def fail(message: str, code: int = 2) -> int:
 
 def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     """Load and fully validate a config (rewards, data) before anything heavy is imported or loaded."""
-    from grpolab.config.model_defaults import tiny_settings_warning
     from grpolab.data import validate_data
     from grpolab.rewards import build_rewards
     from grpolab.train.lr_schedule import check_scheduler
@@ -38,10 +37,17 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     build_rewards(cfg.rewards)
     validate_data(cfg.data)
     check_scheduler(cfg.optim, cfg.train.max_steps, cfg.grpo.num_iterations)
+    return cfg
+
+
+def warn_tiny_settings(cfg: Config) -> None:
+    """A real model on the tiny model's tuned settings: said once the run is about to start (after the
+    checks, so a bad input is still one error line)."""
+    from grpolab.config.model_defaults import tiny_settings_warning
+
     warning = tiny_settings_warning(cfg)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -84,6 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from grpolab.train.preflight import preflight
 
     preflight(cfg)  # resume path, device, writable output, judge: before the training stack is imported
+    warn_tiny_settings(cfg)
     from grpolab.api import run_training
     from grpolab.config.provenance import environment_changes, explain_config
     from grpolab.observe.journal import journaled
