@@ -18,7 +18,7 @@ from run_helpers import QUICK, read_metrics
 pytestmark = pytest.mark.slow
 
 
-def torchrun_train(args: list[str]) -> None:
+def torchrun_train(args: list[str], timeout: float = 300) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
@@ -26,7 +26,7 @@ def torchrun_train(args: list[str]) -> None:
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
         "--master-port", str(free_port()), "-m", "grpolab", "train", *args,
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
 
 

@@ -99,21 +99,10 @@ def test_importance_cap_scales_the_policy_gradient(tmp_path):
 
 
 def test_two_process_ddp_with_one_engine_per_rank(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from dist_workers import free_port
+    from test_distributed_training import torchrun_train
 
     out = tmp_path / "ddp"
-    args = [*QUICK, *VLLM, "train.max_steps=2", f"train.output_dir={out}", "train.run_name=ddp"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-        "--master-port", str(free_port()), "-m", "grpolab", "train", *args,
-    ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun_train([*QUICK, *VLLM, "train.max_steps=2", f"train.output_dir={out}", "train.run_name=ddp"], timeout=600)
     rows = [r for r in read_metrics(next(out.glob("ddp/*/metrics.jsonl")).parent) if "loss" in r]
     assert len(rows) == 2
     assert all(r["time/weight_sync"] >= 0 and r["mismatch/logp_abs_max"] < 0.05 for r in rows)
