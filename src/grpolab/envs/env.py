@@ -144,7 +144,7 @@ def _counts(results: list[ToolResult]) -> dict[str, Any]:
 
 
 class CalculatorEnv(ToolEnv):
-    """One tool, `calculator(expression)`: safe arithmetic (see agent/calculator.py)."""
+    """One tool, `calculator(expression)`: safe arithmetic (see envs/calculator.py)."""
 
     def __init__(
         self,
@@ -158,7 +158,7 @@ class CalculatorEnv(ToolEnv):
 
 
 class PythonEnv(ToolEnv):
-    """One tool, `python(code)`: a resource-limited subprocess (see agent/python_tool.py; not a sandbox)."""
+    """One tool, `python(code)`: a resource-limited, isolated subprocess (see envs/python_tool.py for what is guaranteed)."""
 
     def __init__(
         self,
