@@ -158,7 +158,7 @@ class CalculatorEnv(ToolEnv):
 
 
 class PythonEnv(ToolEnv):
-    """One tool, `python(code)`: a resource-limited, isolated subprocess (see envs/python_tool.py for what is guaranteed)."""
+    """One tool, `python(code)`: an isolated, resource-limited subprocess (envs/python_tool.py: what is guaranteed)."""
 
     def __init__(
         self,
