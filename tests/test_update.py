@@ -14,7 +14,7 @@ from grpolab.models.loading import LoadedModel
 from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.rollout.types import Rollout, collate
 from grpolab.train.schedule import build_optimizer
-from grpolab.train.update import policy_update
+from grpolab.train.update import policy_update, rows_with_signal
 
 
 def make_batch(pad_id: int, n: int = 8, seed: int = 0):
@@ -99,6 +99,47 @@ def test_micro_batching_does_not_change_the_update(tiny_llama, tiny_tokenizer, l
     assert_same_update(
         sgd_update(tiny_llama, batch, adv, loss_type, 8), sgd_update(tiny_llama, batch, adv, loss_type, 1)
     )
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
+def test_skipping_zero_advantage_sequences_leaves_the_update_unchanged(tiny_llama, tiny_tokenizer, loss_type):
+    batch = make_batch(tiny_tokenizer.pad_token_id)
+    adv = torch.tensor([0.0, 0.7, 0.0, -0.7, 0.0, 0.0, 1.2, -1.2])  # two flat groups' worth of zeros
+    skipped = sgd_update(tiny_llama, batch, adv, loss_type, 2)
+    full = sgd_update(tiny_llama, batch, adv, loss_type, 2, **{"train.skip_zero_advantage": "false"})
+    assert skipped[0]["train/sequences_trained"] == 0.5
+    assert full[0]["train/sequences_trained"] == 1.0
+    assert_same_update(skipped, full)
+
+
+def test_a_step_with_no_signal_still_applies_adam_momentum(tiny_llama, tiny_tokenizer):
+    # Skipping every pass must equal a zero gradient, not a missing one: AdamW skips a parameter whose
+    # grad is None, but with a zero grad its momentum from the previous step still moves it.
+    batch = make_batch(tiny_tokenizer.pad_token_id)
+
+    def two_steps(skip: str) -> list[torch.Tensor]:
+        model = copy.deepcopy(tiny_llama)
+        cfg = config(**{"grpo.beta": 0.0, "grpo.loss_type": "dapo", "train.skip_zero_advantage": skip})
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        policy_update(model, optimizer, scheduler, batch, torch.linspace(-1, 1, len(batch)), cfg, reference=None)
+        after_first = [p.detach().clone() for p in model.parameters()]
+        out = policy_update(model, optimizer, scheduler, batch, torch.zeros(len(batch)), cfg, reference=None)
+        assert out.metrics["train/sequences_trained"] == (0.0 if skip == "true" else 1.0)
+        moved = [not torch.equal(a, b) for a, b in zip(after_first, model.parameters())]
+        assert all(moved)  # momentum moved every parameter on the step without signal
+        return [p.detach().clone() for p in model.parameters()]
+
+    for a, b in zip(two_steps("true"), two_steps("false")):
+        assert torch.allclose(a, b, atol=1e-7)
+
+
+def test_zero_advantage_rows_are_kept_where_they_change_the_gradient():
+    adv = torch.tensor([0.0, 1.0, 0.0, -1.0])
+    assert rows_with_signal(adv, config(), has_kl_term=False).tolist() == [1, 3]
+    assert rows_with_signal(adv, config(), has_kl_term=True) is None  # the KL term has a gradient at adv 0
+    assert rows_with_signal(adv, config(**{"grpo.loss_type": "bnpo"}), has_kl_term=False) is None
+    assert rows_with_signal(torch.ones(4), config(), has_kl_term=False) is None  # nothing to leave out
 
 
 def test_bnpo_is_the_mean_of_the_micro_batch_losses(tiny_llama, tiny_tokenizer):

@@ -55,8 +55,8 @@ def completion_token_cap(cfg: Config) -> int:
 # Sequence positions per training pass when train.micro_batch_size is 0 (auto). Activation memory
 # grows with the positions in one pass (SmolLM2-135M: ~1.5 MB per position without gradient
 # checkpointing), and on CPU a smaller pass costs little speed: 32 x 124 positions in 4 passes
-# instead of 1 was no slower (docs/performance.md).
-AUTO_MICRO_BATCH_POSITIONS = 1024
+# instead of 1 was no slower; 512 keeps full fine-tuning of SmolLM2 under 5 GB (docs/performance.md).
+AUTO_MICRO_BATCH_POSITIONS = 512
 
 
 def micro_batch_size(cfg: Config, batch: Batch) -> int:
@@ -90,6 +90,22 @@ def _clip(params: list[torch.nn.Parameter], max_norm: float) -> float:
     return float(full() if full is not None else norm)
 
 
+def rows_with_signal(adv: torch.Tensor, cfg: Config, has_kl_term: bool) -> torch.Tensor | None:
+    """adv [N] -> indices of the sequences whose passes can change the gradient, or None for all.
+
+    With no KL term, a sequence whose advantage is exactly 0 has a loss of exactly 0 on every token
+    (clipped or not, importance-weighted or not), so its forward and backward add nothing; the
+    normalisers of grpo, dr_grpo and dapo come from whole-step totals, so leaving it out changes no
+    other sequence's weight. Sparse rewards make this most of a batch (a real model early in
+    training: 60-100% of the groups flat). Not skipped: bnpo (it divides by each micro-batch's own
+    token count, which the skip would change) and a KL term (it has a gradient at any advantage).
+    """
+    if has_kl_term or cfg.grpo.loss_type == "bnpo" or not cfg.train.skip_zero_advantage:
+        return None
+    rows = torch.nonzero(adv != 0).flatten()
+    return None if len(rows) == len(adv) else rows
+
+
 def policy_update(
     model: Any,
     optimizer: torch.optim.Optimizer,
@@ -108,12 +124,17 @@ def policy_update(
     shards = shards or Unsharded(model)
     grpo = cfg.grpo
     temperature = cfg.generation.temperature
-    parts = _chunks(len(batch), micro_batch_size(cfg, batch))
     mask = batch.completion_mask
     ctx = ctx or DistContext.single()
     # whole-step counts over all ranks: each rank's loss is then its share of the global loss, and
     # summing gradients over ranks gives exactly the single-process gradient
+    parts = _chunks(len(batch), micro_batch_size(cfg, batch))
     totals = global_step_totals(ctx, len(batch), float(mask.sum()), completion_token_cap(cfg), len(parts))
+    rows = rows_with_signal(adv, cfg, has_kl_term=grpo.beta > 0 and reference is not None)
+    num_sequences = len(batch)
+    if rows is not None:  # the totals above stay those of the whole batch: the gradient is unchanged
+        batch, adv = batch.select(rows), adv[rows]
+        parts = _chunks(len(batch), micro_batch_size(cfg, batch)) if len(batch) else []
     ref_logps = None
     if grpo.beta > 0 and reference is not None:
         with reference() as ref_model:
@@ -172,6 +193,12 @@ def policy_update(
                 weights[key] = 1.0 if share else weights.get(key, 0.0) + tokens
         for _ in range(passes - len(parts)):
             _dummy_pass(model, batch)
+        if not parts:
+            # nothing to train here: the zero gradient the skipped passes would have produced, so
+            # AdamW still applies its momentum (a None gradient would make it skip the parameter)
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
         shards.reduce_gradients(ctx, params)
         grad_norm = _clip(params, cfg.optim.max_grad_norm)
         if not math.isfinite(grad_norm):
@@ -189,6 +216,7 @@ def policy_update(
     if compared:
         old_all, sample_all, mask_all = (torch.cat(pieces) for pieces in zip(*compared))
         out.update(logprob_mismatch(old_all, sample_all, mask_all, grpo.importance_sampling_cap))
+    out["train/sequences_trained"] = len(batch) / max(num_sequences, 1)
     out["grad_norm"] = grad_norm
     out["learning_rate"] = float(optimizer.param_groups[0]["lr"])
     return UpdateResult(out, skipped)
