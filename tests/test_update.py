@@ -134,6 +134,30 @@ def test_a_step_with_no_signal_still_applies_adam_momentum(tiny_llama, tiny_toke
         assert torch.allclose(a, b, atol=1e-7)
 
 
+def test_a_step_with_no_signal_still_logs_the_sampler_mismatch(tiny_llama, tiny_tokenizer):
+    plain = make_batch(tiny_tokenizer.pad_token_id)
+    with torch.no_grad():
+        logp, _ = sequence_logprobs(tiny_llama, plain, temperature=1.0)  # [N, C]: the sampler's, here
+    rollouts = []  # the same rows, now with sampler log-probs
+    for i in range(len(plain)):
+        keep = plain.attention_mask[i, : plain.prompt_length].bool()
+        prompt = plain.input_ids[i, : plain.prompt_length][keep].tolist()
+        n = int(plain.attention_mask[i, plain.prompt_length :].sum())
+        completion = plain.input_ids[i, plain.prompt_length : plain.prompt_length + n].tolist()
+        mask = plain.completion_mask[i, :n].tolist()
+        shifted = (logp[i, :n] + 0.01 * torch.tensor(mask)).tolist()  # 0.01 off on every trained token
+        rollouts.append(Rollout(i // 2, prompt, completion, mask, "", False, shifted))
+    batch = collate(rollouts, tiny_tokenizer.pad_token_id)
+    model = copy.deepcopy(tiny_llama)
+    cfg = config(**{"grpo.beta": 0.0, "grpo.loss_type": "dapo", "train.micro_batch_size": 2})
+    # weight decay moves the weights even at a zero gradient: the mismatch must be measured before
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0, weight_decay=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    metrics = policy_update(model, optimizer, scheduler, batch, torch.zeros(len(batch)), cfg, reference=None).metrics
+    assert metrics["train/sequences_trained"] == 0.0
+    assert metrics["mismatch/logp_abs_mean"] == pytest.approx(0.01, abs=1e-4)  # the policy that sampled
+
+
 def test_zero_advantage_rows_are_kept_where_they_change_the_gradient():
     adv = torch.tensor([0.0, 1.0, 0.0, -1.0])
     assert rows_with_signal(adv, config(), has_kl_term=False).tolist() == [1, 3]

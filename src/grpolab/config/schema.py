@@ -165,7 +165,7 @@ class OptimConfig(Section):
 class TrainConfig(Section):
     questions_per_step: int = Field(8, gt=0, description="B: questions per step (PER_DEVICE_TRAIN_BATCH_SIZE)")
     micro_batch_size: int = Field(0, ge=0, description="sequences per forward/backward; 0 = auto (~512 positions)")
-    skip_zero_advantage: bool = Field(True, description="no passes for advantage-0 sequences when they add 0")
+    skip_zero_advantage: bool = Field(True, description="skip passes of advantage-0 rows if beta=0, loss != bnpo")
     max_steps: int = Field(100, gt=0, description="optimizer steps (MAX_STEPS); derived from epochs when set")
     epochs: int = Field(0, ge=0, description="passes over the training questions; 0 = use max_steps")
     seed: int = Field(42, description="seed for data, sampling and init (SEED)")

@@ -76,6 +76,17 @@ def _forward_logprobs(model: Any, batch: Batch, parts: list[slice], temperature:
     return [sequence_logprobs(model, batch.select(part), temperature)[0] for part in parts]
 
 
+@torch.no_grad()
+def _mismatch_sample(
+    model: Any, batch: Batch, size: int, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(trainer log-probs, sampler log-probs, compared mask) of the first micro-batch: one forward."""
+    first = batch.select(slice(0, size))
+    assert first.sample_logp is not None
+    logp, _ = sequence_logprobs(model, first, temperature)
+    return logp, torch.nan_to_num(first.sample_logp), first.completion_mask * torch.isfinite(first.sample_logp)
+
+
 def _dummy_pass(model: Any, batch: Batch) -> None:
     """A forward and backward that adds zero to every gradient: keeps an FSDP rank in step with
     ranks that have more micro-batches (each pass gathers and reduce-scatters every layer)."""
@@ -131,7 +142,7 @@ def policy_update(
     parts = _chunks(len(batch), micro_batch_size(cfg, batch))
     totals = global_step_totals(ctx, len(batch), float(mask.sum()), completion_token_cap(cfg), len(parts))
     rows = rows_with_signal(adv, cfg, has_kl_term=grpo.beta > 0 and reference is not None)
-    num_sequences = len(batch)
+    whole_batch = batch
     if rows is not None:  # the totals above stay those of the whole batch: the gradient is unchanged
         batch, adv = batch.select(rows), adv[rows]
         parts = _chunks(len(batch), micro_batch_size(cfg, batch)) if len(batch) else []
@@ -155,6 +166,11 @@ def policy_update(
     # sampler-vs-trainer mismatch: measured on every backend that kept its log-probs, corrected for vLLM
     correct = grpo.importance_sampling_correction and cfg.generation.backend == "vllm"
     compared: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    if not parts and whole_batch.sample_logp is not None and len(whole_batch) and isinstance(shards, Unsharded):
+        # nothing to train here, but the sampler-vs-trainer mismatch is logged every step: measured
+        # now, before the optimizer step moves the policy (not under FSDP: a forward there is a
+        # collective, and other ranks may have rows to train)
+        compared.append(_mismatch_sample(model, whole_batch, micro_batch_size(cfg, whole_batch), temperature))
     for iteration in range(grpo.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for index, part in enumerate(parts):
@@ -216,7 +232,7 @@ def policy_update(
     if compared:
         old_all, sample_all, mask_all = (torch.cat(pieces) for pieces in zip(*compared))
         out.update(logprob_mismatch(old_all, sample_all, mask_all, grpo.importance_sampling_cap))
-    out["train/sequences_trained"] = len(batch) / max(num_sequences, 1)
+    out["train/sequences_trained"] = len(batch) / max(len(whole_batch), 1)
     out["grad_norm"] = grad_norm
     out["learning_rate"] = float(optimizer.param_groups[0]["lr"])
     return UpdateResult(out, skipped)
