@@ -76,15 +76,22 @@ def _forward_logprobs(model: Any, batch: Batch, parts: list[slice], temperature:
     return [sequence_logprobs(model, batch.select(part), temperature)[0] for part in parts]
 
 
+Compared = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # trainer logp, sampler logp, mask: [n, C] each
+
+
+def _against_sampler(trainer_logp: torch.Tensor, sub: Batch) -> Compared:
+    """The tokens to compare with the sampler: trained tokens it drew (full agent mode also trains
+    tool tokens, which have no sampler log-prob: NaN)."""
+    assert sub.sample_logp is not None
+    return trainer_logp, torch.nan_to_num(sub.sample_logp), sub.completion_mask * torch.isfinite(sub.sample_logp)
+
+
 @torch.no_grad()
-def _mismatch_sample(
-    model: Any, batch: Batch, size: int, temperature: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(trainer log-probs, sampler log-probs, compared mask) of the first micro-batch: one forward."""
+def _mismatch_sample(model: Any, batch: Batch, size: int, temperature: float) -> Compared:
+    """The first micro-batch against the sampler, in one eval-mode forward."""
+    model.eval()
     first = batch.select(slice(0, size))
-    assert first.sample_logp is not None
-    logp, _ = sequence_logprobs(model, first, temperature)
-    return logp, torch.nan_to_num(first.sample_logp), first.completion_mask * torch.isfinite(first.sample_logp)
+    return _against_sampler(sequence_logprobs(model, first, temperature)[0], first)
 
 
 def _dummy_pass(model: Any, batch: Batch) -> None:
@@ -162,15 +169,15 @@ def policy_update(
     weights: dict[str, float] = {}
     skipped = False
     grad_norm = 0.0
-    model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
     # sampler-vs-trainer mismatch: measured on every backend that kept its log-probs, corrected for vLLM
     correct = grpo.importance_sampling_correction and cfg.generation.backend == "vllm"
-    compared: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    compared: list[Compared] = []
     if not parts and whole_batch.sample_logp is not None and len(whole_batch) and isinstance(shards, Unsharded):
         # nothing to train here, but the sampler-vs-trainer mismatch is logged every step: measured
         # now, before the optimizer step moves the policy (not under FSDP: a forward there is a
         # collective, and other ranks may have rows to train)
         compared.append(_mismatch_sample(model, whole_batch, micro_batch_size(cfg, whole_batch), temperature))
+    model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
     for iteration in range(grpo.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for index, part in enumerate(parts):
@@ -179,13 +186,11 @@ def policy_update(
             old = old_logps[index] if old_logps is not None else logp.detach()
             is_weights = None
             if sub.sample_logp is not None:
-                # trained tokens the sampler drew (full agent mode also trains tool tokens: no sampler log-prob)
-                sampled = sub.completion_mask * torch.isfinite(sub.sample_logp)
-                sample_logp = torch.nan_to_num(sub.sample_logp)
+                pair = _against_sampler(old, sub)
                 if iteration == 0:
-                    compared.append((old, sample_logp, sampled))
+                    compared.append(pair)
                 if correct:
-                    is_weights = truncated_is_weights(old, sample_logp, sampled, grpo.importance_sampling_cap)
+                    is_weights = truncated_is_weights(*pair, grpo.importance_sampling_cap)
             loss, metrics = grpo_loss(
                 logp,
                 old,
