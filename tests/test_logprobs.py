@@ -8,7 +8,13 @@ import copy
 import pytest
 import torch
 
-from grpolab.algo.logprobs import hidden_logprobs, sequence_logprobs, token_logprobs
+from grpolab.algo.logprobs import (
+    can_share_prompt,
+    hidden_logprobs,
+    sequence_logprobs,
+    shared_prompt_rows,
+    token_logprobs,
+)
 from grpolab.config.schema import ModelConfig
 from grpolab.models.loading import gradient_checkpointing_active, load_model
 from grpolab.rollout.types import Rollout, collate
@@ -21,6 +27,18 @@ def padded_batch(pad_id: int):
         prompt = torch.randint(4, 90, (3 + i % 3,), generator=g).tolist()
         completion = torch.randint(4, 90, (1 + (i * 5) % 7,), generator=g).tolist()  # ragged: padding
         rollouts.append(Rollout(i // 2, prompt, completion, [1] * len(completion), "", False))
+    return collate(rollouts, pad_id)
+
+
+def grouped_batch(pad_id: int, groups: int = 3, size: int = 3):
+    """GRPO-shaped: `groups` prompts of different lengths (left padding), `size` ragged completions each."""
+    g = torch.Generator().manual_seed(5)
+    rollouts = []
+    for q in range(groups):
+        prompt = torch.randint(4, 90, (3 + 2 * q,), generator=g).tolist()
+        for k in range(size):
+            completion = torch.randint(4, 90, (1 + (3 * q + 5 * k) % 7,), generator=g).tolist()
+            rollouts.append(Rollout(q, prompt, completion, [1] * len(completion), "", False))
     return collate(rollouts, pad_id)
 
 
@@ -154,3 +172,63 @@ def test_update_trains_in_train_mode_and_scores_in_eval_mode(tiny_tokenizer):
     assert modes and {m for m in modes if m[1]} == {(True, True)}  # every gradient pass in train mode
     assert {m for m in modes if not m[1]} == {(False, False)}  # old log-probs: eval mode
     assert not loaded.model.training
+
+
+def decoder_positions(model) -> list[int]:
+    """Records the positions (rows x length) each decoder call embeds."""
+    seen: list[int] = []
+    model.get_input_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].numel()))
+    return seen
+
+
+def test_shared_prompt_rows_finds_each_groups_prompt(tiny_tokenizer):
+    batch = grouped_batch(tiny_tokenizer.pad_token_id)
+    rows = shared_prompt_rows(batch)
+    assert rows is not None
+    first, inverse = rows
+    assert first.tolist() == [0, 3, 6] or sorted(first.tolist()) == [0, 3, 6]
+    assert [int(first[i]) for i in inverse] == [0, 0, 0, 3, 3, 3, 6, 6, 6]  # each row -> its group's first row
+    assert shared_prompt_rows(padded_batch(tiny_tokenizer.pad_token_id)) is None  # all prompts distinct
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_a_shared_prompt_gives_the_same_logprobs_and_gradients_from_fewer_positions(tiny_tokenizer, finetune, mode):
+    batch = grouped_batch(tiny_tokenizer.pad_token_id)
+    weights = torch.randn(batch.completion_mask.shape)
+    results = []
+    for share in (True, False):
+        torch.manual_seed(0)
+        model = load_model(tiny_config(finetune=finetune), beta=0.0, device=torch.device("cpu")).model
+        getattr(model, mode)()
+        if finetune == "lora":  # lora_B starts at 0: move it, so the adapter's gradient path is exercised
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if "lora_B" in name:
+                        p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+        positions = decoder_positions(model)
+        logp, entropy = sequence_logprobs(model, batch, 0.9, share_prompt=share)
+        (logp * weights).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((logp, entropy, grads, sum(positions)))
+    (logp, entropy, grads, positions), (ref_logp, ref_entropy, ref_grads, ref_positions) = results
+    torch.testing.assert_close(logp, ref_logp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(entropy, ref_entropy, atol=1e-5, rtol=1e-5)
+    assert grads.keys() == ref_grads.keys() and grads
+    for name, grad in grads.items():  # float rounding differs (other matmul shapes): relative to the largest entry
+        scale = float(ref_grads[name].abs().max())
+        torch.testing.assert_close(grad, ref_grads[name], atol=1e-4 * scale, rtol=0, msg=name)
+    prompt, completion = batch.prompt_length, batch.completion_mask.shape[1]
+    assert ref_positions == 9 * (prompt + completion)
+    assert positions == 3 * prompt + 9 * completion  # each prompt once (the test fails if sharing falls back)
+
+
+def test_no_sharing_under_gradient_checkpointing(tiny_tokenizer):
+    model = load_model(tiny_config(gradient_checkpointing=True), beta=0.0, device=torch.device("cpu")).model
+    assert can_share_prompt(model, training=False)  # scoring passes: no checkpointing, the cache works
+    assert not can_share_prompt(model, training=True)  # checkpointing turns the cache off in training
+    model.train()
+    batch = grouped_batch(tiny_tokenizer.pad_token_id)
+    positions = decoder_positions(model)
+    logp, _ = sequence_logprobs(model, batch, 1.0, share_prompt=True)
+    assert logp.requires_grad and positions == [batch.input_ids.numel()]

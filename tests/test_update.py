@@ -101,6 +101,25 @@ def test_micro_batching_does_not_change_the_update(tiny_llama, tiny_tokenizer, l
     )
 
 
+@pytest.mark.parametrize("micro", [8, 4])  # one pass; two groups per pass
+def test_sharing_each_groups_prompt_leaves_the_update_unchanged(tiny_llama, tiny_tokenizer, micro):
+    g = torch.Generator().manual_seed(1)
+    rollouts = []
+    for group in range(4):  # prompts of different lengths (left padding), ragged completions, a tool token
+        prompt = torch.randint(4, 90, (3 + 2 * group,), generator=g).tolist()
+        for k in range(2):
+            completion = torch.randint(4, 90, (1 + (group + 3 * k) % 6,), generator=g).tolist()
+            mask = [1] * len(completion)
+            if len(completion) > 2:
+                mask[1] = 0
+            rollouts.append(Rollout(group, prompt, completion, mask, "", False))
+    batch = collate(rollouts, tiny_tokenizer.pad_token_id)
+    adv = torch.linspace(-1, 1, len(batch))
+    shared = sgd_update(tiny_llama, batch, adv, "dapo", micro)
+    unshared = sgd_update(tiny_llama, batch, adv, "dapo", micro, **{"train.share_prompt": "false"})
+    assert_same_update(shared, unshared)
+
+
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
 def test_skipping_zero_advantage_sequences_leaves_the_update_unchanged(tiny_llama, tiny_tokenizer, loss_type):
     batch = make_batch(tiny_tokenizer.pad_token_id)

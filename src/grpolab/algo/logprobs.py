@@ -122,13 +122,73 @@ def decoder_and_head(model: Any) -> tuple[Any, Callable[[torch.Tensor], torch.Te
     return decoder, head
 
 
+def shared_prompt_rows(batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The distinct prompts of a batch: (first row of each [U], row -> its prompt [N]), or None when
+    no two rows share a prompt (nothing to reuse). A GRPO group's G rows share one."""
+    prompt = batch.input_ids[:, : batch.prompt_length]
+    prompt_mask = batch.attention_mask[:, : batch.prompt_length]
+    keys = torch.cat([prompt, prompt_mask.to(prompt.dtype)], dim=1)  # [N, 2P]: same padding too
+    distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    if distinct.shape[0] == keys.shape[0]:
+        return None
+    first = torch.full((distinct.shape[0],), keys.shape[0], dtype=torch.long, device=keys.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(keys.shape[0], device=keys.device), reduce="amin")
+    return first, inverse
+
+
+def can_share_prompt(model: Any, training: bool) -> bool:
+    """Whether sequence_logprobs(share_prompt=True) can reuse a prompt's keys and values for this
+    model in a training (gradient) or scoring pass: the usual decoder layout (not FSDP), and not
+    a training pass under gradient checkpointing (which turns the cache off)."""
+    parts = decoder_and_head(model)
+    if parts is None:
+        return False
+    return not (training and getattr(parts[0], "gradient_checkpointing", False))
+
+
+def _shared_prompt_hidden(decoder: Any, batch: Batch, rows: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | None:
+    """Hidden states [N, C, H] that predict the completion tokens, with each distinct prompt run
+    through the decoder once: its keys and values (and the hidden state of its last position) are
+    indexed out to every row that shares it, and the completions run on top of that cache.
+    Gradients flow back through the indexing, so a shared prompt receives the sum of its rows'
+    gradients, as it does when each row recomputes it. None if the decoder returns no cache."""
+    from transformers import DynamicCache
+
+    first, inverse = rows
+    length = batch.prompt_length
+    prompt = decoder(
+        input_ids=batch.input_ids[first, :length],
+        attention_mask=batch.attention_mask[first, :length],
+        position_ids=batch.position_ids[first, :length],
+        past_key_values=DynamicCache(),
+        use_cache=True,
+    )
+    cache = prompt.past_key_values
+    if not isinstance(cache, DynamicCache) or cache.get_seq_length() != length:
+        return None
+    cache.batch_select_indices(inverse.to(batch.input_ids.device))  # [U, ...] -> [N, ...]
+    completion = decoder(
+        input_ids=batch.input_ids[:, length:],
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids[:, length:],
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state  # [N, C, H]
+    last_prompt = prompt.last_hidden_state[inverse, -1:]  # [N, 1, H]: predicts the first completion token
+    return torch.cat([last_prompt, completion[:, :-1]], dim=1)
+
+
 def sequence_logprobs(
-    model: Any, batch: Batch, temperature: float, chunk_tokens: int = CHUNK_TOKENS
+    model: Any, batch: Batch, temperature: float, chunk_tokens: int = CHUNK_TOKENS, share_prompt: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward a collated batch; log-probs [N, C] and entropies [N, C] of its completion tokens.
 
     Position P-1 predicts the first completion token, position P+C-2 the last. Padding positions
     (attention 0) get log-prob 0 and entropy 0; every loss multiplies them by mask 0.
+
+    share_prompt: rows with the same prompt (a GRPO group) run it once and reuse its keys and
+    values (see _shared_prompt_hidden); the same numbers up to float rounding, with (rows - distinct
+    prompts) x P fewer positions through the decoder. Ignored where can_share_prompt is False.
     """
     completion_len = batch.completion_mask.shape[1]
     targets = batch.input_ids[:, batch.prompt_length :]  # [N, C]
@@ -143,14 +203,18 @@ def sequence_logprobs(
         )
         return token_logprobs(out.logits[:, :-1, :], targets, temperature)  # logits [N, C, V]
     decoder, head = parts
-    hidden = decoder(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    ).last_hidden_state  # [N, P+C, H]
-    start = batch.prompt_length - 1
-    hidden = hidden[:, start : start + completion_len]  # [N, C, H]: the positions that predict completions
+    share = share_prompt and completion_len > 0 and can_share_prompt(model, training=decoder.training)
+    rows = shared_prompt_rows(batch) if share else None
+    hidden = _shared_prompt_hidden(decoder, batch, rows) if rows is not None else None
+    if hidden is None:
+        hidden = decoder(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).last_hidden_state  # [N, P+C, H]
+        start = batch.prompt_length - 1
+        hidden = hidden[:, start : start + completion_len]  # [N, C, H]: the positions that predict completions
     real = batch.attention_mask[:, batch.prompt_length :].bool()  # [N, C]: not padding
     logp_flat, entropy_flat = hidden_logprobs(hidden[real], targets[real], head, temperature, chunk_tokens)  # [M]
     logp = hidden.new_zeros(targets.shape, dtype=torch.float32).masked_scatter(real, logp_flat)

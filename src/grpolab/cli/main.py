@@ -229,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = run_command(argv)
+    distributed = sys.modules.get("grpolab.parallel.distributed")  # not imported: no group was started
+    if distributed is not None:
+        distributed.exit_after_distributed_run(code)
+    return code
+
+
+def run_command(argv: list[str] | None) -> int:
     if os.getcwd() not in sys.path:  # the `grpolab` script, unlike `python -m`, does not see the cwd:
         sys.path.append(os.getcwd())  # a reward or env module there (fn: my_rewards:f); last, never shadowing
     parser = build_parser()

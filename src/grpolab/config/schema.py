@@ -156,9 +156,7 @@ class OptimConfig(Section):
         "inverse_sqrt",
         "warmup_stable_decay",
     ] = Field("constant", description="LR schedule: a transformers.get_scheduler name (TRL's lr_scheduler_type)")
-    scheduler_kwargs: dict[str, Any] = Field(
-        {}, description="extra schedule arguments (TRL's lr_scheduler_kwargs), e.g. {min_lr_rate: 0.1}"
-    )
+    scheduler_kwargs: dict[str, Any] = Field({}, description="TRL's lr_scheduler_kwargs, e.g. {min_lr_rate: 0.1}")
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping norm")
 
 
@@ -166,6 +164,7 @@ class TrainConfig(Section):
     questions_per_step: int = Field(8, gt=0, description="B: questions per step (PER_DEVICE_TRAIN_BATCH_SIZE)")
     micro_batch_size: int = Field(0, ge=0, description="sequences per forward/backward; 0 = auto (~512 positions)")
     skip_zero_advantage: bool = Field(True, description="skip passes of advantage-0 rows if beta=0, loss != bnpo")
+    share_prompt: bool = Field(True, description="a group's prompt runs once per pass, its KV cache reused")
     max_steps: int = Field(100, gt=0, description="optimizer steps (MAX_STEPS); derived from epochs when set")
     epochs: int = Field(0, ge=0, description="passes over the training questions; 0 = use max_steps")
     seed: int = Field(42, description="seed for data, sampling and init (SEED)")

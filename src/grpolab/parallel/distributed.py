@@ -43,6 +43,9 @@ from grpolab.config.schema import DistributedConfig
 T = TypeVar("T")
 R = TypeVar("R")
 ReduceOp = Literal["mean", "sum", "min", "max"]
+# Set once this process has started a process group (not when Accelerate or a test started it):
+# `exit_after_distributed_run` then ends the process without interpreter finalization.
+_started_group = False
 BUCKET_BYTES = 25 * 2**20  # DDP's default bucket: large enough to amortise latency, small enough to stay cheap
 
 
@@ -135,6 +138,8 @@ class DistContext:
                 f"MASTER_ADDR/MASTER_PORT, that rank 0 runs on {env['MASTER_ADDR']} and its port is reachable "
                 f"(firewall, port in use), and raise distributed.timeout_s ({cfg.timeout_s:g}) if ranks start slowly"
             ) from err
+        global _started_group
+        _started_group = True
         return cls(rank, world, local_rank, device, backend, cfg.timeout_s, _owns_group=True)
 
     # -- splitting work ----------------------------------------------------------------------
@@ -277,7 +282,10 @@ class DistContext:
             abort()
 
     def close(self) -> None:
+        """Leave the group after a run that succeeded on every rank: a barrier first, so that no rank
+        tears its connections down while a peer still has a collective in flight."""
         if self._owns_group and dist.is_initialized():
+            self.barrier()
             dist.destroy_process_group()
         self._owns_group = False
 
@@ -355,6 +363,26 @@ def _die(ctx: DistContext, err: BaseException, code: int) -> None:
     os._exit(code)
 
 
+def exit_after_distributed_run(code: int) -> None:
+    """End a process that started a process group with os._exit(code), after flushing, instead of
+    returning into interpreter finalization; a no-op in any other process.
+
+    Why: objects that still reference the destroyed gloo group (FSDP's device mesh, a collective's
+    work handle) are only freed while the interpreter shuts down, and a gloo worker thread that then
+    needs the GIL aborts the process: SIGABRT, "terminate called without an active exception", exit
+    code -6 for a run that had finished and saved everything (seen in CI, rarely, on a resumed FSDP
+    run). Everything grpolab writes is closed by the time the command returns.
+    """
+    if not _started_group:
+        return
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_guarded(ctx: DistContext, fn: Callable[[], R]) -> R:
     with failure_guard(ctx):
         return fn()
@@ -382,4 +410,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_after_distributed_run(status := main())
+    raise SystemExit(status)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from grpolab.algo.importance import logprob_mismatch, truncated_is_weights
-from grpolab.algo.logprobs import sequence_logprobs
+from grpolab.algo.logprobs import can_share_prompt, sequence_logprobs
 from grpolab.algo.loss import grpo_loss
 from grpolab.config.schema import Config
 from grpolab.models.loading import trainable_parameters
@@ -59,11 +59,19 @@ def completion_token_cap(cfg: Config) -> int:
 AUTO_MICRO_BATCH_POSITIONS = 512
 
 
-def micro_batch_size(cfg: Config, batch: Batch) -> int:
-    """train.micro_batch_size, or (0 = auto) as many sequences as fit AUTO_MICRO_BATCH_POSITIONS."""
+def micro_batch_size(cfg: Config, batch: Batch, shares_prompt: bool = False) -> int:
+    """train.micro_batch_size, or (0 = auto) as many sequences as fit AUTO_MICRO_BATCH_POSITIONS;
+    with shares_prompt a pass runs each group's prompt once: a row costs its completion plus 1/G of
+    a prompt, and a pass one more prompt (a group cut at the pass's start)."""
     if cfg.train.micro_batch_size:
         return cfg.train.micro_batch_size
-    return max(1, min(len(batch), AUTO_MICRO_BATCH_POSITIONS // max(1, int(batch.input_ids.shape[1]))))
+    prompt, completion = batch.prompt_length, int(batch.input_ids.shape[1]) - batch.prompt_length
+    if shares_prompt:
+        per_row = completion + prompt / cfg.grpo.num_generations
+        rows = int((AUTO_MICRO_BATCH_POSITIONS - prompt) // max(1.0, per_row))
+    else:
+        rows = AUTO_MICRO_BATCH_POSITIONS // max(1, prompt + completion)
+    return max(1, min(len(batch), rows))
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -71,9 +79,11 @@ def _chunks(n: int, size: int) -> list[slice]:
 
 
 @torch.no_grad()
-def _forward_logprobs(model: Any, batch: Batch, parts: list[slice], temperature: float) -> list[torch.Tensor]:
+def _forward_logprobs(
+    model: Any, batch: Batch, parts: list[slice], temperature: float, share_prompt: bool
+) -> list[torch.Tensor]:
     model.eval()
-    return [sequence_logprobs(model, batch.select(part), temperature)[0] for part in parts]
+    return [sequence_logprobs(model, batch.select(part), temperature, share_prompt=share_prompt)[0] for part in parts]
 
 
 Compared = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # trainer logp, sampler logp, mask: [n, C] each
@@ -87,11 +97,11 @@ def _against_sampler(trainer_logp: torch.Tensor, sub: Batch) -> Compared:
 
 
 @torch.no_grad()
-def _mismatch_sample(model: Any, batch: Batch, size: int, temperature: float) -> Compared:
+def _mismatch_sample(model: Any, batch: Batch, size: int, temperature: float, share_prompt: bool) -> Compared:
     """The first micro-batch against the sampler, in one eval-mode forward."""
     model.eval()
     first = batch.select(slice(0, size))
-    return _against_sampler(sequence_logprobs(model, first, temperature)[0], first)
+    return _against_sampler(sequence_logprobs(model, first, temperature, share_prompt=share_prompt)[0], first)
 
 
 def _dummy_pass(model: Any, batch: Batch) -> None:
@@ -144,23 +154,25 @@ def policy_update(
     temperature = cfg.generation.temperature
     mask = batch.completion_mask
     ctx = ctx or DistContext.single()
+    # a group's prompt runs once per pass (its KV cache reused by the group's rows), not once per row
+    share_prompt = cfg.train.share_prompt and can_share_prompt(model, training=True)
     # whole-step counts over all ranks: each rank's loss is then its share of the global loss, and
     # summing gradients over ranks gives exactly the single-process gradient
-    parts = _chunks(len(batch), micro_batch_size(cfg, batch))
+    parts = _chunks(len(batch), micro_batch_size(cfg, batch, share_prompt))
     totals = global_step_totals(ctx, len(batch), float(mask.sum()), completion_token_cap(cfg), len(parts))
     rows = rows_with_signal(adv, cfg, has_kl_term=grpo.beta > 0 and reference is not None)
     whole_batch = batch
     if rows is not None:  # the totals above stay those of the whole batch: the gradient is unchanged
         batch, adv = batch.select(rows), adv[rows]
-        parts = _chunks(len(batch), micro_batch_size(cfg, batch)) if len(batch) else []
+        parts = _chunks(len(batch), micro_batch_size(cfg, batch, share_prompt)) if len(batch) else []
     ref_logps = None
     if grpo.beta > 0 and reference is not None:
         with reference() as ref_model:
-            ref_logps = _forward_logprobs(ref_model, batch, parts, temperature)
+            ref_logps = _forward_logprobs(ref_model, batch, parts, temperature, share_prompt)
     old_logps = None
     if grpo.num_iterations > 1:
         with shards.gathered():
-            old_logps = _forward_logprobs(model, batch, parts, temperature)
+            old_logps = _forward_logprobs(model, batch, parts, temperature, share_prompt)
     # FSDP: every rank runs as many training passes as the rank with the most micro-batches
     passes = shards.training_passes(ctx, len(parts))
 
@@ -176,13 +188,14 @@ def policy_update(
         # nothing to train here, but the sampler-vs-trainer mismatch is logged every step: measured
         # now, before the optimizer step moves the policy (not under FSDP: a forward there is a
         # collective, and other ranks may have rows to train)
-        compared.append(_mismatch_sample(model, whole_batch, micro_batch_size(cfg, whole_batch), temperature))
+        size = micro_batch_size(cfg, whole_batch, share_prompt)
+        compared.append(_mismatch_sample(model, whole_batch, size, temperature, share_prompt))
     model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
     for iteration in range(grpo.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for index, part in enumerate(parts):
             sub = batch.select(part)
-            logp, entropy = sequence_logprobs(model, sub, temperature)  # [n, C]
+            logp, entropy = sequence_logprobs(model, sub, temperature, share_prompt=share_prompt)  # [n, C]
             old = old_logps[index] if old_logps is not None else logp.detach()
             is_weights = None
             if sub.sample_logp is not None:
