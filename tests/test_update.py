@@ -295,3 +295,18 @@ def test_second_iteration_is_off_policy_and_clipped(tiny_llama, tiny_tokenizer):
     assert out.metrics["ratio_mean"] != 1.0
     assert out.metrics["clip_ratio/region_mean"] > 0.0
     assert scheduler.last_epoch == 2  # one scheduler step per optimizer step
+
+
+def test_auto_passes_hold_whole_groups_when_the_prompt_is_shared():
+    from grpolab.train.update import micro_batch_size
+
+    cfg = config(**{"train.questions_per_step": 4, "grpo.num_generations": 8})
+
+    def sized(prompt: int, completion: int, shared: bool) -> int:
+        rollouts = [Rollout(i // 8, [5] * prompt, [6] * completion, [1] * completion, "", False) for i in range(32)]
+        return micro_batch_size(cfg, collate(rollouts, 0), shared)
+
+    assert sized(40, 64, shared=False) == 512 // 104  # every row costs prompt + completion
+    assert sized(40, 64, shared=True) == 8  # one group: 40 + 8 x 64 = 552 positions, its prompt once
+    assert sized(7, 12, shared=True) == 32  # small groups: several per pass
+    assert sized(40, 96, shared=True) == (512 - 40) // (96 + 5)  # a group too big for a pass: split

@@ -60,17 +60,24 @@ AUTO_MICRO_BATCH_POSITIONS = 512
 
 
 def micro_batch_size(cfg: Config, batch: Batch, shares_prompt: bool = False) -> int:
-    """train.micro_batch_size, or (0 = auto) as many sequences as fit AUTO_MICRO_BATCH_POSITIONS;
-    with shares_prompt a pass runs each group's prompt once: a row costs its completion plus 1/G of
-    a prompt, and a pass one more prompt (a group cut at the pass's start)."""
+    """train.micro_batch_size, or (0 = auto) as many sequences as fit AUTO_MICRO_BATCH_POSITIONS.
+
+    With shares_prompt a pass runs each of its groups' prompts once, so passes hold whole groups
+    when one group (its prompt once, G completions) fits in 1.25 x the budget: a group cut in two
+    would run its prompt twice. Otherwise a row costs its completion and a share of the prompt."""
     if cfg.train.micro_batch_size:
         return cfg.train.micro_batch_size
+    budget = AUTO_MICRO_BATCH_POSITIONS
     prompt, completion = batch.prompt_length, int(batch.input_ids.shape[1]) - batch.prompt_length
-    if shares_prompt:
-        per_row = completion + prompt / cfg.grpo.num_generations
-        rows = int((AUTO_MICRO_BATCH_POSITIONS - prompt) // max(1.0, per_row))
+    group = cfg.grpo.num_generations
+    if shares_prompt and group > 1:
+        whole_group = prompt + group * completion
+        if whole_group <= 1.25 * budget:
+            rows = group * int(1.25 * budget // max(1, whole_group))
+        else:
+            rows = int((budget - prompt) // max(1.0, completion + prompt / group))
     else:
-        rows = AUTO_MICRO_BATCH_POSITIONS // max(1, prompt + completion)
+        rows = budget // max(1, prompt + completion)
     return max(1, min(len(batch), rows))
 
 
