@@ -15,7 +15,13 @@ import torch
 
 from dist_workers import CASES, HERE, child_env, scripted_step, spawn_ranks, write_evaluation
 from grpolab.config.schema import DistributedConfig
-from grpolab.parallel.distributed import DistContext, DistributedError, failure_guard, global_step_totals
+from grpolab.parallel.distributed import (
+    DistContext,
+    DistributedError,
+    exit_after_distributed_run,
+    failure_guard,
+    global_step_totals,
+)
 
 
 def test_two_processes_update_equals_one_process(tmp_path):
@@ -143,3 +149,4 @@ def test_single_process_is_a_no_op(monkeypatch):
         raise ValueError("plain")
     ctx.barrier()
     ctx.close()
+    exit_after_distributed_run(0)  # this process started no group: returns (else pytest would end here)

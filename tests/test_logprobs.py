@@ -232,3 +232,27 @@ def test_no_sharing_under_gradient_checkpointing(tiny_tokenizer):
     positions = decoder_positions(model)
     logp, _ = sequence_logprobs(model, batch, 1.0, share_prompt=True)
     assert logp.requires_grad and positions == [batch.input_ids.numel()]
+
+
+def test_columns_that_are_padding_in_every_row_are_not_computed(tiny_llama, tiny_tokenizer):
+    whole = padded_batch(tiny_tokenizer.pad_token_id)
+    completion_lengths = whole.attention_mask[:, whole.prompt_length :].sum(1)
+    prompt_lengths = whole.attention_mask[:, : whole.prompt_length].sum(1)
+    rows = torch.nonzero((completion_lengths < completion_lengths.max()) & (prompt_lengths < prompt_lengths.max()))
+    batch = whole.select(rows.flatten())  # a pass of short rows: keeps the step's full width
+    assert len(batch) >= 2
+    width = int(batch.attention_mask.any(0).sum())
+    assert width < batch.input_ids.shape[1]  # the test needs all-padding columns at both ends
+    weights = torch.randn(batch.completion_mask.shape)
+    twin = copy.deepcopy(tiny_llama)
+    positions = decoder_positions(tiny_llama)
+    logp, entropy = sequence_logprobs(tiny_llama, batch, temperature=0.8)
+    (logp * weights).sum().backward()
+    ref_logp, ref_entropy = full_logits_logprobs(twin, batch, 0.8)  # every column
+    (ref_logp * weights).sum().backward()
+    assert logp.shape == ref_logp.shape == batch.completion_mask.shape  # padded back to the step's width
+    torch.testing.assert_close(logp, ref_logp)
+    torch.testing.assert_close(entropy, ref_entropy)
+    for (name, p), q in zip(tiny_llama.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    assert positions == [len(batch) * width]
