@@ -199,8 +199,7 @@ def _shared_prompt_hidden(decoder: Any, batch: Batch, rows: tuple[torch.Tensor, 
         input_ids=batch.input_ids[first, :length],
         attention_mask=batch.attention_mask[first, :length],
         position_ids=batch.position_ids[first, :length],
-        past_key_values=DynamicCache(),
-        use_cache=True,
+        use_cache=True,  # the model builds its own cache type; only a DynamicCache is reused below
     )
     cache = prompt.past_key_values
     if not isinstance(cache, DynamicCache) or cache.get_seq_length() != length:
