@@ -113,7 +113,7 @@ class EngineServer:
 
             def do_GET(self) -> None:
                 if self.path == "/health":
-                    self._reply(200, {"ok": True, "synced": server.group is not None})
+                    self._reply(200, {"ok": True, "device": server.device.type, "synced": server.group is not None})
                 else:
                     self._reply(404, {"error": f"no route {self.path}"})
 
@@ -155,8 +155,9 @@ class VLLMServerClient:
         self.stop_ids = list(stop_ids)
         self.timeout_s = timeout_s
         self.group: Any = None
+        self.backend = "gloo"
         try:
-            self._call("GET", "/health", None, timeout=10)
+            self.server_device = str(self._call("GET", "/health", None, timeout=10)["device"])
         except OSError as err:
             raise ConnectionError(
                 f"generation.vllm_server_url={url}: no grpolab vllm-serve answers there ({err}). Start one "
@@ -202,8 +203,8 @@ class VLLMServerClient:
         """Send the policy's weights (LoRA merged) to the server; returns the seconds it took."""
         started = time.perf_counter()
         weights = [(name, tensor.detach()) for name, tensor in engine_weights(model)]
-        if self.group is None:
-            self._join("nccl" if weights[0][1].is_cuda else "gloo")
+        if self.group is None:  # NCCL between two GPUs; gloo as soon as either side is a CPU
+            self._join("nccl" if weights[0][1].is_cuda and self.server_device == "cuda" else "gloo")
         body = {
             "names": [name for name, _ in weights],
             "shapes": [list(t.shape) for _, t in weights],
@@ -212,7 +213,7 @@ class VLLMServerClient:
 
         def send() -> None:
             for _, tensor in weights:
-                _broadcast(self.group, tensor.contiguous())
+                _broadcast(self.group, tensor.contiguous() if self.backend == "nccl" else tensor.cpu().contiguous())
 
         self._concurrently(lambda: self._call("POST", "/sync_weights", body), send)
         return time.perf_counter() - started
@@ -233,6 +234,7 @@ class VLLMServerClient:
             lambda: groups.append(_weight_group(host, port, 0, backend)),
         )
         self.group = groups[0]
+        self.backend = backend
 
     def close(self) -> None:
         self.group = None
