@@ -29,3 +29,20 @@ def test_vllm_with_fsdp_is_refused(monkeypatch):
     with pytest.raises(Exception, match="ddp only"):
         load("generation.backend=vllm", "distributed.strategy=fsdp")
     assert load("generation.backend=vllm").generation.backend == "vllm"
+
+
+def test_vllm_server_needs_no_local_vllm_and_names_the_server_command_when_none_answers(monkeypatch):
+    import torch
+
+    from dist_workers import free_port
+    from grpolab.rollout.generators import build_generator
+
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: False)
+    port = free_port()  # nothing listens there
+    cfg = load("generation.backend=vllm_server", f"generation.vllm_server_url=http://127.0.0.1:{port}")
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ConnectionError, match=f"grpolab vllm-serve -c PRESET --port {port}"):
+        build_generator(cfg, model, pad_id=0, stop_ids=[1], seed=0)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: refused before any connection
+    with pytest.raises(ValueError, match="one training process"):
+        build_generator(cfg, model, pad_id=0, stop_ids=[1], seed=0)

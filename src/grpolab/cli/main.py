@@ -3,6 +3,7 @@
 grpolab train [--config PRESET | CONFIG.yaml] [--resume [CKPT]] [--mode masked|full] [--multirun]
               [--print-config] [script flags: --batch_size N ...] [key.sub=value ...]
 grpolab eval [--model DIR|HUB_ID] [--adapter DIR] [--config PRESET] [--split val|test] [key=value ...]
+grpolab vllm-serve [--config PRESET] [--host H] [--port P] [key=value ...]
 grpolab sweep | report | runs | tensorboard | rewards list|try | export | make-tiny-model
 """
 
@@ -222,9 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from grpolab.cli.observe import add_observe_parsers
     from grpolab.cli.rewards import add_rewards_parser
+    from grpolab.cli.serve import add_serve_parser
 
     add_rewards_parser(sub)
     add_observe_parsers(sub)
+    add_serve_parser(sub)
     return parser
 
 

@@ -95,7 +95,8 @@ class GenerationConfig(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling")
     top_k: int = Field(0, ge=0, description="top-k sampling; 0 = off")
     repetition_penalty: float = Field(1.0, gt=0.0, description="HF generate repetition penalty")
-    backend: Literal["hf", "vllm"] = Field("hf", description="hf: HF generate; vllm: a colocated vLLM engine")
+    backend: Literal["hf", "vllm", "vllm_server"] = Field("hf", description="HF generate, colocated vLLM, vllm-serve")
+    vllm_server_url: str = Field("http://127.0.0.1:8000", description="backend=vllm_server: the server")
     vllm_kv_cache_gib: float = Field(2.0, gt=0.0, description="vLLM on CPU: KV cache size in GiB")
     vllm_gpu_memory_utilization: float = Field(
         0.3, gt=0.0, le=1.0, description="vLLM on GPU: share of GPU memory for the engine (training keeps the rest)"
@@ -133,7 +134,7 @@ class GRPOConfig(Section):
         3, ge=0, description="extra rounds of B questions to refill dropped groups (DAPO dynamic sampling)"
     )
     importance_sampling_correction: bool = Field(
-        True, description="backend=vllm: re-weight tokens by min(p_trainer / p_engine, cap) (truncated IS)"
+        True, description="vllm backends: re-weight tokens by min(p_trainer / p_engine, cap) (truncated IS)"
     )
     importance_sampling_cap: float = Field(2.0, gt=0.0, description="upper cap of the truncated IS weight")
 

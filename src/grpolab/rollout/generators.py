@@ -1,12 +1,14 @@
 """Pick the generation backend named by `generation.backend`, and keep its weights equal to the policy's.
 
-`hf` generates with the policy module itself, so it never needs a sync. `vllm` holds its own copy of
-the weights: `sync_after_step` loads the policy into it after every optimizer step, before the next
-rollout, and reports how long that took as `time/weight_sync`.
+`hf` generates with the policy module itself, so it never needs a sync. `vllm` (an engine in this
+process) and `vllm_server` (one in a `grpolab vllm-serve` process) hold their own copy of the weights:
+`sync_after_step` loads the policy into it after every optimizer step, before the next rollout, and
+reports how long that took as `time/weight_sync`.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from grpolab.config.schema import Config
@@ -24,6 +26,15 @@ def engine_max_model_len(cfg: Config) -> int:
 def build_generator(cfg: Config, model: Any, pad_id: int, stop_ids: list[int], seed: int) -> Generator:
     if cfg.generation.backend == "hf":
         return HFGenerator(model, pad_id, stop_ids)
+    if cfg.generation.backend == "vllm_server":
+        from grpolab.rollout.vllm_server import VLLMServerClient
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                "generation.backend=vllm_server serves one training process: under torchrun every rank "
+                "would wait for rank 0's weight sync. Use generation.backend=vllm (one engine per rank)"
+            )
+        return VLLMServerClient(cfg.generation.vllm_server_url, model, stop_ids)
     from grpolab.rollout.vllm_backend import VLLMGenerator
 
     g = cfg.generation

@@ -56,9 +56,60 @@ class VLLMGenerator:
         kv_cache_gib: float,
         gpu_memory_utilization: float,
     ) -> None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        first = next(model.parameters())
+        self._start(
+            base.config,
+            first.dtype,
+            first.device.type == "cpu",
+            stop_ids,
+            max_model_len=max_model_len,
+            seed=seed,
+            kv_cache_gib=kv_cache_gib,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
+        self.sync_weights(model)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Any,
+        dtype: torch.dtype,
+        on_cpu: bool,
+        *,
+        max_model_len: int,
+        seed: int,
+        kv_cache_gib: float,
+        gpu_memory_utilization: float,
+    ) -> VLLMGenerator:
+        """An engine for a model config with dummy weights, to be filled by load_weights (the
+        `grpolab vllm-serve` process, whose trainer sends the weights and the stop ids)."""
+        engine = cls.__new__(cls)
+        engine._start(
+            config,
+            dtype,
+            on_cpu,
+            [],
+            max_model_len=max_model_len,
+            seed=seed,
+            kv_cache_gib=kv_cache_gib,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
+        return engine
+
+    def _start(
+        self,
+        config: Any,
+        dtype: torch.dtype,
+        on_cpu: bool,
+        stop_ids: list[int],
+        *,
+        max_model_len: int,
+        seed: int,
+        kv_cache_gib: float,
+        gpu_memory_utilization: float,
+    ) -> None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process: sync hands over tensors, no socket
-        device = next(model.parameters()).device
-        on_cpu = device.type == "cpu"
         if on_cpu:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
         self.stop_ids = list(stop_ids)
@@ -67,16 +118,14 @@ class VLLMGenerator:
         affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         from vllm import LLM
 
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        dtype: Any = str(next(model.parameters()).dtype).removeprefix("torch.")  # float32, bfloat16, ...
         self._config_dir = tempfile.TemporaryDirectory(prefix="grpolab-vllm-")
-        base.config.save_pretrained(self._config_dir.name)
+        config.save_pretrained(self._config_dir.name)
         started = time.perf_counter()
         self.llm = LLM(
             model=self._config_dir.name,
-            load_format="dummy",  # real weights arrive by sync_weights below
+            load_format="dummy",  # real weights arrive by load_weights
             skip_tokenizer_init=True,
-            dtype=dtype,
+            dtype=str(dtype).removeprefix("torch."),  # float32, bfloat16, ...
             max_model_len=max_model_len,
             seed=seed,
             enforce_eager=on_cpu,  # CUDA graphs on GPU; nothing to capture on CPU
@@ -96,12 +145,14 @@ class VLLMGenerator:
         torch.set_num_threads(threads)
         if affinity is not None:
             os.sched_setaffinity(0, affinity)
-        self.sync_weights(model)
 
     def sync_weights(self, model: Any) -> float:
         """Load the policy's current weights into the engine; returns the seconds it took."""
+        return self.load_weights([(name, tensor.detach()) for name, tensor in engine_weights(model)])
+
+    def load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> float:
+        """Load (name, tensor) pairs in the engine's checkpoint naming; returns the seconds it took."""
         started = time.perf_counter()
-        weights = [(name, tensor.detach()) for name, tensor in engine_weights(model)]
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
         return time.perf_counter() - started
@@ -120,10 +171,11 @@ class VLLMGenerator:
         destroy_model_parallel()  # a later engine in this process builds its groups anew
         gc.collect()
 
-    def sampling_params(self, params: SamplingParams) -> Any:
+    def sampling_params(self, params: SamplingParams, seed: int | None = None) -> Any:
+        """Ours -> vLLM's. seed None: one drawn from torch's RNG (train.seed decides the rollouts)."""
         from vllm import SamplingParams as VLLMSamplingParams
 
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed
         return VLLMSamplingParams(
             n=params.num_samples,
             temperature=0.0 if params.greedy else params.temperature,
@@ -138,9 +190,9 @@ class VLLMGenerator:
             detokenize=False,
         )
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> GenerationOutput:
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int | None = None) -> GenerationOutput:
         requests: list[Any] = [{"prompt_token_ids": list(p)} for p in prompts]
-        outputs = self.llm.generate(requests, self.sampling_params(params), use_tqdm=False)
+        outputs = self.llm.generate(requests, self.sampling_params(params, seed), use_tqdm=False)
         completions, truncated, logprobs = [], [], []
         for request in outputs:
             for sample in sorted(request.outputs, key=lambda o: o.index):

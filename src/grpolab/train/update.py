@@ -189,7 +189,7 @@ def policy_update(
     skipped = False
     grad_norm = 0.0
     # sampler-vs-trainer mismatch: measured on every backend that kept its log-probs, corrected for vLLM
-    correct = grpo.importance_sampling_correction and cfg.generation.backend == "vllm"
+    correct = grpo.importance_sampling_correction and cfg.generation.backend != "hf"
     compared: list[Compared] = []
     if not parts and whole_batch.sample_logp is not None and len(whole_batch) and isinstance(shards, Unsharded):
         # nothing to train here, but the sampler-vs-trainer mismatch is logged every step: measured
