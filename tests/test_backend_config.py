@@ -43,6 +43,8 @@ def test_vllm_server_needs_no_local_vllm_and_names_the_server_command_when_none_
     model = torch.nn.Linear(2, 2)
     with pytest.raises(ConnectionError, match=f"grpolab vllm-serve -c PRESET --port {port}"):
         build_generator(cfg, model, pad_id=0, stop_ids=[1], seed=0)
-    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: refused before any connection
-    with pytest.raises(ValueError, match="one training process"):
-        build_generator(cfg, model, pad_id=0, stop_ids=[1], seed=0)
+
+
+def test_vllm_server_with_fsdp_is_refused():
+    with pytest.raises(Exception, match="ddp only"):
+        load("generation.backend=vllm_server", "distributed.strategy=fsdp")

@@ -1,6 +1,6 @@
 """`grpolab vllm-serve` and generation.backend=vllm_server: the engine in its own process, fed the
-policy's weights by broadcast; greedy output equals HF generate's before and after a sync, and a
-short training run goes through it."""
+policy's weights by broadcast; greedy output equals HF generate's before and after a sync, and
+short training runs go through it, in one process and in two (torchrun, one server)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from grpolab.config.load import load_config
 from grpolab.models.loading import load_model, load_tokenizer, resolve_source, stop_token_ids
 from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.rollout.vllm_server import VLLMServerClient
-from run_helpers import QUICK
+from run_helpers import QUICK, read_metrics
+from test_distributed_training import torchrun_train
 
 pytestmark = pytest.mark.slow
 
@@ -96,3 +97,18 @@ def test_training_through_the_server(server_url, tmp_path):
     greedy = SamplingParams(max_new_tokens=12, greedy=True)
     hf = HFGenerator(trainer.model, trainer.tokenizer.pad_token_id, trainer.loaded.stop_ids)
     assert trainer.generator.generate(prompts, greedy).completions == hf.generate(prompts, greedy).completions
+
+
+def test_two_ranks_share_one_server(server_url, tmp_path):
+    """Under torchrun both ranks generate through the server; rank 0 alone sends the weights and
+    both wait for it, so the sampler still holds the policy every step (the mismatch stays small)."""
+    out = tmp_path / "ddp"
+    torchrun_train(
+        [*QUICK, "train.max_steps=2", "eval.every_steps=0", f"train.output_dir={out}", "train.run_name=served",
+         "optim.lr=1e-3", "generation.backend=vllm_server", f"generation.vllm_server_url={server_url}"]
+    )  # fmt: skip
+    rows = [r for r in read_metrics(next(out.glob("served/*/metrics.jsonl")).parent) if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["time/weight_sync"] > 0
+        assert 0 <= row["mismatch/logp_abs_mean"] <= row["mismatch/logp_abs_max"] < 0.05

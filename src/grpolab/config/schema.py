@@ -370,8 +370,8 @@ class Config(Section):
             )
         if not self.agent.enabled and any(spec.name == "env" for spec in self.rewards.functions):
             raise ValueError("rewards: the 'env' reward is the environment's final_reward(); set agent.enabled=true")
-        if self.generation.backend == "vllm" and self.distributed.strategy == "fsdp":
-            raise ValueError("generation.backend=vllm runs with distributed.strategy=ddp only (one engine per rank)")
+        if self.generation.backend != "hf" and self.distributed.strategy == "fsdp":
+            raise ValueError(f"generation.backend={self.generation.backend} runs with distributed.strategy=ddp only")
         if self.grpo.epsilon_high is not None and self.grpo.epsilon_high < self.grpo.epsilon:
             raise ValueError("grpo.epsilon_high must be >= grpo.epsilon")
         if self.data.task not in ("jsonl", "hf", "gsm8k") and self.data.train_size > 100_000:

@@ -8,7 +8,7 @@ reports how long that took as `time/weight_sync`.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from typing import Any
 
 from grpolab.config.schema import Config
@@ -23,18 +23,26 @@ def engine_max_model_len(cfg: Config) -> int:
     return g.max_prompt_length + g.max_new_tokens
 
 
-def build_generator(cfg: Config, model: Any, pad_id: int, stop_ids: list[int], seed: int) -> Generator:
+def build_generator(
+    cfg: Config,
+    model: Any,
+    pad_id: int,
+    stop_ids: list[int],
+    seed: int,
+    rank: int = 0,
+    barrier: Callable[[], None] | None = None,
+) -> Generator:
+    """The configured backend. rank and barrier matter to vllm_server only: under torchrun every rank
+    sends its prompts to the one server, rank 0 alone sends the weights, and all ranks wait at the
+    barrier until it has (before the first rollout and after every sync)."""
     if cfg.generation.backend == "hf":
         return HFGenerator(model, pad_id, stop_ids)
     if cfg.generation.backend == "vllm_server":
         from grpolab.rollout.vllm_server import VLLMServerClient
 
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ValueError(
-                "generation.backend=vllm_server serves one training process: under torchrun every rank "
-                "would wait for rank 0's weight sync. Use generation.backend=vllm (one engine per rank)"
-            )
-        return VLLMServerClient(cfg.generation.vllm_server_url, model, stop_ids)
+        return VLLMServerClient(
+            cfg.generation.vllm_server_url, model, stop_ids, sends_weights=rank == 0, barrier=barrier
+        )
     from grpolab.rollout.vllm_backend import VLLMGenerator
 
     g = cfg.generation

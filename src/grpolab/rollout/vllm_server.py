@@ -13,8 +13,9 @@ connects and after every optimizer step, so the engine never serves anything but
 - Weights never travel as JSON: the trainer hosts a TCP store and both sides build a two-member
   process group outside any torch.distributed world (gloo on CPU, NCCL when the policy is on a GPU);
   POST /sync_weights carries names, shapes and dtypes, and the tensors follow by broadcast.
-- One training process per server for now: under torchrun every rank would have to wait for rank
-  0's sync before its next rollout. Use the colocated backend (one engine per rank) there.
+- Under torchrun every rank sends its own prompts to the one server (served one request at a time),
+  rank 0 alone sends the weights, and every rank waits at a barrier until it has: before the first
+  rollout and after every sync, so no rank samples from the old weights.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -150,8 +152,19 @@ def serve(engine: Any, device: torch.device, host: str, port: int) -> None:
 class VLLMServerClient:
     """generation.backend=vllm_server: the Generator protocol over HTTP, weights by broadcast."""
 
-    def __init__(self, url: str, model: Any, stop_ids: list[int], timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: Any,
+        stop_ids: list[int],
+        *,
+        sends_weights: bool = True,
+        barrier: Callable[[], None] | None = None,
+        timeout_s: float = 600.0,
+    ) -> None:
         self.url = url.rstrip("/")
+        self.sends_weights = sends_weights  # rank 0 under torchrun; the others only generate
+        self.barrier = barrier or (lambda: None)
         self.stop_ids = list(stop_ids)
         self.timeout_s = timeout_s
         self.group: Any = None
@@ -200,8 +213,15 @@ class VLLMServerClient:
         return answer["value"]
 
     def sync_weights(self, model: Any) -> float:
-        """Send the policy's weights (LoRA merged) to the server; returns the seconds it took."""
+        """Send the policy's weights (LoRA merged) to the server, then wait at the barrier for every
+        rank; returns the seconds it took (on every rank: the wait is the sync's cost there too)."""
         started = time.perf_counter()
+        if self.sends_weights:
+            self._send(model)
+        self.barrier()
+        return time.perf_counter() - started
+
+    def _send(self, model: Any) -> None:
         weights = [(name, tensor.detach()) for name, tensor in engine_weights(model)]
         if self.group is None:  # NCCL between two GPUs; gloo as soon as either side is a CPU
             self._join("nccl" if weights[0][1].is_cuda and self.server_device == "cuda" else "gloo")
@@ -216,7 +236,6 @@ class VLLMServerClient:
                 _broadcast(self.group, tensor.contiguous() if self.backend == "nccl" else tensor.cpu().contiguous())
 
         self._concurrently(lambda: self._call("POST", "/sync_weights", body), send)
-        return time.perf_counter() - started
 
     def _join(self, backend: str) -> None:
         """Host the store on the address the server reaches us by; both sides join the group at once."""

@@ -96,8 +96,9 @@ class Trainer:
             report_long_prompts(self.tokenizer, [*self.splits.train, *self.val], cfg)
         self.health = RunHealth.from_config(cfg)
         self.generator = build_generator(
-            cfg, self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids, seed=cfg.train.seed + self.ctx.rank
-        )
+            cfg, self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids, seed=cfg.train.seed + self.ctx.rank,
+            rank=self.ctx.rank, barrier=self.ctx.barrier,
+        )  # fmt: skip
         self.rollouts = RolloutSampler(cfg, self.generator, self.tokenizer, self.loaded.stop_ids, inputs.env_factory)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         t = cfg.train
