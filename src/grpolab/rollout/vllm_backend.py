@@ -120,12 +120,13 @@ class VLLMGenerator:
 
         self._config_dir = tempfile.TemporaryDirectory(prefix="grpolab-vllm-")
         config.save_pretrained(self._config_dir.name)
+        engine_dtype: Any = str(dtype).removeprefix("torch.")  # float32, bfloat16, ... (vLLM types a Literal)
         started = time.perf_counter()
         self.llm = LLM(
             model=self._config_dir.name,
             load_format="dummy",  # real weights arrive by load_weights
             skip_tokenizer_init=True,
-            dtype=str(dtype).removeprefix("torch."),  # float32, bfloat16, ...
+            dtype=engine_dtype,
             max_model_len=max_model_len,
             seed=seed,
             enforce_eager=on_cpu,  # CUDA graphs on GPU; nothing to capture on CPU
