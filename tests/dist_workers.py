@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from grpolab.config.schema import DistributedConfig
-from grpolab.parallel.distributed import DistContext, failure_guard, global_step_totals
+from grpolab.parallel.distributed import DistContext, global_step_totals
+from grpolab.parallel.lifecycle import failure_guard
 
 HERE = Path(__file__).resolve()
 ADV = [1.0, -0.5, 0.25, -0.75, 0.6, -1.2, 0.3, 0.9]  # one fixed advantage per sequence

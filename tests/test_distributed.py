@@ -15,13 +15,8 @@ import torch
 
 from dist_workers import CASES, HERE, child_env, scripted_step, spawn_ranks, write_evaluation
 from grpolab.config.schema import DistributedConfig
-from grpolab.parallel.distributed import (
-    DistContext,
-    DistributedError,
-    exit_after_distributed_run,
-    failure_guard,
-    global_step_totals,
-)
+from grpolab.parallel.distributed import DistContext, DistributedError, global_step_totals
+from grpolab.parallel.lifecycle import exit_after_distributed_run, failure_guard
 
 
 def test_two_processes_update_equals_one_process(tmp_path):

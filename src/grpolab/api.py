@@ -31,7 +31,8 @@ from grpolab.data import build_splits
 from grpolab.data.base import DataError, Example, Splits
 from grpolab.data.inline import examples_from_rows
 from grpolab.eval.evaluate import evaluation_reward_set
-from grpolab.parallel.distributed import DistContext, failure_guard
+from grpolab.parallel.distributed import DistContext
+from grpolab.parallel.lifecycle import failure_guard
 from grpolab.parallel.sharding import refuse_deepspeed
 from grpolab.rewards import RewardInputs, RewardSet, build_rewards
 from grpolab.rewards.api import BoundReward

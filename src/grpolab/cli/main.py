@@ -232,10 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from grpolab.parallel.lifecycle import exit_after_distributed_run
+
     code = run_command(argv)
-    distributed = sys.modules.get("grpolab.parallel.distributed")  # not imported: no group was started
-    if distributed is not None:
-        distributed.exit_after_distributed_run(code)
+    exit_after_distributed_run(code)  # returns unless this process started a process group
     return code
 
 

@@ -17,19 +17,15 @@ so the trainer calls them unconditionally. How a step is split, and why it is ex
   the optimizer step agree on every rank without further communication; weights stay identical.
 - Metrics are reduced to weighted means (`reduce_metrics`) and logged by rank 0 only.
 
-A rank that raises must not leave the others blocked in a collective: `failure_guard` logs the
-error, aborts the process group and exits non-zero; the peers' next collective then fails at once
-(gloo: connection closed) or at the latest after `distributed.timeout_s` (NCCL watchdog).
+How a rank fails, and how a finished process exits, is in parallel/lifecycle.py.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
-import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
@@ -39,23 +35,15 @@ import torch.distributed as dist
 
 from grpolab.algo.loss import StepTotals
 from grpolab.config.schema import DistributedConfig
+from grpolab.parallel.lifecycle import exit_after_distributed_run, first_line, mark_group_started, run_guarded
 
 T = TypeVar("T")
-R = TypeVar("R")
 ReduceOp = Literal["mean", "sum", "min", "max"]
-# Set once this process has started a process group (not when Accelerate or a test started it):
-# `exit_after_distributed_run` then ends the process without interpreter finalization.
-_started_group = False
 BUCKET_BYTES = 25 * 2**20  # DDP's default bucket: large enough to amortise latency, small enough to stay cheap
 
 
 class DistributedError(RuntimeError):
     """Distributed start-up or batch splitting failed; the message says what to check."""
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:300]
 
 
 def _pick_device(name: str, local_rank: int, multi: bool) -> torch.device:
@@ -134,12 +122,11 @@ class DistContext:
         except Exception as err:
             raise DistributedError(
                 f"torch.distributed ({backend}) could not start rank {rank} of {world} at {where}: "
-                f"{_first_line(err)}. Check that all {world} processes were launched with the same "
+                f"{first_line(err)}. Check that all {world} processes were launched with the same "
                 f"MASTER_ADDR/MASTER_PORT, that rank 0 runs on {env['MASTER_ADDR']} and its port is reachable "
                 f"(firewall, port in use), and raise distributed.timeout_s ({cfg.timeout_s:g}) if ranks start slowly"
             ) from err
-        global _started_group
-        _started_group = True
+        mark_group_started()
         return cls(rank, world, local_rank, device, backend, cfg.timeout_s, _owns_group=True)
 
     # -- splitting work ----------------------------------------------------------------------
@@ -328,65 +315,6 @@ def global_step_totals(
         max_completion_length=max_completion_length,
         num_micro_batches=max(1, round(total["micro_batches"])),
     )
-
-
-# -- failure handling ----------------------------------------------------------------------------
-@contextmanager
-def failure_guard(ctx: DistContext, exit_code: int = 1) -> Iterator[None]:
-    """Around a rank's whole run: if it raises, log, abort the group and exit non-zero at once, so the
-    peers fail in their next collective instead of waiting forever for this rank.
-
-    os._exit, not sys.exit: exit handlers (destroy_process_group, thread joins) could block on the
-    very peers we are trying to release. A single process re-raises normally.
-    """
-    try:
-        yield
-    except SystemExit as stop:
-        if stop.code in (None, 0) or not ctx.enabled:
-            raise
-        _die(ctx, stop, stop.code if isinstance(stop.code, int) else exit_code)
-    except BaseException as err:
-        if not ctx.enabled:
-            raise
-        _die(ctx, err, 130 if isinstance(err, KeyboardInterrupt) else exit_code)
-
-
-def _die(ctx: DistContext, err: BaseException, code: int) -> None:
-    sys.stderr.write(f"[rank {ctx.rank}/{ctx.world_size}] failed:\n{''.join(traceback.format_exception(err))}")
-    sys.stderr.write(
-        f"[rank {ctx.rank}/{ctx.world_size}] {type(err).__name__}: {_first_line(err)} -- aborting the process "
-        f"group; the other ranks stop at their next collective (within distributed.timeout_s={ctx.timeout_s:g})\n"
-    )
-    sys.stderr.flush()
-    sys.stdout.flush()
-    ctx.abort()
-    os._exit(code)
-
-
-def exit_after_distributed_run(code: int) -> None:
-    """End a process that started a process group with os._exit(code), after flushing, instead of
-    returning into interpreter finalization; a no-op in any other process.
-
-    Why: objects that still reference the destroyed gloo group (FSDP's device mesh, a collective's
-    work handle) are only freed while the interpreter shuts down, and a gloo worker thread that then
-    needs the GIL aborts the process: SIGABRT, "terminate called without an active exception", exit
-    code -6 for a run that had finished and saved everything (seen in CI, rarely, on a resumed FSDP
-    run). Everything grpolab writes is closed by the time the command returns.
-    """
-    if not _started_group:
-        return
-    import logging
-
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def run_guarded(ctx: DistContext, fn: Callable[[], R]) -> R:
-    with failure_guard(ctx):
-        return fn()
-    raise AssertionError("unreachable")  # for type checkers: failure_guard either returns or exits
 
 
 def main() -> int:
