@@ -180,9 +180,11 @@ def can_share_prompt(model: Any, training: bool) -> bool:
     model in a training (gradient) or scoring pass: the usual decoder layout (not FSDP), and not
     a training pass under gradient checkpointing (which turns the cache off)."""
     parts = decoder_and_head(model)
-    if parts is None:
-        return False
-    return not (training and getattr(parts[0], "gradient_checkpointing", False))
+    return parts is not None and not _cache_off(parts[0], training)
+
+
+def _cache_off(decoder: Any, training: bool) -> bool:
+    return training and bool(getattr(decoder, "gradient_checkpointing", False))
 
 
 def _shared_prompt_hidden(decoder: Any, batch: Batch, rows: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | None:
@@ -244,7 +246,7 @@ def sequence_logprobs(
         logp, entropy = token_logprobs(out.logits[:, :-1, :], targets, temperature)  # logits [N, C', V]
         return _pad_columns(logp, full_width), _pad_columns(entropy, full_width)
     decoder, head = parts
-    share = share_prompt and can_share_prompt(model, training=decoder.training)
+    share = share_prompt and not _cache_off(decoder, decoder.training)  # can_share_prompt, decoder in hand
     rows = shared_prompt_rows(batch) if share else None
     hidden = _shared_prompt_hidden(decoder, batch, rows) if rows is not None else None
     if hidden is None:
