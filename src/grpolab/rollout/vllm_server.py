@@ -101,8 +101,11 @@ class EngineServer:
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
-        routes = {"/generate": self.generate, "/init_weight_sync": self.init_weight_sync}
-        routes["/sync_weights"] = self.sync_weights
+        routes = {
+            "/generate": self.generate,
+            "/init_weight_sync": self.init_weight_sync,
+            "/sync_weights": self.sync_weights,
+        }
 
         class Handler(BaseHTTPRequestHandler):
             def _reply(self, code: int, payload: dict[str, Any]) -> None:
