@@ -178,6 +178,9 @@ class GRPOTrainer:
         "prompt" column (see grpolab.data.inline); None: the task configured in args.data.
     args: a GRPOConfig (or any grpolab Config). environment: an Environment class or factory (one
         instance per episode) for tool-using agents. peft_config: a peft LoraConfig (LoRA training).
+    tools / environment_factory: TRL's tool API instead of `environment` (functions as tools; a class
+        whose methods are tools, or a dict of them picked by the `environment` column); see
+        envs/trl_tools.py and README "Tools and environments (TRL's API)".
     """
 
     def __init__(
@@ -194,9 +197,19 @@ class GRPOTrainer:
         reward_weights: Sequence[float] | None = None,
         test_dataset: Any = None,
         tokenizer: Any = None,
+        tools: Sequence[Callable[..., Any]] | None = None,
+        environment_factory: Any = None,
     ) -> None:
         processing_class = processing_class or tokenizer  # the older TRL name
         cfg = args if args is not None else GRPOConfig()
+        trl_env = None
+        if tools or environment_factory is not None:
+            from grpolab.envs.trl_tools import build_trl_environment
+
+            if environment is not None:
+                raise ConfigError("environment: give grpolab's `environment` or TRL's tools/environment_factory, not both")
+            trl_env = build_trl_environment(tools, environment_factory, cfg.agent.tool_timeout_s)
+            environment = trl_env.env_factory
         update: dict[str, Any] = {}
         model_object = None
         if isinstance(model, (str, Path)):
@@ -223,7 +236,14 @@ class GRPOTrainer:
             rewards = (
                 build_rewards(cfg.rewards) if reward_funcs is None else reward_set(cfg, reward_funcs, reward_weights)
             )
+            if trl_env is not None:
+                from grpolab.envs.trl_tools import with_environment_rewards
+
+                rewards = with_environment_rewards(rewards, trl_env, reward_funcs is not None)
             splits = run_splits(cfg, train_dataset, eval_dataset, test_dataset)
+            if trl_env is not None:
+                for split, examples in (("train", splits.train), ("eval", splits.val), ("test", splits.test)):
+                    trl_env.check_rows([e.row() for e in examples], f"{split}_dataset")
             eval_rewards = evaluation_reward_set(cfg, rewards)
             _check_columns(cfg, rewards, eval_rewards, splits)
             tokenizer = None

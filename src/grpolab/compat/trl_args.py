@@ -19,5 +19,17 @@ class TrlArg:
     convert: Callable[[Any], Any] | None = None  # TRL value -> grpolab value, where units differ
 
 
+def _turns_from_iterations(iterations: Any) -> int:
+    """TRL runs the tools, then generates again, up to N times: N + 1 model turns in all."""
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
+        raise ValueError(f"max_tool_calling_iterations: expected a whole number >= 0, got {iterations!r}")
+    return iterations + 1
+
+
 # TRL name -> TrlArg. Filled by the TRL-compatibility work (issue 20) and the objectives (issue 21).
-TRL_ARGS: dict[str, TrlArg] = {}
+TRL_ARGS: dict[str, TrlArg] = {
+    # tools (issue 19)
+    "max_tool_calling_iterations": TrlArg(
+        "agent.max_turns", "N tool rounds after the first turn = N + 1 model turns", _turns_from_iterations
+    ),
+}

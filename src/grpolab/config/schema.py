@@ -291,6 +291,9 @@ class AgentConfig(Section):
     max_total_tokens: int = Field(1024, gt=0, description="cap on a whole trajectory's length")
     env: str = Field("calculator", description="built-in env name or 'pkg.module:Class'")
     env_params: dict[str, Any] = Field({}, description="keyword arguments of the environment")
+    tool_timeout_s: float | None = Field(
+        60.0, gt=0.0, description="seconds one call of a TRL-style tool may run; over it: a 'timed out' tool message"
+    )
 
 
 class JournalConfig(Section):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -151,8 +152,36 @@ def _check_arguments(tool: Tool, arguments: dict[str, Any]) -> None:
             raise ToolError(f"{tool.name}: argument '{key}' must be a string")
 
 
-def execute(parsed: ParsedCall, tools: dict[str, Tool]) -> ToolResult:
-    """Run one parsed call. Never raises: every failure is a ToolResult(ok=False) for the model."""
+def call_with_timeout(fn: Callable[..., Any], arguments: dict[str, Any], timeout_s: float | None, name: str) -> Any:
+    """`fn(**arguments)`, given at most `timeout_s` seconds (None: no limit); ToolError when it runs over.
+
+    The call runs in a daemon thread because a thread cannot be killed: a call that never returns
+    keeps its thread (and whatever it holds) until the process exits, but the episode goes on and
+    the interpreter can still exit. A tool that must really be stopped belongs in a subprocess, as
+    the python tool is (envs/python_tool.py)."""
+    if timeout_s is None:
+        return fn(**arguments)
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn(**arguments)
+        except BaseException as err:  # re-raised in the caller's thread below
+            box["error"] = err
+
+    thread = threading.Thread(target=run, name=f"tool-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise ToolError(f"{name} timed out after {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def execute(parsed: ParsedCall, tools: dict[str, Tool], timeout_s: float | None = None) -> ToolResult:
+    """Run one parsed call, for at most `timeout_s` seconds. Never raises: every failure (a timeout
+    included) is a ToolResult(ok=False) for the model."""
     if parsed.call is None:
         return ToolResult(INVALID_TOOL, f"Error: {parsed.error}", ok=False)
     tool = tools.get(parsed.call.name)
@@ -164,7 +193,7 @@ def execute(parsed: ParsedCall, tools: dict[str, Tool]) -> ToolResult:
         )
     try:
         _check_arguments(tool, parsed.call.arguments)
-        return ToolResult(tool.name, tool.fn(**parsed.call.arguments), ok=True)
+        return ToolResult(tool.name, call_with_timeout(tool.fn, parsed.call.arguments, timeout_s, tool.name), ok=True)
     except ToolError as err:
         return ToolResult(tool.name, f"Error: {err}", ok=False)
     except Exception as err:  # a bug in a user tool still must not kill a training run

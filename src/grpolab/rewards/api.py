@@ -2,8 +2,8 @@
 
 Every reward function, built-in or user-written, is called the way TRL calls it: keyword arguments,
 one list entry per sample. `completions`, `prompts`, `completion_ids`, `trajectories`,
-`completion_lengths`, `env_rewards` (agents: each episode's `final_reward()`) and every dataset
-column by name (`answer=[...]`, `category=[...]`) are offered;
+`completion_lengths`, `env_rewards` (agents: each episode's `final_reward()`), `environments`
+(agents: each episode's environment object, as TRL passes it) and every dataset column by name (`answer=[...]`, `category=[...]`) are offered;
 a function receives only the keywords it declares (all of them if it takes `**kwargs`), followed by
 its configured params. It returns one `float | None` per sample.
 
@@ -31,7 +31,15 @@ logger = logging.getLogger("grpolab.rewards")
 
 RewardValue = float | None
 # The keywords every function may ask for, besides dataset columns and its own params.
-STANDARD_INPUTS = ("completions", "prompts", "completion_ids", "trajectories", "completion_lengths", "env_rewards")
+STANDARD_INPUTS = (
+    "completions",
+    "prompts",
+    "completion_ids",
+    "trajectories",
+    "completion_lengths",
+    "env_rewards",
+    "environments",
+)
 
 
 class RewardError(RuntimeError):
@@ -49,6 +57,7 @@ class RewardInputs:
     trajectories: list[list[dict[str, Any]]] | None = None
     completion_lengths: list[int] | None = None
     env_rewards: list[float | None] | None = None  # agents: the environment's final_reward() per episode
+    environments: list[Any] | None = None  # agents: each episode's environment (TRL's `environments`)
     # Conversational prompts (TRL's conversational format): what user functions receive instead of
     # `prompts` / `completions`: the prompt messages, and the completion as a list of messages.
     prompt_messages: list[list[dict[str, Any]]] | None = None
@@ -67,6 +76,8 @@ class RewardInputs:
             sizes["completion_lengths"] = len(self.completion_lengths)
         if self.env_rewards is not None:
             sizes["env_rewards"] = len(self.env_rewards)
+        if self.environments is not None:
+            sizes["environments"] = len(self.environments)
         bad = {k: v for k, v in sizes.items() if v != n}
         if bad:
             raise ValueError(f"RewardInputs: {len(self.completions)} completions but {bad}")
@@ -90,6 +101,7 @@ class RewardInputs:
             "trajectories": self.trajectories,
             "completion_lengths": lengths,
             "env_rewards": self.env_rewards,
+            "environments": self.environments,
         }
         if conversational and self.prompt_messages is not None and self.completion_messages is not None:
             standard.update(prompts=self.prompt_messages, completions=self.completion_messages)
