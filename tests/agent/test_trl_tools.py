@@ -250,3 +250,19 @@ def test_max_tool_calling_iterations_counts_the_turns_after_the_first():
     assert row.convert is not None and row.convert(0) == 1 and row.convert(3) == 4
     with pytest.raises(ValueError, match="max_tool_calling_iterations"):
         row.convert(None)
+
+
+def test_a_template_that_ignores_tools_gets_the_schemas_in_the_system_prompt():
+    plain = char_tokenizer(  # SmolLM2-style ChatML: `tools` is never rendered
+        "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    setup = build_trl_environment([multiply], None, tool_timeout_s=None)
+    env = setup.env_factory()
+    env.bind_tokenizer(plain)
+    system, user = env.reset({"prompt": "Q0?", "system_prompt": "Be brief."})
+    assert system["content"].startswith("Be brief.\n\nYou can use these tools:\n")
+    assert json.dumps(get_json_schema(multiply)["function"]) in system["content"]
+    assert "<tool_call>" in system["content"] and user == {"role": "user", "content": "Q0?"}
+    env.bind_tokenizer(QWEN)  # a template that renders the tools: nothing added
+    assert env.reset({"prompt": "Q0?", "system_prompt": "Be brief."})[0]["content"] == "Be brief."

@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from grpolab.config.load import ConfigError
-from grpolab.envs.env import Message, ToolEnv
+from grpolab.envs.env import _CALL_FORMAT, Message, ToolEnv
 from grpolab.envs.tool_parsing import tool_call_parser
 from grpolab.envs.tools import Tool
 from grpolab.rewards.api import BoundReward, RewardSet
@@ -104,6 +105,30 @@ def environment_tools(instance: Any) -> list[FunctionTool]:
     return [function_tool(m) for name, m in methods if name not in RESERVED and not name.startswith("_")]
 
 
+_PROBE = {"type": "function", "function": {"name": "probe_tool_5b1e", "description": "", "parameters": {}}}
+
+
+def renders_tools(tokenizer: Any) -> bool:
+    """Whether the chat template shows `tools` at all (SmolLM2's, for one, ignores them)."""
+    messages = [{"role": "user", "content": "x"}]
+    try:
+        with_tool = tokenizer.apply_chat_template(messages, tools=[_PROBE], tokenize=False)
+        without = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # a template that fails on tools cannot show them either
+        return False
+    return bool(with_tool != without)
+
+
+def schema_instructions(schemas: Sequence[dict[str, Any]]) -> str:
+    """System-prompt text for a template that does not render tools: each schema as JSON, and the
+    Hermes call format that the default parser reads."""
+    listing = "\n".join(json.dumps(schema.get("function", schema)) for schema in schemas)
+    return (
+        f"You can use these tools:\n{listing}\nTo call a tool, write {_CALL_FORMAT}. The result comes back in "
+        "the next message. When you know the answer, reply without a tool call."
+    )
+
+
 def _reset_arguments(reset: Callable[..., Any], row: Mapping[str, Any], multi: bool) -> dict[str, Any]:
     """The row's columns for `reset(**columns)`; `environment` is a routing column in the dict case.
     A `reset` without **kwargs gets only the columns it names (TRL would pass them all and fail)."""
@@ -121,8 +146,9 @@ class TrlEnv(ToolEnv):
     environment object made for this episode (`user_environment`, what rewards get as `environments`).
 
     The tool list, hence the prompt's tools, is set per episode in `reset`: with a dict of factories
-    it depends on the row. No tool instructions are added to the system prompt: as in TRL, the chat
-    template renders the tools (`apply_chat_template(tools=...)`).
+    it depends on the row. As in TRL, the chat template renders the tools (`apply_chat_template(tools=...)`);
+    where it ignores them (TRL refuses such a template), the schemas and the call format go into the
+    system prompt instead (`schema_instructions`).
     """
 
     def __init__(
@@ -136,6 +162,11 @@ class TrlEnv(ToolEnv):
         self.factories = dict(factories or {})
         self.multi = None not in self.factories and bool(self.factories)
         self.user_environment: Any = None
+        self.template_shows_tools = True
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:
+        super().bind_tokenizer(tokenizer)
+        self.template_shows_tools = renders_tools(tokenizer)
 
     def reset(self, row: dict[str, Any]) -> list[Message]:
         self.row = row
@@ -157,7 +188,9 @@ class TrlEnv(ToolEnv):
         user = str(row.get("prompt") or row.get("question") or "")
         if observation is not None:
             user += str(observation)  # TRL appends reset()'s text to the user message as it is
-        system = row.get("system_prompt")
+        system = row.get("system_prompt") or ""
+        if self.tools and not self.template_shows_tools:
+            system = "\n\n".join(part for part in (system, schema_instructions(self.tools)) if part)
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         self._parse = tool_call_parser(self._tokenizer, messages, self.tools)
         return messages
