@@ -207,7 +207,7 @@ class GRPOTrainer:
             from grpolab.envs.trl_tools import build_trl_environment
 
             if environment is not None:
-                raise ConfigError("environment: give grpolab's `environment` or TRL's tools/environment_factory, not both")
+                raise ConfigError("environment: give grpolab's `environment` or TRL's tools/environment_factory")
             trl_env = build_trl_environment(tools, environment_factory, cfg.agent.tool_timeout_s)
             environment = trl_env.env_factory
         update: dict[str, Any] = {}

@@ -16,13 +16,13 @@ from transformers.utils import get_json_schema
 from grpolab.api import GRPOConfig, GRPOTrainer
 from grpolab.compat.trl_args import TRL_ARGS
 from grpolab.config.load import ConfigError
+from grpolab.data.base import Example
 from grpolab.envs.trl_tools import build_trl_environment, with_environment_rewards
 from grpolab.rewards.api import BoundReward, RewardInputs, RewardSet
+from grpolab.rewards.inputs import reward_inputs
 from grpolab.rollout.agent_metrics import agent_metrics
 from grpolab.rollout.backend import SamplingParams
 from grpolab.rollout.multi_turn import run_agent_rollouts
-from grpolab.rewards.inputs import reward_inputs
-from grpolab.data.base import Example
 
 QWEN = char_tokenizer()  # renders each tool's JSON schema in the system turn
 
@@ -142,7 +142,10 @@ def test_a_tool_without_type_hint_or_argument_doc_is_one_line_before_the_model_l
 
     args = GRPOConfig.load("quick_test", f"train.output_dir={tmp_path}")
     dataset = [{"prompt": "Q?", "answer": "1"}] * 24
-    for fn, missing in ((no_hint, "Argument a is missing a type hint"), (undocumented, "no description for the argument 'b'")):
+    for fn, missing in (
+        (no_hint, "Argument a is missing a type hint"),
+        (undocumented, "no description for the argument 'b'"),
+    ):
         # a model that does not exist: the tool error comes first, so nothing was loaded
         with pytest.raises(ConfigError) as err:
             GRPOTrainer(model="no-such/model", tools=[fn], reward_funcs="numeric", train_dataset=dataset, args=args)
@@ -157,6 +160,7 @@ def test_a_tool_without_type_hint_or_argument_doc_is_one_line_before_the_model_l
 
     with pytest.raises(ConfigError, match=r"BadEnv\.act cannot be a tool: .*no docstring"):
         build_trl_environment([], BadEnv, None)
+
     class NoReset:
         pass
 
@@ -203,7 +207,9 @@ def test_an_environment_class_resets_from_the_row_and_owns_its_reward():
     assert env.tools == [get_json_schema(CounterEnv.increment)]  # public methods but reset/get_reward
     assert rollouts[0].messages[0] == {"role": "user", "content": "Q0? Reach 3."}  # reset's text appended
     assert env.user_environment.columns == ["answer", "prompt"]  # the row's other columns
-    examples = [Example(question=r["prompt"], answer=r["answer"], category="", fields={"target": r["target"]}) for r in rows]
+    examples = [
+        Example(question=r["prompt"], answer=r["answer"], category="", fields={"target": r["target"]}) for r in rows
+    ]
     seen: list[Any] = []
 
     def reads_environments(completions, environments):  # TRL's `environments` reward input
@@ -224,7 +230,10 @@ def test_a_dict_of_environments_shows_each_prompt_only_its_own_tools():
         {"prompt": "Q0?", "environment": "counter", "target": 1},
         {"prompt": "Q1?", "environment": "game", "target": 0},
     ]
-    scripts = {(0, 0): [Turn(call("move", action="up")), Turn("x")], (1, 0): [Turn(call("move", action="up")), Turn("y")]}
+    scripts = {
+        (0, 0): [Turn(call("move", action="up")), Turn("x")],
+        (1, 0): [Turn(call("move", action="up")), Turn("y")],
+    }
     counter, game = episodes(setup, scripts, rows)
     counter_prompt, game_prompt = QWEN.decode(counter.prompt_ids), QWEN.decode(game.prompt_ids)
     assert '"increment"' in counter_prompt and '"move"' not in counter_prompt

@@ -3,7 +3,8 @@
 Every reward function, built-in or user-written, is called the way TRL calls it: keyword arguments,
 one list entry per sample. `completions`, `prompts`, `completion_ids`, `trajectories`,
 `completion_lengths`, `env_rewards` (agents: each episode's `final_reward()`), `environments`
-(agents: each episode's environment object, as TRL passes it) and every dataset column by name (`answer=[...]`, `category=[...]`) are offered;
+(agents: each episode's environment object, as TRL passes it) and every dataset column by name
+(`answer=[...]`, `category=[...]`) are offered;
 a function receives only the keywords it declares (all of them if it takes `**kwargs`), followed by
 its configured params. It returns one `float | None` per sample.
 
