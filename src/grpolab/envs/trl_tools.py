@@ -157,7 +157,7 @@ class TrlEnv(ToolEnv):
         factories: Mapping[str | None, Callable[[], Any]] | None = None,
         tool_timeout_s: float | None = None,
     ) -> None:
-        self.standalone = [function_tool(fn) for fn in tools]
+        self.standalone: list[Tool] = [function_tool(fn) for fn in tools]
         super().__init__(self.standalone, system_prompt="", tool_timeout_s=tool_timeout_s)
         self.factories = dict(factories or {})
         self.multi = None not in self.factories and bool(self.factories)
@@ -231,7 +231,7 @@ def _factories(environment_factory: Any) -> dict[str | None, Callable[[], Any]]:
     return {None: environment_factory}
 
 
-def _env_reward(cls: type) -> BoundReward:
+def _env_reward(cls: Any) -> BoundReward:
     """TRL's environment-owned reward: get_reward() of the episodes run by exactly `cls`, None elsewhere."""
     if inspect.iscoroutinefunction(cls.get_reward):
 
