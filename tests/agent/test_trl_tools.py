@@ -4,6 +4,7 @@ column, and tools that misbehave (bad signature, raising, hanging)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -275,3 +276,27 @@ def test_a_template_that_ignores_tools_gets_the_schemas_in_the_system_prompt():
     assert "<tool_call>" in system["content"] and user == {"role": "user", "content": "Q0?"}
     env.bind_tokenizer(QWEN)  # a template that renders the tools: nothing added
     assert env.reset({"prompt": "Q0?", "system_prompt": "Be brief."})[0]["content"] == "Be brief."
+
+
+async def async_add(a: int, b: int) -> int:
+    """Add asynchronously.
+
+    Args:
+        a: The first term.
+        b: The second term.
+    """
+    await asyncio.sleep(0)
+    return a + b
+
+
+@pytest.mark.parametrize("timeout_s", [None, 5.0])
+def test_an_async_tool_runs_with_and_without_a_time_limit_also_inside_a_running_loop(timeout_s):
+    env = build_trl_environment([async_add], None, tool_timeout_s=timeout_s).env_factory()
+    env.reset({"prompt": "Q0?"})
+    message = call("async_add", a=2, b=3)
+    assert env.step(message).observations[0]["content"] == "5"
+
+    async def in_a_notebook():  # the caller's thread already runs an event loop
+        return env.step(message)
+
+    assert asyncio.run(in_a_notebook()).observations[0]["content"] == "5"

@@ -26,6 +26,7 @@ import functools
 import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,12 +85,18 @@ def function_tool(fn: Callable[..., Any]) -> FunctionTool:
 
 
 def _sync(fn: Callable[..., Any]) -> Callable[..., str]:
-    """The tool as `fn(**arguments) -> str`: an async tool runs on its own event loop (it is called
-    from a worker thread, see tools.call_with_timeout); the result is sent back as str(result)."""
+    """The tool as `fn(**arguments) -> str`, sent back as str(result); an async tool runs on an event
+    loop of its own (TRL shares one daemon loop; a tool here is one call at a time anyway)."""
     if inspect.iscoroutinefunction(fn):
 
         def run_async(**arguments: Any) -> str:
-            return str(asyncio.run(fn(**arguments)))
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return str(asyncio.run(fn(**arguments)))
+            # This thread already runs a loop (a notebook): the coroutine gets its own in a worker.
+            with ThreadPoolExecutor(1) as pool:
+                return str(pool.submit(asyncio.run, fn(**arguments)).result())
 
         return run_async
 
