@@ -23,8 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import PrivateAttr, ValidationError
 
+from grpolab.compat.trl_translate import is_trl_name, load_flat, merge_flat, unknown_key
 from grpolab.config.load import ConfigError, check_keys, format_validation_error, load_config
 from grpolab.config.schema import Config, RewardsConfig, RewardSpec
 from grpolab.data import build_splits
@@ -55,20 +56,39 @@ class GRPOConfig(Config):
 
     A bad value is a `ConfigError` with one line naming the field, as on the command line."""
 
+    # TRL's reward_weights: a GRPOConfig argument there, the weights of GRPOTrainer's reward_funcs here
+    _reward_weights: list[float] | None = PrivateAttr(None)
+
     def __init__(self, **sections: Any) -> None:
+        flat = {key: sections.pop(key) for key in list(sections) if key not in Config.model_fields and is_trl_name(key)}
+        for key in sections:
+            if key not in Config.model_fields:
+                raise unknown_key(key)
         check_keys(sections)
+        weights = None
+        if flat:  # TRL's flat names (learning_rate=..., per_device_train_batch_size=...), see compat/
+            sections, weights = merge_flat(sections, flat)
         try:
             super().__init__(**sections)
         except ValidationError as err:
             raise ConfigError(format_validation_error(err)) from None
+        self._reward_weights = weights
 
     @classmethod
     def load(cls, preset: str | None = "default", *overrides: str, **dotted: Any) -> GRPOConfig:
-        """A preset plus `key.sub=value` overrides (or keywords with `__` for the dots). Unlike the
-        command line, .env and environment variables are not read: a script means what it says."""
+        """A preset plus `key.sub=value` overrides (or keywords with `__` for the dots), and TRL's
+        flat names as keywords (`learning_rate=1e-6`). Unlike the command line, .env and environment
+        variables are not read: a script means what it says."""
+        flat = {key: dotted.pop(key) for key in list(dotted) if is_trl_name(key)}
         pairs = [*overrides, *(f"{key.replace('__', '.')}={json.dumps(value)}" for key, value in dotted.items())]
         cfg = load_config(preset, pairs, env_file=None, environ={})
-        return cls.model_validate(cfg.model_dump())
+        weights = None
+        if flat:
+            reload = lambda more: load_config(preset, more, env_file=None, environ={})  # noqa: E731
+            cfg, weights = load_flat(cfg, flat, reload, pairs)
+        out = cls.model_validate(cfg.model_dump())
+        out._reward_weights = weights
+        return out
 
 
 def _label(fn: Callable[..., Any]) -> str:
