@@ -147,8 +147,9 @@ def _examples(dataset: Any, cfg: Config, name: str) -> list[Example]:
 
 
 def run_splits(cfg: Config, train_dataset: Any, eval_dataset: Any, test_dataset: Any) -> Splits:
-    """train/val/test. No eval_dataset: data.val_size + data.test_size rows are held out of
-    train_dataset (seeded by data.seed). eval_dataset without test_dataset: it serves as both."""
+    """train/val/test. No eval_dataset: as in TRL, nothing is held out and nothing is evaluated, unless
+    args set data.val_size or data.test_size: then those rows are held out of train_dataset (seeded by
+    data.seed). eval_dataset without test_dataset: it serves as both."""
     if train_dataset is None:
         if eval_dataset is not None or test_dataset is not None:
             raise DataError("eval_dataset/test_dataset given without a train_dataset")
@@ -156,6 +157,9 @@ def run_splits(cfg: Config, train_dataset: Any, eval_dataset: Any, test_dataset:
     train = _examples(train_dataset, cfg, "train_dataset")
     val = _examples(eval_dataset, cfg, "eval_dataset") if eval_dataset is not None else None
     test = _examples(test_dataset, cfg, "test_dataset") if test_dataset is not None else None
+    asked = {"val_size", "test_size"} & cfg.data.model_fields_set
+    if val is None and test is None and not asked:
+        return Splits(train=train, val=[], test=[])
     if val is None and test is None:
         held_out = cfg.data.val_size + cfg.data.test_size
         if len(train) <= held_out:
@@ -172,11 +176,17 @@ def run_splits(cfg: Config, train_dataset: Any, eval_dataset: Any, test_dataset:
 
 
 def _check_columns(cfg: Config, rewards: RewardSet, eval_rewards: RewardSet, splits: Splits) -> None:
-    """Fail now, not at the first step, when a reward needs a column the dataset does not have."""
-    row = splits.train[0].row()
-    available = RewardInputs(prompts=[""], completions=[""], completion_ids=[[]], rows=[row]).keywords()
-    for reward in eval_rewards.rewards:
-        reward.call_kwargs(available)  # RewardError naming the missing column
+    """Fail now, not at the first step, when a reward needs a column the dataset does not have. The
+    evaluation's rewards (correctness, format) only matter when there is something to evaluate."""
+    for reward_set, examples in ((rewards, splits.train), (eval_rewards, splits.val)):
+        if not examples:
+            continue
+        row = examples[0].row()
+        inputs = RewardInputs(prompts=[""], completions=[""], completion_ids=[[]], rows=[row])
+        for reward in reward_set.rewards:
+            reward.call_kwargs(inputs.keywords())  # RewardError naming the missing column
+    if not splits.evaluates:
+        return
     correctness = cfg.eval.correctness_reward
     if correctness not in rewards.labels and not any(example.answer for example in splits.val):
         raise ConfigError(
@@ -217,6 +227,10 @@ class GRPOTrainer:
     ) -> None:
         processing_class = processing_class or tokenizer  # the older TRL name
         cfg = args if args is not None else GRPOConfig()
+        if reward_weights is None:  # TRL passes them in its GRPOConfig
+            reward_weights = getattr(cfg, "_reward_weights", None)
+            if reward_weights is not None and reward_funcs is None:
+                raise ConfigError("reward_weights (in args) weighs reward_funcs=; give GRPOTrainer the functions too")
         update: dict[str, Any] = {}
         model_object = None
         if isinstance(model, (str, Path)):
@@ -269,6 +283,8 @@ class GRPOTrainer:
             examples = _examples(dataset, self.args, "dataset")
         elif split in ("val", "test"):
             examples = self.trainer.val if split == "val" else self.trainer.splits.test
+            if not examples:
+                raise DataError("nothing to evaluate: pass eval_dataset= to GRPOTrainer, or a dataset to evaluate()")
         else:
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
         return self.trainer.evaluate(examples).metrics("eval" if split == "val" else split)
