@@ -8,11 +8,13 @@
     trainer = GRPOTrainer(model="tiny", reward_funcs=[short, "answer_format"], train_dataset=dataset,
                           args=GRPOConfig(train={"max_steps": 20}))
     summary = trainer.train()                       # RunSummary: run_dir, status, best step, before/after
-    trainer.evaluate()                              # {"eval/accuracy": ..., "eval/format": ...}
+    trainer.evaluate(test_rows)                     # {"eval/accuracy": ..., "eval/format": ...}
     trainer.save_model("my-model")
 
-`grpolab train -c PRESET` is `run_training(cfg)` below: it builds the same objects from the config
-(splits of the configured task, the configured rewards) and calls the same `GRPOTrainer`.
+TRL's flat names work as well: `GRPOConfig(learning_rate=1e-6, per_device_train_batch_size=8)`
+(translated in grpolab/compat/). `grpolab train -c PRESET` is `run_training(cfg)` below: it builds
+the same objects from the config (splits of the configured task, the configured rewards) and calls
+the same `GRPOTrainer`.
 """
 
 from __future__ import annotations

@@ -77,10 +77,10 @@ class RunState:
 
     def trainer_state(self, max_steps: int) -> Any:
         """What TRL passes its rewards as `trainer_state`: a transformers TrainerState of this moment
-        (global_step = optimizer steps done, epoch = epochs done as a fraction)."""
+        (global_step = optimizer steps done, epoch = the questions of those steps / the training set)."""
         from transformers import TrainerState
 
-        epoch = self.sampler.epoch + self.sampler.position / max(self.sampler.num_questions, 1)
+        epoch = self.step * self.sampler.batch_size / max(self.sampler.num_questions, 1)
         return TrainerState(global_step=self.step, max_steps=max_steps, epoch=epoch)
 
     def state_dict(self) -> dict[str, Any]:
