@@ -85,6 +85,12 @@ def test_trl_semantics_of_steps_epochs_warmup_and_spellings():
         "http://10.0.0.2:8001"
     )
     assert GRPOConfig(disable_dropout=False).model.dropout is True
+    import torch
+
+    model = GRPOConfig(model_init_kwargs={"torch_dtype": torch.bfloat16, "attn_implementation": "sdpa"}).model
+    assert (model.dtype, model.attn_implementation) == ("bfloat16", "sdpa")
+    with pytest.raises(ConfigError, match=r"model_init_kwargs\['device_map'\] is not offered by grpolab"):
+        GRPOConfig(model_init_kwargs={"device_map": "auto"})
     with pytest.raises(ConfigError, match=r"logging_steps=0\.1: grpolab counts whole steps"):
         GRPOConfig(logging_steps=0.1)
 

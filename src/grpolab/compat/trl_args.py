@@ -4,8 +4,8 @@ One row per TRL argument. `target` is grpolab's dotted key (same meaning and uni
 says otherwise); an argument TRL has and grpolab does not carries `target=None` and a one-line `note`
 saying so. The README's TRL table is generated from this table (scripts/config_reference.py).
 Translation (and the arguments that set several keys together: the batch sizes, use_vllm +
-vllm_mode, report_to, reward_weights) lives in `compat/trl_translate.py`; adding a row here is
-all a new one-to-one argument needs.
+vllm_mode, report_to, model_init_kwargs, reward_weights) lives in `compat/trl_translate.py`;
+adding a row here is all a new one-to-one argument needs.
 """
 
 from __future__ import annotations
@@ -91,9 +91,8 @@ NO_DEEPSPEED = "grpolab shards with FSDP2 (distributed.strategy=fsdp), not DeepS
 TRL_ARGS: dict[str, TrlArg] = {
     # -- model ------------------------------------------------------------------------------------
     "model_init_kwargs": TrlArg(
-        None,
-        "load the model yourself (model=AutoModelForCausalLM.from_pretrained(...)) or set model.*",
-        accepts=(None,),
+        "model.dtype, model.attn_implementation, model.revision, model.trust_remote_code",
+        "its keys dtype (torch_dtype), attn_implementation, revision, trust_remote_code; else pass a loaded model",
     ),
     "trust_remote_code": TrlArg("model.trust_remote_code"),
     "disable_dropout": TrlArg(

@@ -7,7 +7,7 @@
 One-to-one names follow their `TrlArg` row (`trl_args.py`). A few TRL arguments only mean something
 together and are translated here as a group: the batch sizes (TRL counts completions per device,
 grpolab questions per step), use_vllm + vllm_mode, the vLLM server's host and port, report_to,
-max_steps with num_train_epochs, warmup_steps (a ratio in grpolab) and reward_weights.
+max_steps with num_train_epochs, warmup_steps (a ratio in grpolab), model_init_kwargs and reward_weights.
 A TRL or transformers argument grpolab does not offer is accepted at its default value and is
 otherwise one ConfigError line; two names that set one key differently are an error naming both.
 """
@@ -126,8 +126,8 @@ def _vllm(flat: dict[str, Any], settings: Settings) -> None:
 
 
 def _report_to(value: Any, settings: Settings) -> None:
-    names = [value] if isinstance(value, str) or value is None else list(value)
-    names = [str(n).lower() for n in names if n is not None]
+    given = [value] if isinstance(value, str) or value is None else list(value)
+    names = [str(n).lower() for n in given if n is not None]
     unknown = [n for n in names if n not in ("none", "all", "tensorboard", "wandb")]
     if unknown:
         raise ConfigError(
@@ -150,10 +150,32 @@ def _warmup_steps(value: Any, flat: dict[str, Any], current: Current, settings: 
     _set(settings, "optim.warmup_ratio", min(ratio, 1.0), "warmup_steps")
 
 
+MODEL_INIT_KEYS = {
+    "dtype": "model.dtype",
+    "torch_dtype": "model.dtype",
+    "attn_implementation": "model.attn_implementation",
+    "revision": "model.revision",
+    "trust_remote_code": "model.trust_remote_code",
+}
+
+
+def _model_init_kwargs(value: Any, settings: Settings) -> None:
+    """from_pretrained's keywords that grpolab's model section has; a torch.dtype is named by its text."""
+    for key, item in (value or {}).items():
+        if key not in MODEL_INIT_KEYS:
+            raise ConfigError(
+                f"GRPOConfig: model_init_kwargs[{key!r}] is not offered by grpolab (it takes "
+                f"{', '.join(MODEL_INIT_KEYS)}); load the model yourself and pass model=<the loaded model>"
+            )
+        if MODEL_INIT_KEYS[key] == "model.dtype":
+            item = str(item).removeprefix("torch.")
+        _set(settings, MODEL_INIT_KEYS[key], item, f"model_init_kwargs[{key!r}]")
+
+
 JOINT = {
     "per_device_train_batch_size", "gradient_accumulation_steps", "generation_batch_size", "steps_per_generation",
     "use_vllm", "vllm_mode", "vllm_server_base_url", "vllm_server_host", "vllm_server_port",
-    "report_to", "warmup_steps", "reward_weights",
+    "report_to", "warmup_steps", "reward_weights", "model_init_kwargs",
 }  # fmt: skip
 
 
@@ -193,6 +215,7 @@ def translate(flat: dict[str, Any], current: Current) -> tuple[Settings, list[fl
     if "report_to" in flat:
         _report_to(flat["report_to"], settings)
     _warmup_steps(flat.get("warmup_steps"), flat, current, settings)
+    _model_init_kwargs(flat.get("model_init_kwargs"), settings)
     weights = flat.get("reward_weights")
     return settings, None if weights is None else [float(w) for w in weights]
 
