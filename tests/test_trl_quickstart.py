@@ -60,8 +60,11 @@ def test_rewards_get_trainer_state_and_can_log(tmp_path):
         log_extra("length", [len(c) for c in completions])
         return [-abs(20 - len(c)) for c in completions]
 
-    args = GRPOConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, num_generations=4)
+    args = GRPOConfig(
+        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, num_generations=4, reward_weights=[0.5]
+    )
     trainer = GRPOTrainer(model="tiny", reward_funcs=reward_len, args=args, train_dataset=[{"prompt": "Hi"}] * 4)
+    assert trainer.trainer.rewards.weights == [0.5]  # TRL's reward_weights, given in the config
     summary = trainer.train()
     # TRL's state while a step's rewards are scored: the optimizer steps done so far; 2 questions of
     # 4 per step, so epoch 0.5 after the first step

@@ -41,7 +41,13 @@ def training_arguments_defaults() -> dict[str, Any]:
 
     from transformers import TrainingArguments
 
-    return {f.name: f.default for f in dataclasses.fields(TrainingArguments) if f.default is not dataclasses.MISSING}
+    out = {}
+    for f in dataclasses.fields(TrainingArguments):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 def is_trl_name(key: str) -> bool:
