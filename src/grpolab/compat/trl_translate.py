@@ -81,8 +81,7 @@ def _batch(flat: dict[str, Any], current: Current, settings: Settings) -> None:
     """TRL: one optimizer step takes gradient_accumulation_steps micro-steps of per_device_train_batch_size
     completions on each of W processes, and generation_batch_size = those completions when
     steps_per_generation = gradient_accumulation_steps (its default). grpolab generates once per step."""
-    names = BATCH_NAMES
-    if not any(flat.get(n) is not None for n in names):
+    if not any(flat.get(n) is not None for n in BATCH_NAMES):
         return
     per_device = flat.get("per_device_train_batch_size")
     accumulation = flat.get("gradient_accumulation_steps") or 1
@@ -111,7 +110,7 @@ def _batch(flat: dict[str, Any], current: Current, settings: Settings) -> None:
             f"{completions} completions per step, not divisible by num_generations ({group}); completions per "
             f"step that work: {', '.join(map(str, works))}, ..."
         )
-    given = ", ".join(n for n in names if flat.get(n) is not None)
+    given = ", ".join(n for n in BATCH_NAMES if flat.get(n) is not None)
     _set(settings, "train.questions_per_step", completions // group, given)
     if per_device is not None:
         _set(settings, "train.micro_batch_size", per_device, "per_device_train_batch_size")
