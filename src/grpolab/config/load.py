@@ -119,6 +119,10 @@ def check_keys(tree: dict[str, Any], model: type[BaseModel] = Config, prefix: st
     """Reject unknown keys with the nearest valid name, before pydantic sees the tree."""
     fields = model.model_fields
     for key, value in tree.items():
+        if key not in fields and not prefix:
+            from grpolab.compat.trl_translate import unknown_key  # it imports this module
+
+            raise unknown_key(key, flat_trl=False)
         if key not in fields:
             hint = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
             where = f"{prefix}{key}"

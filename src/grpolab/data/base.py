@@ -32,20 +32,29 @@ class Example:
         return self.messages if self.messages is not None else self.question
 
     def row(self) -> dict[str, Any]:
-        """The columns a reward function sees, by name (question, answer, category, extras)."""
+        """The columns a reward function sees, by name: the dataset's own, then question, answer and
+        category, the configured columns' values (they win over a dataset column of the same name)."""
         return {**self.fields, "question": self.question, "answer": self.answer, "category": self.category}
 
 
 @dataclass(frozen=True)
 class Splits:
+    """train, val, test. val and test are empty only for a user's dataset with nothing held out
+    (the Python API without eval_dataset, as TRL): the run then trains without evaluating."""
+
     train: list[Example]
     val: list[Example]
     test: list[Example]
 
     def __post_init__(self) -> None:
-        for name in ("train", "val", "test"):
-            if not getattr(self, name):
-                raise DataError(f"the {name} split is empty: the dataset has too few distinct questions")
+        if not self.train:
+            raise DataError("the train split is empty: the dataset has too few distinct questions")
+        if bool(self.val) != bool(self.test):
+            raise DataError(f"the {'val' if not self.val else 'test'} split is empty but the other is not")
+
+    @property
+    def evaluates(self) -> bool:
+        return bool(self.val)
 
 
 @dataclass(frozen=True)

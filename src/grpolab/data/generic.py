@@ -4,8 +4,10 @@ Local data is one file (data.path: .jsonl/.json/.parquet/.csv), files matched by
 patterns, or a directory written by `datasets`' save_to_disk (data.path); see local_datasets.py.
 
 Columns come from the config: data.question_column, data.answer_column, and optionally
-data.category_column (without it every example's category is the task name). Every other column
-is kept in Example.fields, so a reward can read e.g. a row's `unit` or `tolerance` by name.
+data.category_column (without it every example's category is the task name). Every column but
+"prompt" (TRL's `prompts`) is kept in Example.fields under its own name, the configured ones too,
+so a reward reads e.g. `solution` or `unit` by name, exactly as the Python API passes the same rows;
+`question`, `answer` and `category` are also offered, as the configured columns' values.
 
 Splitting: duplicate questions are dropped (first occurrence kept), the rest is shuffled with the
 seed, then test, val and train are cut in that order. Test and val must fit; train takes what is
@@ -63,15 +65,14 @@ def answer(row: Row, column: str, number: int, source: str) -> str:
 
 
 def row_maker(data: DataConfig, source: str) -> MakeExample:
-    """Turns a row into an Example using the configured columns; other columns go to fields."""
-    used = {data.question_column, data.answer_column, data.category_column}
+    """Turns a row into an Example using the configured columns; every column goes to fields."""
 
     def make(number: int, row: Row) -> Example:
         return Example(
             question=required(row, data.question_column, number, source),
             answer=answer(row, data.answer_column, number, source),
             category=(required(row, data.category_column, number, source) if data.category_column else data.task),
-            fields={k: v for k, v in row.items() if k not in used},
+            fields={k: v for k, v in row.items() if k != "prompt"},  # as TRL: the prompt is `prompts`
         )
 
     return make

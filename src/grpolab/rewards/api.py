@@ -4,7 +4,10 @@ Every reward function, built-in or user-written, is called the way TRL calls it:
 one list entry per sample. `completions`, `prompts`, `completion_ids`, `trajectories`,
 `completion_lengths`, `env_rewards` (agents: each episode's `final_reward()`), `environments`
 (agents: each episode's environment object, as TRL passes it) and every dataset column by name
-(`answer=[...]`, `category=[...]`) are offered;
+(`answer=[...]`, `category=[...]`) are offered, and, as in TRL, `trainer_state` (a
+transformers `TrainerState`: global_step, max_steps, epoch; None outside a training run),
+`log_metric(name, value)` (logged with the step's metrics, averaged over the batch's calls) and
+`log_extra(column, values)` (a column of samples.jsonl);
 a function receives only the keywords it declares (all of them if it takes `**kwargs`), followed by
 its configured params. It returns one `float | None` per sample.
 
@@ -33,14 +36,9 @@ logger = logging.getLogger("grpolab.rewards")
 RewardValue = float | None
 # The keywords every function may ask for, besides dataset columns and its own params.
 STANDARD_INPUTS = (
-    "completions",
-    "prompts",
-    "completion_ids",
-    "trajectories",
-    "completion_lengths",
-    "env_rewards",
-    "environments",
-)
+    "completions", "prompts", "completion_ids", "trajectories", "completion_lengths", "env_rewards",
+    "environments", "trainer_state", "log_metric", "log_extra",
+)  # fmt: skip
 
 
 class RewardError(RuntimeError):
@@ -63,6 +61,16 @@ class RewardInputs:
     # `prompts` / `completions`: the prompt messages, and the completion as a list of messages.
     prompt_messages: list[list[dict[str, Any]]] | None = None
     completion_messages: list[list[dict[str, Any]]] | None = None
+    trainer_state: Any = None  # TRL's: a transformers TrainerState during training
+    # what the rewards sent through log_metric / log_extra while this batch was scored
+    logged_metrics: dict[str, list[float]] = field(default_factory=dict)
+    extra_columns: dict[str, list[Any]] = field(default_factory=dict)
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.logged_metrics.setdefault(name, []).append(float(value))
+
+    def log_extra(self, column: str, values: list[Any]) -> None:
+        self.extra_columns.setdefault(column, []).extend(values)
 
     def __post_init__(self) -> None:
         n = len(self.completions)
@@ -103,6 +111,9 @@ class RewardInputs:
             "completion_lengths": lengths,
             "env_rewards": self.env_rewards,
             "environments": self.environments,
+            "trainer_state": self.trainer_state,
+            "log_metric": self.log_metric,
+            "log_extra": self.log_extra,
         }
         if conversational and self.prompt_messages is not None and self.completion_messages is not None:
             standard.update(prompts=self.prompt_messages, completions=self.completion_messages)
@@ -117,6 +128,11 @@ class RewardScores:
     per_function: dict[str, list[RewardValue]]
     total: list[RewardValue]
     errors: dict[str, int] = field(default_factory=dict)
+    logged: dict[str, float] = field(default_factory=dict)  # log_metric's names, batch means
+    extra_columns: dict[str, list[Any]] = field(default_factory=dict)  # log_extra's, one value per sample
+
+    def extras(self, i: int) -> dict[str, Any]:
+        return {name: values[i] for name, values in self.extra_columns.items() if i < len(values)}
 
     def metrics(self) -> dict[str, float]:
         """`rewards/{label}/mean`, `/std` (sample std, as TRL logs it) over the scored samples,
@@ -134,7 +150,7 @@ class RewardScores:
             out[f"rewards/{label}/none_frac"] = (len(values) - len(scored)) / len(values) if values else 0.0
             if self.errors.get(label, 0) > 0:
                 out[f"rewards/{label}/errors"] = float(self.errors[label])
-        return out
+        return {**self.logged, **out}
 
     def breakdown(self, i: int) -> dict[str, RewardValue]:
         return {label: self.per_function[label][i] for label in self.labels}
@@ -200,6 +216,7 @@ class RewardSet:
     def __init__(self, rewards: list[BoundReward], on_error: Literal["raise", "skip"] = "raise") -> None:
         self.rewards = rewards
         self.on_error = on_error
+        self.trainer_state: Callable[[], Any] | None = None  # the trainer sets it: TRL's trainer_state
 
     @property
     def labels(self) -> list[str]:
@@ -215,6 +232,8 @@ class RewardSet:
 
     def score(self, inputs: RewardInputs) -> RewardScores:
         n = len(inputs)
+        if inputs.trainer_state is None and self.trainer_state is not None:
+            inputs.trainer_state = self.trainer_state()
         available = inputs.keywords()
         conversational = inputs.keywords(conversational=True)
         per_sample_keys = [k for k, v in available.items() if isinstance(v, list) and len(v) == n]
@@ -248,7 +267,8 @@ class RewardSet:
             # Like TRL's nansum: a None drops out of the sum, the other weights are not re-normalised.
             terms = [r.weight * v for r in self.rewards if (v := per_function[r.label][i]) is not None]
             total.append(math.fsum(terms) if terms else None)
-        return RewardScores(self.labels, per_function, total, errors)
+        logged = {name: math.fsum(values) / len(values) for name, values in inputs.logged_metrics.items() if values}
+        return RewardScores(self.labels, per_function, total, errors, logged, inputs.extra_columns)
 
     def _recover(
         self,

@@ -52,6 +52,7 @@ class StepGroups:
     rounds: list[Round]
     kept_groups: int  # over all ranks
     stats: AdvantageStats  # group statistics of everything sampled (what the rewards looked like)
+    extras: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per kept rollout: log_extra's
 
     @property
     def sampled_rewards(self) -> torch.Tensor:
@@ -84,6 +85,8 @@ def merged_scores(rounds: Sequence[Round]) -> RewardScores:
         per_function={label: [v for r in rounds for v in r.scores.per_function[label]] for label in first.labels},
         total=[v for r in rounds for v in r.scores.total],
         errors={label: sum(r.scores.errors.get(label, 0) for r in rounds) for label in first.labels},
+        logged={name: sum(r.scores.logged.get(name, 0.0) for r in rounds) / len(rounds) for name in first.logged},
+        extra_columns={k: [v for r in rounds for v in r.scores.extra_columns.get(k, [])] for k in first.extra_columns},
     )
 
 
@@ -130,6 +133,7 @@ def sample_groups(
         for row in range(g * group, (g + 1) * group):
             out.rollouts.append(dataclasses.replace(source.rollouts[row], question_index=index))
             out.breakdowns.append((source.scores.breakdown(row), source.scores.total[row]))
+            out.extras.append(source.scores.extras(row))
     rows = [p for p, _, _ in mine]
     out.adv = adv[rows].reshape(-1) if rows else torch.zeros(0)  # [k*G], row k*G + g as in rollouts
     return out
@@ -153,6 +157,7 @@ def sample_records(
                 "reward": total,
                 "advantage": float(groups.adv[i]),
                 "truncated": rollout.truncated,
+                **(groups.extras[i] if i < len(groups.extras) else {}),
                 **(describe(rollout) if describe is not None else {}),
             }
         )

@@ -75,6 +75,14 @@ class RunState:
         self.epoch_sum, self.epoch_count = 0.0, 0
         return out
 
+    def trainer_state(self, max_steps: int) -> Any:
+        """What TRL passes its rewards as `trainer_state`: a transformers TrainerState of this moment
+        (global_step = optimizer steps done, epoch = the questions of those steps / the training set)."""
+        from transformers import TrainerState
+
+        epoch = self.step * self.sampler.batch_size / max(self.sampler.num_questions, 1)
+        return TrainerState(global_step=self.step, max_steps=max_steps, epoch=epoch)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,

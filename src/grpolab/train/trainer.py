@@ -106,6 +106,7 @@ class Trainer:
             QuestionSampler(len(self.splits.train), t.questions_per_step, t.seed),
             EarlyStopping(t.early_stopping_metric, t.patience, t.min_delta),
         )
+        self.rewards.trainer_state = self.eval_rewards.trainer_state = lambda: self.state.trainer_state(t.max_steps)
         self.checkpoints_dir = self.run_dir / "checkpoints"
         self.last_saved_step = -1
         self.tracker: Tracker | NullTracker = NullTracker()  # the real one opens in run(): nothing written before
@@ -326,6 +327,8 @@ class Trainer:
             return
         if cfg.train.resume:
             self.tracker.warning("train.resume=auto: no checkpoint of this run name found, starting fresh")
+        if not self.val:
+            return self.tracker.info("no eval_dataset: training without evaluation or before/after report")
         split = cfg.eval.final_split
         state.before = self.evaluate(self.final_examples()).metrics(split)
         self.tracker.info(f"before training: {split} accuracy {state.before[f'{split}/accuracy']:.1%}")
@@ -347,7 +350,7 @@ class Trainer:
                 self.tracker.warning(f"step {state.step}: loss is not finite ({metrics.get('loss')})")
             # validate before saving, so a checkpoint holds this step's evaluation and a run resumed
             # from it does not skip one; the last step's validation is finish()'s
-            if eval_every and state.step % eval_every == 0 and state.step < max_steps:
+            if eval_every and state.step % eval_every == 0 and state.step < max_steps and self.val:
                 decision = self.validate()
                 if decision.should_stop:
                     return StopReason.EARLY_STOPPING, decision.reason
@@ -367,7 +370,7 @@ class Trainer:
             # best checkpoint, and the resumed run would then differ from one never interrupted.
             self.tracker.info(f"interrupted at step {state.step}: `grpolab train ... --resume` continues it")
             return {}
-        if not state.history or state.history[-1]["step"] != state.step:
+        if self.val and (not state.history or state.history[-1]["step"] != state.step):
             self.validate()
         self.save_step(again=True)
         best = self.checkpoints_dir / BEST
@@ -377,6 +380,8 @@ class Trainer:
             )
             self.tracker.info(f"exporting the best model (step {state.best_step}), not the last")
         self.save_model(self.run_dir / "final")
+        if not self.val:
+            return {}
         split = self.cfg.eval.final_split
         after = self.evaluate(self.final_examples()).metrics(split)
         key = f"{split}/accuracy"
