@@ -119,6 +119,18 @@ CASES = [
         "column 'answer' holds a list",
         _write("qa.jsonl", "".join(json.dumps({"question": f"q{i}", "answer": [i, 0]}) + "\n" for i in range(40))),
     ),
+    BadInput(
+        "answer 1e400 (JSON overflows to inf)",
+        ["train", *QUICK, "data.task=jsonl", "data.path={d}/qa.jsonl"],
+        "row 2: column 'answer' holds inf, which is not a finite number",
+        _write("qa.jsonl", '{"question": "q1", "answer": 1}\n{"question": "q2", "answer": 1e400}\n'),
+    ),
+    BadInput(
+        "answer NaN in a CSV",
+        ["train", *QUICK, "data.task=jsonl", "data.path={d}/qa.csv"],
+        "row 3: column 'answer' holds 'NaN', which is not a finite number",
+        _write("qa.csv", "question,answer\nq1,1\nq2,2\nq3,NaN\n"),
+    ),
     BadInput("non-UTF-8 .env", ["train", *QUICK], ".env: line 1 is not valid UTF-8", _write(".env", b"SEED=caf\xe9\n")),
     BadInput(
         "model dir without config.json",

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from grpolab.config.load import ConfigError, check_keys, format_validation_error, load_config
 from grpolab.config.schema import Config, RewardsConfig, RewardSpec
 from grpolab.data import build_splits
-from grpolab.data.base import DataError, Example, Splits
+from grpolab.data.base import DataError, Example, Splits, check_reward_columns
 from grpolab.data.inline import examples_from_rows
 from grpolab.eval.evaluate import evaluation_reward_set
 from grpolab.parallel.distributed import DistContext
@@ -164,6 +164,8 @@ def _check_columns(cfg: Config, rewards: RewardSet, eval_rewards: RewardSet, spl
             f"column, which the evaluation data lacks; add one, or set args.eval.correctness_reward to one "
             f"of your rewards ({', '.join(rewards.labels)})"
         )
+    needs = {r.label: r.needed_columns() for r in rewards.rewards}
+    check_reward_columns([*splits.train, *splits.val, *splits.test], needs)  # each row, not just the first
 
 
 class GRPOTrainer:
