@@ -163,6 +163,25 @@ def test_api_mistakes_are_one_line_naming_the_field(tmp_path):
         GRPOTrainer(reward_funcs=[short], train_dataset=no_answer, args=small_args(tmp_path))
 
 
+def test_api_arguments_are_one_line_naming_the_argument(tmp_path):
+    """Before: model=123 was looked up on the hub (a connection error), a NaN weight was a raw
+    pydantic error, r=0 went through to peft, and a step larger than the data failed in the sampler
+    after the model had loaded."""
+    from peft import LoraConfig
+
+    args = small_args(tmp_path)
+    with pytest.raises(ConfigError, match=r"^model: expected a name, a directory or a loaded model, got 123$"):
+        GRPOTrainer(model=123, reward_funcs="numeric", train_dataset=rows(), args=args)
+    with pytest.raises(ConfigError, match=r"^reward_weights\[1\]: nan is not a finite number$"):
+        GRPOTrainer(reward_funcs=["numeric", "answer_format"], reward_weights=[1.0, float("nan")], args=args)
+    with pytest.raises(ConfigError, match=r"^peft_config: r \(the LoRA rank\) must be a positive integer, got 0$"):
+        GRPOTrainer(reward_funcs="numeric", train_dataset=rows(), args=args, peft_config=LoraConfig(r=0))
+    # 24 rows (16 after holding out val + test)
+    big_step = small_args(tmp_path, "train.questions_per_step=40", "grpo.num_generations=2")
+    with pytest.raises(ConfigError, match=r"questions_per_step \(40\) is larger than the training set \((16|24) "):
+        GRPOTrainer(reward_funcs="numeric", train_dataset=rows(), args=big_step)
+
+
 def needs_unit(completions, unit, **kwargs):
     return [float(u.startswith("u")) for u in unit]  # None.startswith: what a row without 'unit' gave
 
