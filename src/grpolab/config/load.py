@@ -251,9 +251,9 @@ def redact_text(text: str, *secrets: str | None) -> str:
     reply can echo the Authorization header) before it reaches a log line or an exception.
     Values shorter than 8 characters are left alone (they would blank out ordinary words)."""
     names = (name for name in os.environ if any(m in name.lower() for m in SECRET_MARKERS))
-    for secret in sorted({*secrets, *(os.environ[n] for n in names)} - {None}, key=len, reverse=True):
-        if secret and len(secret) >= 8:
-            text = text.replace(secret, "***")
+    values = {secret for secret in (*secrets, *(os.environ[n] for n in names)) if secret and len(secret) >= 8}
+    for secret in sorted(values, key=len, reverse=True):  # longest first: a key containing another
+        text = text.replace(secret, "***")
     return text
 
 
