@@ -20,7 +20,14 @@ from grpolab.config.load import load_config
 from grpolab.data.base import Example
 from grpolab.train.health import RunHealth, UnscoredRunError
 from grpolab.train.outcome import exit_code
-from grpolab.train.preflight import PreflightError, check_device, check_judges, check_writable, report_long_prompts
+from grpolab.train.preflight import (
+    PreflightError,
+    check_attention,
+    check_device,
+    check_judges,
+    check_writable,
+    report_long_prompts,
+)
 
 
 def cfg(*overrides: str):
@@ -87,6 +94,14 @@ def test_exit_codes():
     assert exit_code("finished") == 0 and exit_code("stopped_early") == 0
     assert exit_code("interrupted", signal.SIGINT) == 130 and exit_code("interrupted", signal.SIGTERM) == 143
     assert exit_code("degraded") == 3 and exit_code("crashed") == 1
+
+
+def test_an_unknown_attention_is_one_line():
+    # before: transformers' ValueError traceback, raised inside from_pretrained after the download
+    with pytest.raises(PreflightError, match=r"^model.attn_implementation: unknown attention 'banana'; use one"):
+        check_attention("banana")
+    for fine in (None, "sdpa", "eager", "flash_attention_2", "kernels-community/flash-attn"):
+        check_attention(fine)
 
 
 def test_an_unwritable_output_dir_is_one_line(tmp_path: Path):

@@ -18,9 +18,6 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
-ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
-
-
 class ModelConfig(Section):
     name: str = Field(
         "tiny", description="'tiny' (embedded), 'smollm2-135m-instruct' (pip wheel), a local directory, or a hub id"
@@ -44,17 +41,6 @@ class ModelConfig(Section):
         False, description="keep the model's dropout in training passes (off like TRL's disable_dropout)"
     )
     attn_implementation: str | None = Field(None, description="e.g. sdpa, eager, flash_attention_2")
-
-    @field_validator("attn_implementation")
-    @classmethod
-    def _known_attention(cls, value: str | None) -> str | None:
-        # transformers only checks this inside from_pretrained, after the download; a hub kernel
-        # ("kernels-community/flash-attn") is an org/name and passes through to it
-        if value is None or value in ATTENTION_IMPLEMENTATIONS or "/" in value:
-            return value
-        raise ValueError(
-            f"unknown attention; use one of {', '.join(ATTENTION_IMPLEMENTATIONS)} or a hub kernel (org/name)"
-        )
 
 
 class DataConfig(Section):
