@@ -18,7 +18,8 @@ tests/agent/test_python_sandbox.py, on Linux:
 - **No Unix sockets** (a seccomp filter): the namespace and Landlock do not cover socket files, so
   `socket(AF_UNIX)` is refused outright (and datagram socket pairs, and io_uring, which could open
   one behind the filter); a socket file anywhere (a docker.sock, a service in the working tree)
-  cannot be connected to. Stream socket pairs (asyncio's self-pipe) still work.
+  cannot be connected to. Stream socket pairs (asyncio's self-pipe) still work; what listens on a
+  Unix socket (multiprocessing's forkserver and managers) does not.
 - **Disk** (with namespaces): the working directory is a private tmpfs of `disk_mb`, so all the
   files together cannot grow past it (ENOSPC), on top of RLIMIT_FSIZE per file.
 - **Nothing outlives the call**: the process group is SIGKILLed at the end; in the PID namespace
