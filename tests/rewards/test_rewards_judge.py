@@ -224,7 +224,8 @@ def test_an_echoing_server_never_gets_the_key_into_logs(
     Authorization header echoed back: the key reaches neither the warning, nor train.log (through the
     tracker, as in a run), nor an exception. Before the fix, "no score in reply" logged it verbatim."""
     cfg = Config.model_validate({"logging": {"tensorboard": False, "report": False, "quiet": True}})
-    tracker = Tracker(tmp_path / "run", cfg, total_steps=1, console_file=io.StringIO())
+    console = io.StringIO()
+    tracker = Tracker(tmp_path / "run", cfg, total_steps=1, console_file=console)
     try:
         for server in serve(mode):
             with caplog.at_level(logging.DEBUG):
@@ -236,6 +237,7 @@ def test_an_echoing_server_never_gets_the_key_into_logs(
     log = (tmp_path / "run" / "train.log").read_text()
     assert "gave no score" in log and SECRET not in log
     assert SECRET[:12] not in caplog.text + log  # no prefix either (a cut before redaction would leave one)
+    assert "gave no score" in console.getvalue() and SECRET not in console.getvalue()
 
 
 def test_train_log_redacts_secret_environment_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
