@@ -20,6 +20,7 @@ the same `GRPOTrainer`.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from grpolab.compat.trl_translate import is_trl_name, load_flat, merge_flat, unk
 from grpolab.config.load import ConfigError, check_keys, format_validation_error, load_config
 from grpolab.config.schema import Config, RewardsConfig, RewardSpec
 from grpolab.data import build_splits
-from grpolab.data.base import DataError, Example, Splits
+from grpolab.data.base import DataError, Example, Splits, check_reward_columns
 from grpolab.data.inline import examples_from_rows
 from grpolab.eval.evaluate import evaluation_reward_set
 from grpolab.parallel.distributed import DistContext
@@ -132,6 +133,9 @@ def reward_set(
 def _recorded(funcs: Sequence[RewardFunc], weights: Sequence[float] | None) -> RewardsConfig:
     """What config.yaml records for rewards given as objects (module:qualname of a callable)."""
     specs = []
+    for index, weight in enumerate(weights or []):  # a NaN weight would turn every reward into NaN
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise ConfigError(f"reward_weights[{index}]: {weight!r} is not a finite number")
     for fn, weight in zip(funcs, weights or [1.0] * len(funcs)):
         if isinstance(fn, str):
             specs.append(RewardSpec(fn=fn, weight=weight) if ":" in fn else RewardSpec(name=fn, weight=weight))
@@ -178,8 +182,9 @@ def run_splits(cfg: Config, train_dataset: Any, eval_dataset: Any, test_dataset:
 
 
 def _check_columns(cfg: Config, rewards: RewardSet, eval_rewards: RewardSet, splits: Splits) -> None:
-    """Fail now, not at the first step, when a reward needs a column the dataset does not have. The
-    evaluation's rewards (correctness, format) only matter when there is something to evaluate."""
+    """Fail now, not at the first step, when a reward needs a column the dataset (or one row) does not
+    have, or a step needs more questions than the training set holds. The evaluation's rewards
+    (correctness, format) only matter when there is something to evaluate."""
     for reward_set, examples in ((rewards, splits.train), (eval_rewards, splits.val)):
         if not examples:
             continue
@@ -187,6 +192,13 @@ def _check_columns(cfg: Config, rewards: RewardSet, eval_rewards: RewardSet, spl
         inputs = RewardInputs(prompts=[""], completions=[""], completion_ids=[[]], rows=[row])
         for reward in reward_set.rewards:
             reward.call_kwargs(inputs.keywords())  # RewardError naming the missing column
+    if cfg.train.questions_per_step > len(splits.train):
+        raise ConfigError(
+            f"train.questions_per_step ({cfg.train.questions_per_step}) is larger than the training set "
+            f"({len(splits.train)} questions); lower it, or give more training data"
+        )
+    needs = {r.label: r.needed_columns() for r in rewards.rewards}
+    check_reward_columns([*splits.train, *splits.val, *splits.test], needs)  # each row, not just the first
     if not splits.evaluates:
         return
     correctness = cfg.eval.correctness_reward
@@ -251,10 +263,14 @@ class GRPOTrainer:
         if isinstance(model, (str, Path)):
             update["model"] = cfg.model.model_copy(update={"name": str(model)})
         elif model is not None:
+            if not hasattr(model, "parameters"):  # else it would be looked up as a hub id, and fail there
+                raise ConfigError(f"model: expected a name, a directory or a loaded model, got {model!r:.60}")
             model_object = model
             name = getattr(model, "name_or_path", "") or cfg.model.name
             update["model"] = cfg.model.model_copy(update={"name": str(name)})
         if peft_config is not None:
+            if not isinstance(getattr(peft_config, "r", 1), int) or getattr(peft_config, "r", 1) <= 0:
+                raise ConfigError(f"peft_config: r (the LoRA rank) must be a positive integer, got {peft_config.r!r}")
             lora = {"finetune": "lora", "lora_rank": getattr(peft_config, "r", cfg.model.lora_rank)}
             update["model"] = update.get("model", cfg.model).model_copy(update=lora)
         if environment is not None:

@@ -249,6 +249,18 @@ def redact(value: Any, key: str = "") -> Any:
     return value
 
 
+def redact_text(text: str, *secrets: str | None) -> str:
+    """`text` with the given secrets, and the value of every environment variable whose name marks a
+    secret (..._KEY, ..._TOKEN, ...), replaced by ***: for anything a remote server wrote (a judge's
+    reply can echo the Authorization header) before it reaches a log line or an exception.
+    Values shorter than 8 characters are left alone (they would blank out ordinary words)."""
+    names = (name for name in os.environ if any(m in name.lower() for m in SECRET_MARKERS))
+    values = {secret for secret in (*secrets, *(os.environ[n] for n in names)) if secret and len(secret) >= 8}
+    for secret in sorted(values, key=len, reverse=True):  # longest first: a key containing another
+        text = text.replace(secret, "***")
+    return text
+
+
 def config_to_yaml(cfg: Config) -> str:
     """The resolved config as YAML, secrets redacted (API keys are read from the environment only)."""
     return yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False)

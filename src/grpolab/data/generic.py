@@ -24,7 +24,7 @@ from typing import Any
 
 from grpolab.config.schema import DataConfig
 from grpolab.data import hub
-from grpolab.data.base import DataError, Example, Sizes, Splits, check_space, cut_splits
+from grpolab.data.base import DataError, Example, Sizes, Splits, check_answer, check_space, cut_splits
 from grpolab.data.files import Row, read_rows
 from grpolab.data.local_datasets import Source, data_files_sources, saved_dataset_source
 
@@ -51,16 +51,8 @@ def required(row: Row, column: str, number: int, source: str) -> str:
 
 
 def answer(row: Row, column: str, number: int, source: str) -> str:
-    """The gold answer as text. A list, dict or bool would be stringified ('[12, 0]', 'True'), which no
-    correctness reward can match: every sample would score None and the run would learn nothing."""
-    value = row.get(column)
-    if isinstance(value, (bool, list, dict)):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise DataError(
-            f"{source}: row {number}: column '{column}' holds a {type(value).__name__} ({shown}); "
-            "the gold answer must be a string or a number (convert the column, or point "
-            "data.answer_column at one that is)"
-        )
+    """The gold answer as text; see `check_answer` for what it refuses."""
+    check_answer(row.get(column), f"{source}: row {number}", column)
     return required(row, column, number, source)
 
 
@@ -73,6 +65,7 @@ def row_maker(data: DataConfig, source: str) -> MakeExample:
             answer=answer(row, data.answer_column, number, source),
             category=(required(row, data.category_column, number, source) if data.category_column else data.task),
             fields={k: v for k, v in row.items() if k != "prompt"},  # as TRL: the prompt is `prompts`
+            where=f"{source}: row {number}",
         )
 
     return make

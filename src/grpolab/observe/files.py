@@ -23,6 +23,8 @@ from typing import IO, Any
 
 from rich.console import Console, RenderableType
 
+from grpolab.config.load import redact_text
+
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 STATUS_FILE = "status.json"
@@ -100,7 +102,7 @@ class TextLog:
     def line(self, level: str, message: str) -> None:
         if self._fh is not None:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            self._fh.write(f"{stamp} {level:<7} {message}\n")
+            self._fh.write(f"{stamp} {level:<7} {redact_text(message)}\n")
 
     def render(self, renderable: RenderableType) -> None:
         if self._fh is not None:

@@ -183,6 +183,19 @@ class BoundReward:
                 )
         return {**chosen, **self.params}
 
+    def needed_columns(self) -> list[str]:
+        """The dataset columns this function cannot run without (a required parameter that is not a
+        standard input and not a configured param); a `**kwargs` function names none."""
+        signature = inspect.signature(self.fn)
+        return [
+            name
+            for name, p in signature.parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.default is p.empty
+            and name not in STANDARD_INPUTS
+            and name not in self.params
+        ]
+
 
 def _slice(kwargs: dict[str, Any], keys: Sequence[str], i: int) -> dict[str, Any]:
     return {k: ([v[i]] if k in keys and isinstance(v, list) else v) for k, v in kwargs.items()}

@@ -60,7 +60,12 @@ def check_resume(cfg: Config, ckpt: Path) -> list[str]:
     saved_file = Path(ckpt) / CONFIG_FILE
     if not saved_file.is_file():
         raise ResumeError(f"cannot resume: {ckpt} is not a grpolab checkpoint (no {CONFIG_FILE})")
-    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    try:
+        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ResumeError(f"cannot resume: {saved_file} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(saved, dict):
+        raise ResumeError(f"cannot resume: {saved_file} is not a config (a {type(saved).__name__}, not a mapping)")
     current = yaml.safe_load(config_to_yaml(cfg))
     conflict = resume_conflict(saved, current, ckpt)  # frozen keys: train/resume_check.py
     if conflict:

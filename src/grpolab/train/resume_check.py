@@ -68,12 +68,25 @@ def check_checkpoint_dir(ckpt_dir: Path) -> None:
         raise ModelFilesError(f"{ckpt_dir} is {what}")
     for weights in sorted(ckpt_dir.glob("*.safetensors")):
         check_safetensors(weights)
+    for name in ("config.json", "adapter_config.json"):  # else from_pretrained fails, after the model load
+        _check_json_object(ckpt_dir / name)
     try:
         state = json.loads((ckpt_dir / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise ModelFilesError(f"{ckpt_dir / TRAINER_STATE_FILE}: not valid JSON ({err})") from None
     if not isinstance(state, dict) or "step" not in state:
         raise ModelFilesError(f"{ckpt_dir / TRAINER_STATE_FILE}: not a trainer state (no 'step')")
+
+
+def _check_json_object(path: Path) -> None:
+    if not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelFilesError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ModelFilesError(f"{path}: not a model config (a JSON {type(data).__name__}, not an object)")
 
 
 # Changing one of these between a checkpoint and a resumed run makes the resumed run a different run:
