@@ -9,9 +9,10 @@ from grpolab.algo.loss import StepTotals, grpo_loss, normalise
 from grpolab.algo.objectives import LOSS_TYPES, Objective, log_ratio, vespo_weights
 
 SEQ = Objective(level="sequence")
+TOKEN = Objective()
 
 
-def run(loss_type, logp, old, adv, mask, objective=Objective(), epsilon_high=None, **kwargs):
+def run(loss_type, logp, old, adv, mask, objective=TOKEN, epsilon_high=None, **kwargs):
     n, t = mask.shape
     totals = StepTotals(num_sequences=n, num_tokens=float(mask.sum()), max_completion_length=t)
     return grpo_loss(
