@@ -59,3 +59,23 @@ def test_adaptive_coefficient_moves_toward_the_target_and_gates_the_bonus():
     assert high.coef == pytest.approx(0.01) and high.applied(adaptive=True, target=0.2) == 0.0
     assert EntropyControl(0.002).after_step(0.5, target=0.2, delta=0.005, low=0.0, high=1.0).coef == 0.0  # clamped
     assert EntropyControl(0.998).after_step(0.0, target=0.2, delta=0.005, low=0.0, high=1.0).coef == 1.0
+
+
+def test_the_adaptive_coefficient_is_saved_with_the_run_state():
+    import json
+
+    from grpolab.data.order import QuestionSampler
+    from grpolab.eval.early_stopping import EarlyStopping
+    from grpolab.train.state import RunState
+
+    def fresh() -> RunState:
+        return RunState(QuestionSampler(10, 2, seed=1), EarlyStopping("eval/accuracy", patience=2))
+
+    state = fresh()
+    state.entropy_control = EntropyControl(coef=0.015, last_entropy=0.1)
+    restored = fresh()
+    restored.load_state_dict(json.loads(json.dumps(state.state_dict())))  # trainer_state.json is JSON
+    assert restored.entropy_control == EntropyControl(coef=0.015, last_entropy=0.1)
+    before_any_step = fresh()  # no bonus, or a checkpoint from before the key existed: None
+    before_any_step.load_state_dict({k: v for k, v in fresh().state_dict().items() if k != "entropy_control"})
+    assert before_any_step.entropy_control is None
