@@ -136,3 +136,15 @@ def test_token_weights_and_is_weights_multiply_the_policy_loss():
         token_weights=torch.tensor([[1.0, 0.0]]), is_weights=torch.tensor([[2.0, 3.0]]),
     )  # fmt: skip
     assert loss.item() == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("loss_type", sorted(LOSS_TYPES))
+def test_a_batch_with_every_token_masked_gives_zero_loss_and_zero_gradient(loss_type):
+    # mask_truncated_completions on a batch where every completion was cut: nothing is trained
+    logp = torch.tensor([[-1.0, -2.0], [-0.5, -3.0]], requires_grad=True)
+    objective = SEQ if loss_type == "luspo" else TOKEN
+    loss, metrics = run(loss_type, logp, logp.detach() - 0.3, torch.tensor([1.0, -1.0]), torch.zeros(2, 2),
+                        objective, epsilon_high=5.0)  # fmt: skip
+    loss.backward()
+    assert loss.item() == 0.0 and all(math.isfinite(v) for v in metrics.values())
+    assert torch.equal(logp.grad, torch.zeros(2, 2))

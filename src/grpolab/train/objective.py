@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from grpolab.algo.entropy import EntropyControl, entropy_threshold, high_entropy_mask
+from grpolab.algo.entropy import EntropyControl, entropy_bonus, entropy_threshold, high_entropy_mask
 from grpolab.algo.importance import off_policy_sequence_mask, sampler_is_weights
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.algo.objectives import Objective
@@ -51,7 +51,7 @@ def needs_every_row(grpo: GRPOConfig) -> bool:
 
 @torch.no_grad()
 def entropy_keep_mask(
-    model: Any, batch: Batch, keep_quantile: float, temperature: float, share_prompt: bool, ctx: DistContext
+    model: Any, batch: Batch, keep_quantile: float, *, temperature: float, share_prompt: bool, ctx: DistContext
 ) -> torch.Tensor:
     """batch of N rows -> keep [N, C] (float): trained tokens at or above the step's entropy threshold.
 
@@ -100,14 +100,51 @@ def micro_batch_weights(
     return TokenWeights(token, sampler)
 
 
+@dataclass
+class EntropyStep:
+    """One optimizer iteration's entropy decisions, taken over the whole step before its passes."""
+
+    keep: torch.Tensor | None  # [N, C] tokens above the step's entropy threshold (None: all)
+    coef: float  # the bonus coefficient this iteration applies (0 when the bonus is off)
+    step_tokens: float  # tokens the bonus averages over, all ranks
+    local_tokens: float  # this rank's share of them
+    entropy_sum: float = 0.0  # entropy summed over this rank's bonus tokens, filled by the passes
+
+    def token_mask(self, part: slice) -> torch.Tensor | None:
+        return None if self.keep is None else self.keep[part]
+
+    def bonus(self, entropy: torch.Tensor, mask: torch.Tensor, part: slice) -> torch.Tensor:
+        """entropy, mask [n, C] of one micro-batch -> its share of -coef x the step's mean entropy."""
+        trained = mask if self.keep is None else self.keep[part]
+        self.entropy_sum += float((entropy.detach() * trained).sum())
+        return entropy_bonus(entropy, trained, self.coef, self.step_tokens)
+
+
+def entropy_step(
+    grpo: GRPOConfig, control: EntropyControl, model: Any, batch: Batch, ctx: DistContext, shards: Any, **forward: Any
+) -> EntropyStep:
+    """The keep mask (entropy_top_quantile < 1, one no-grad pass) and the bonus's coefficient and token count."""
+    keep = None
+    if grpo.entropy_top_quantile < 1.0:
+        with shards.gathered():
+            keep = entropy_keep_mask(model, batch, grpo.entropy_top_quantile, ctx=ctx, **forward)
+    local = float((keep if keep is not None else batch.completion_mask).sum())
+    if not bonus_on(grpo):
+        return EntropyStep(keep, 0.0, 0.0, local)
+    total = ctx.all_reduce_sum({"tokens": local})["tokens"]
+    return EntropyStep(keep, control.applied(grpo.entropy_adaptive, grpo.entropy_target), total, local)
+
+
 def adapt_entropy(
-    control: EntropyControl, grpo: GRPOConfig, ctx: DistContext, entropy_sum: float, tokens: float
-) -> tuple[EntropyControl, float]:
-    """After an optimizer step: the step's mean entropy over every rank, and the control updated from it."""
-    total = ctx.all_reduce_sum({"sum": entropy_sum, "tokens": tokens})
+    control: EntropyControl, grpo: GRPOConfig, ctx: DistContext, step: EntropyStep
+) -> tuple[EntropyControl, dict[str, float]]:
+    """After an optimizer step: the step's mean bonus-token entropy over every rank, the control
+    updated from it (adaptive), and the metrics: the coefficient applied and that entropy."""
+    total = ctx.all_reduce_sum({"sum": step.entropy_sum, "tokens": step.local_tokens})
     entropy = total["sum"] / max(total["tokens"], 1.0)
+    metrics = {"entropy_coef": step.coef, "entropy/bonus_mean": entropy}
     if not grpo.entropy_adaptive:
-        return control, entropy
+        return control, metrics
     updated = control.after_step(
         entropy,
         target=grpo.entropy_target,
@@ -115,4 +152,4 @@ def adapt_entropy(
         low=grpo.entropy_coef_min,
         high=grpo.entropy_coef_max,
     )
-    return updated, entropy
+    return updated, metrics

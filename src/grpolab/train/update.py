@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from grpolab.algo.entropy import EntropyControl, entropy_bonus
+from grpolab.algo.entropy import EntropyControl
 from grpolab.algo.importance import logprob_mismatch
 from grpolab.algo.logprobs import can_share_prompt, sequence_logprobs
 from grpolab.algo.loss import grpo_loss
@@ -41,7 +41,7 @@ from grpolab.rollout.types import Batch
 from grpolab.train.objective import (
     adapt_entropy,
     bonus_on,
-    entropy_keep_mask,
+    entropy_step,
     micro_batch_weights,
     needs_every_row,
     objective_of,
@@ -217,14 +217,10 @@ def policy_update(
     objective, bonus = objective_of(grpo), bonus_on(grpo)
     control = entropy_control or EntropyControl(grpo.entropy_coef)
     for iteration in range(grpo.num_iterations):
-        keep = None
-        if grpo.entropy_top_quantile < 1.0:  # one threshold for the whole step (algo.entropy)
-            with shards.gathered():
-                keep = entropy_keep_mask(model, batch, grpo.entropy_top_quantile, temperature, share_prompt, ctx)
-        step_tokens = float(keep.sum()) if keep is not None else float(mask.sum())
-        coef = control.applied(grpo.entropy_adaptive, grpo.entropy_target)
-        bonus_tokens = ctx.all_reduce_sum({"t": step_tokens})["t"] if bonus else 0.0
-        entropy_sum = 0.0
+        # whole-step entropy decisions (threshold, bonus tokens), never per micro-batch (algo.entropy)
+        entropic = entropy_step(
+            grpo, control, model, batch, ctx, shards, temperature=temperature, share_prompt=share_prompt
+        )
         model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
         optimizer.zero_grad(set_to_none=True)
         for index, part in enumerate(parts):
@@ -238,7 +234,7 @@ def policy_update(
                 compared.append(pair)
             corrections = micro_batch_weights(
                 grpo, logp, old, adv[part], sub.completion_mask, pair if correct else None,
-                None if keep is None else keep[part],
+                entropic.token_mask(part),
             )  # fmt: skip
             loss, metrics = grpo_loss(
                 logp,
@@ -256,10 +252,8 @@ def policy_update(
                 objective=objective,
             )
             if bonus:
-                trained = sub.completion_mask if keep is None else keep[part]
-                bonus_share = entropy_bonus(entropy, trained, coef, bonus_tokens)
+                bonus_share = entropic.bonus(entropy, sub.completion_mask, part)
                 loss, metrics["loss/entropy"] = loss + bonus_share, float(bonus_share.detach())
-                entropy_sum += float((entropy.detach() * trained).sum())
             (loss * shards.loss_scale).backward()
             tokens = float(sub.completion_mask.sum())
             metrics["entropy"] = float((entropy.detach() * sub.completion_mask).sum() / max(tokens, 1.0))
@@ -277,9 +271,9 @@ def policy_update(
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
         if bonus:  # the coefficient this iteration used, and the entropy it acted on (last iteration's)
-            control, measured = adapt_entropy(control, grpo, ctx, entropy_sum, step_tokens)
-            for key, value in (("entropy_coef", coef), ("entropy/bonus_mean", measured)):
-                sums[key], weights[key] = value, 1.0
+            control, step_metrics = adapt_entropy(control, grpo, ctx, entropic)
+            sums.update(step_metrics)
+            weights.update(dict.fromkeys(step_metrics, 1.0))
         shards.reduce_gradients(ctx, params)
         grad_norm = _clip(params, cfg.optim.max_grad_norm)
         if not math.isfinite(grad_norm):
