@@ -37,8 +37,7 @@ def truncated_is_weights(
     """old_logp, sample_logp, mask [N, T] -> w [N, T], min(exp(old - sample), cap) on mask, 1 elsewhere."""
     if cap <= 0:
         raise ValueError(f"cap must be > 0, got {cap}")
-    ratio = torch.exp(old_logp.detach() - sample_logp).clamp(max=cap)  # [N, T]
-    return torch.where(mask > 0, ratio, torch.ones_like(ratio))
+    return sampler_is_weights(old_logp, sample_logp, mask, "token_truncate", None, cap)  # grpolab's default mode
 
 
 def logprob_mismatch(
