@@ -175,10 +175,6 @@ TRL_ARGS: dict[str, TrlArg] = {
     "ref_model_mixup_alpha": TrlArg(None, "not offered (see sync_ref_model)", accepts=(0.6,)),
     "ref_model_sync_steps": TrlArg(None, "not offered (see sync_ref_model)", accepts=(512,)),
     "use_bias_correction_kl": TrlArg(None, "not offered", accepts=(True, False)),
-    "vespo_k_pos": TrlArg(None, "not offered (vespo loss)", accepts=(2.0,)),
-    "vespo_lambda_pos": TrlArg(None, "not offered (vespo loss)", accepts=(3.0,)),
-    "vespo_k_neg": TrlArg(None, "not offered (vespo loss)", accepts=(3.0,)),
-    "vespo_lambda_neg": TrlArg(None, "not offered (vespo loss)", accepts=(2.0,)),
     # -- optimizer (transformers TrainingArguments) --------------------------------------------------
     "learning_rate": TrlArg("optim.lr", "TRL's default is 1e-6, grpolab's 1e-5"),
     "lr_scheduler_type": TrlArg("optim.scheduler", "transformers' default is linear, grpolab's constant"),
@@ -226,4 +222,31 @@ TRL_ARGS: dict[str, TrlArg] = {
     "max_tool_calling_iterations": TrlArg(
         "agent.max_turns", "N tool rounds after the first turn = N + 1 model turns", _turns_from_iterations
     ),
+    # objectives and corrections (issue 21)
+    "importance_sampling_level": TrlArg("grpo.ratio_level"),
+    "sapo_temperature_pos": TrlArg("grpo.sapo_temperature_pos"),
+    "sapo_temperature_neg": TrlArg("grpo.sapo_temperature_neg"),
+    "vespo_k_pos": TrlArg("grpo.vespo_k_pos"),
+    "vespo_lambda_pos": TrlArg("grpo.vespo_lambda_pos"),
+    "vespo_k_neg": TrlArg("grpo.vespo_k_neg"),
+    "vespo_lambda_neg": TrlArg("grpo.vespo_lambda_neg"),
+    "top_entropy_quantile": TrlArg("grpo.entropy_top_quantile"),
+    "entropy_coef": TrlArg("grpo.entropy_coef"),
+    "use_adaptive_entropy": TrlArg("grpo.entropy_adaptive"),
+    "entropy_coef_min": TrlArg("grpo.entropy_coef_min"),
+    "entropy_coef_max": TrlArg("grpo.entropy_coef_max"),
+    "entropy_coef_delta": TrlArg("grpo.entropy_coef_delta"),
+    "entropy_target": TrlArg("grpo.entropy_target"),
+    "vllm_importance_sampling_correction": TrlArg("grpo.importance_sampling_correction"),
+    "vllm_importance_sampling_mode": TrlArg(
+        "grpo.importance_sampling_mode", note="grpolab's default is token_truncate (TRL's: sequence_mask)"
+    ),
+    "vllm_importance_sampling_clip_max": TrlArg(
+        "grpo.importance_sampling_cap", note="grpolab's default is 2.0 (TRL's: 3.0)"
+    ),
+    "vllm_importance_sampling_clip_min": TrlArg("grpo.importance_sampling_min"),
+    "vllm_importance_sampling_min": TrlArg("grpo.importance_sampling_min", note="same as vllm_importance_sampling_clip_min"),
+    "vllm_importance_sampling_cap": TrlArg("grpo.importance_sampling_cap", note="deprecated in TRL: clip_max"),
+    "off_policy_mask_threshold": TrlArg("grpo.off_policy_mask_threshold"),
+    "multi_objective_aggregation": TrlArg("grpo.reward_aggregation"),
 }

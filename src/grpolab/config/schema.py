@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from grpolab.config.objectives import ObjectiveFields, check_objective_combinations
+
 
 class Section(BaseModel):
     # allow_inf_nan=False: `generation.temperature=inf` or `optim.lr=nan` cannot train; reject every
@@ -120,12 +122,11 @@ class GenerationConfig(Section):
         return value
 
 
-class GRPOConfig(Section):
+class GRPOConfig(Section, ObjectiveFields):  # the objective's keys: config/objectives.py
     num_generations: int = Field(8, ge=2, description="G: completions per question (NUM_GENERATIONS)")
     beta: float = Field(0.04, ge=0.0, description="KL coefficient; 0 skips the reference model (BETA)")
     epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="lower clip range of the ratio")
     epsilon_high: float | None = Field(None, gt=0.0, description="upper clip range (DAPO); None = epsilon")
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field("dapo", description="loss normaliser")
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="advantage scale")
     num_iterations: int = Field(1, ge=1, description="policy updates per batch of rollouts (mu)")
     mask_truncated_completions: bool = Field(False, description="exclude completions cut at the limit")
@@ -133,10 +134,6 @@ class GRPOConfig(Section):
     dynamic_sampling_rounds: int = Field(
         3, ge=0, description="extra rounds of B questions to refill dropped groups (DAPO dynamic sampling)"
     )
-    importance_sampling_correction: bool = Field(
-        True, description="vllm backends: re-weight tokens by min(p_trainer / p_engine, cap) (truncated IS)"
-    )
-    importance_sampling_cap: float = Field(2.0, gt=0.0, description="upper cap of the truncated IS weight")
 
 
 class OptimConfig(Section):
@@ -395,6 +392,7 @@ class Config(Section):
         from grpolab.config.checks import check_early_stopping_metric  # it reads the whole tree
 
         check_early_stopping_metric(self)
+        check_objective_combinations(self)
         return self
 
     @property

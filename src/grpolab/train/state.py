@@ -8,6 +8,7 @@ run exactly (CPU, same seed).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 from enum import Enum
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from grpolab.algo.entropy import EntropyControl
 from grpolab.data.order import QuestionSampler
 from grpolab.eval.early_stopping import EarlyStopping
 
@@ -43,6 +45,7 @@ class RunState:
     epoch_count: int = 0
     last_reward: float | None = None
     num_tokens: float = 0.0  # prompt + completion tokens of every rollout so far (TRL's num_tokens)
+    entropy_control: EntropyControl | None = None  # the entropy bonus's coefficient (adaptive: it moves)
 
     @property
     def best_accuracy(self) -> float | None:
@@ -94,6 +97,7 @@ class RunState:
             "epoch_count": self.epoch_count,
             "last_reward": self.last_reward,
             "num_tokens": self.num_tokens,
+            "entropy_control": None if self.entropy_control is None else dataclasses.asdict(self.entropy_control),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -105,6 +109,8 @@ class RunState:
         self.epoch_sum, self.epoch_count = float(state["epoch_sum"]), int(state["epoch_count"])
         self.last_reward = state.get("last_reward")
         self.num_tokens = float(state.get("num_tokens", 0.0))  # checkpoints before the count: from 0
+        control = state.get("entropy_control")
+        self.entropy_control = None if control is None else EntropyControl(**control)
 
 
 @dataclass

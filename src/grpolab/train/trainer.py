@@ -168,8 +168,9 @@ class Trainer:
             reference = self.reference if cfg.grpo.beta > 0 else None
             result = policy_update(
                 self.model, self.optimizer, self.scheduler, batch.to(self.device), groups.adv.to(self.device),
-                cfg, reference, ctx, self.shards,
+                cfg, reference, ctx, self.shards, state.entropy_control,
             )  # fmt: skip
+            state.entropy_control = result.entropy_control
             metrics.update(result.metrics)
             metrics.update(sync_after_step(self.generator, self.model))  # vllm: engine = policy again
             if result.skipped_nonfinite:
@@ -183,7 +184,7 @@ class Trainer:
         metrics = ctx.reduce_metrics(
             metrics,
             float(batch.completion_mask.sum()),
-            {**{k: "sum" for k in ("loss", "loss/policy", "loss/kl")}, "mismatch/logp_abs_max": "max"},
+            {**{k: "sum" for k in ("loss", "loss/policy", "loss/kl", "loss/entropy")}, "mismatch/logp_abs_max": "max"},
         )
         local: dict[str, float] = {**merged_scores(groups.rounds).metrics(), **completion_statistics(sampled)}
         if cfg.agent.enabled:
