@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     card = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"# {card}; torch {torch.__version__}, transformers {transformers.__version__}")
     shape = "tiny Qwen2 (dry run)" if args.device == "cpu" else "Qwen2.5-0.5B shape"
-    print(f"# model: {shape}, {built['params'] / 1e6:.0f}M parameters, random weights, vocabulary {built['vocab']} "
+    print(f"# model: {shape}, {built['params'] / 1e6:.1f}M parameters, random weights, vocabulary {built['vocab']} "
           f"({built['tokenizer']}); {args.dtype}")  # fmt: skip
     print(f"# workload: {args.questions} questions x {args.generations} generations, {args.max_new_tokens} new "
           f"tokens, beta {args.beta}, dapo, HF generate, median of steps 2..{args.steps}", flush=True)  # fmt: skip
