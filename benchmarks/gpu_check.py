@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     started = time.perf_counter()
+    temporary = args.work is None
     args.work = args.work or tempfile.mkdtemp(prefix="gpu_check_")
     args.model_dir = str(Path(args.work) / "model")
     built = build_model(find_tokenizer(args.tokenizer), Path(args.model_dir), args.device == "cpu", args.dtype)
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# gpu_check: {summary['seconds']:.0f} s in all")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
+    if temporary:
+        shutil.rmtree(args.work, ignore_errors=True)  # the model's weights: 0.8 GB on the GPU run
 
 
 if __name__ == "__main__":
