@@ -109,8 +109,9 @@ def part_trl(args: argparse.Namespace) -> dict[str, Any]:
         max_steps=args.steps, logging_steps=1, report_to="none", save_strategy="no", seed=0, disable_dropout=True,
         gradient_checkpointing=False, bf16=cuda and args.dtype == "bfloat16", use_cpu=not cuda,
     )  # fmt: skip
+    data = Dataset.from_list(rows(args.questions * args.steps))  # the rows grpolab trains on
     trainer = trl.GRPOTrainer(
-        model=model, reward_funcs=[spread], args=config, train_dataset=Dataset.from_list(rows(args.questions * 4)),
+        model=model, reward_funcs=[spread], args=config, train_dataset=data,
         processing_class=AutoTokenizer.from_pretrained(args.model_dir), callbacks=[StepClock()],
     )  # fmt: skip
     generation: list[float] = []
