@@ -104,7 +104,7 @@ def reward_set(
     dupes = sorted({label for label in labels if labels.count(label) > 1})
     if dupes:
         raise ConfigError(f"reward_funcs: two rewards are called '{dupes[0]}'; give each function its own name")
-    return RewardSet(bound, on_error=cfg.rewards.on_error)
+    return RewardSet(bound, on_error=cfg.rewards.on_error, timeout_s=cfg.rewards.timeout_s)
 
 
 def _recorded(funcs: Sequence[RewardFunc], weights: Sequence[float] | None) -> RewardsConfig:

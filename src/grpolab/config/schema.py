@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from grpolab.config.names import FolderName
+
 
 class Section(BaseModel):
     # allow_inf_nan=False: `generation.temperature=inf` or `optim.lr=nan` cannot train; reject every
@@ -170,7 +172,7 @@ class TrainConfig(Section):
     epochs: int = Field(0, ge=0, description="passes over the training questions; 0 = use max_steps")
     seed: int = Field(42, description="seed for data, sampling and init (SEED)")
     output_dir: str = Field("outputs", description="root folder of run directories (OUTPUT_DIR)")
-    run_name: str = Field("grpo", description="run directory is output_dir/run_name/<timestamp>")
+    run_name: FolderName = Field("grpo", description="run directory is output_dir/run_name/<timestamp>")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps; 0 = only at the end")
     keep_last: int = Field(2, ge=1, description="periodic checkpoints kept besides best")
     patience: int = Field(5, ge=0, description="evaluations without improvement before stopping; 0 = off")
@@ -265,6 +267,7 @@ class RewardsConfig(Section):
         description="reward functions and weights; the total is their weighted sum",
     )
     on_error: Literal["raise", "skip"] = Field("raise", description="a reward that raises: stop, or count as None")
+    timeout_s: float = Field(120.0, ge=0.0, description="time limit of one reward call; later = None (0 = none)")
 
     @model_validator(mode="before")
     @classmethod

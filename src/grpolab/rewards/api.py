@@ -14,6 +14,11 @@ How this departs from TRL, and why:
   (with `on_error="skip"` the failing samples become None and are counted instead of stopping).
 - A wrong-length result or a NaN/inf is always an error: that is a bug in the function, not a
   sample that cannot be scored.
+- Every call has a time limit (`rewards.timeout_s`, 0 = none): a call still running after it counts
+  as None for its whole batch, with a warning and `rewards/<fn>/timeouts` (samples). A plain function
+  runs in a daemon worker thread for that; Python cannot kill a thread, so a hung one is left behind
+  (it ends with the process) and the run goes on. Async functions are awaited with a deadline in a
+  worker thread's event loop, so even a coroutine that blocks its loop cannot hang the run.
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ class RewardScores:
     per_function: dict[str, list[RewardValue]]
     total: list[RewardValue]
     errors: dict[str, int] = field(default_factory=dict)
+    timeouts: dict[str, int] = field(default_factory=dict)  # samples whose call passed rewards.timeout_s
 
     def metrics(self) -> dict[str, float]:
         """`rewards/{label}/mean`, `/std` (sample std, as TRL logs it) over the scored samples,
@@ -121,6 +127,8 @@ class RewardScores:
             out[f"rewards/{label}/none_frac"] = (len(values) - len(scored)) / len(values) if values else 0.0
             if self.errors.get(label, 0) > 0:
                 out[f"rewards/{label}/errors"] = float(self.errors[label])
+            if self.timeouts.get(label, 0) > 0:
+                out[f"rewards/{label}/timeouts"] = float(self.timeouts[label])
         return out
 
     def breakdown(self, i: int) -> dict[str, RewardValue]:
@@ -184,9 +192,12 @@ def _check(label: str, result: Any, n: int) -> list[RewardValue]:
 class RewardSet:
     """The configured reward functions of a run; `score` turns a batch into `RewardScores`."""
 
-    def __init__(self, rewards: list[BoundReward], on_error: Literal["raise", "skip"] = "raise") -> None:
+    def __init__(
+        self, rewards: list[BoundReward], on_error: Literal["raise", "skip"] = "raise", timeout_s: float = 0.0
+    ) -> None:
         self.rewards = rewards
         self.on_error = on_error
+        self.timeout_s = timeout_s  # per call; 0 = no limit
 
     @property
     def labels(self) -> list[str]:
@@ -207,23 +218,29 @@ class RewardSet:
         per_sample_keys = [k for k, v in available.items() if isinstance(v, list) and len(v) == n]
         results: dict[str, list[RewardValue]] = {}
         errors = {r.label: 0 for r in self.rewards}
+        timeouts = {r.label: 0 for r in self.rewards}
         pending: list[tuple[BoundReward, dict[str, Any], Any]] = []
         for reward in self.rewards:
             kwargs = reward.call_kwargs(available if reward.reads_text else conversational)
             try:
-                out = reward.fn(**kwargs)
+                out = call_with_deadline(reward.fn, kwargs, self.timeout_s)
             except Exception as err:
                 results[reward.label] = self._recover(reward, kwargs, per_sample_keys, n, err, errors)
                 continue
-            if inspect.isawaitable(out):
+            if out is TIMED_OUT:
+                results[reward.label] = self._timed_out(reward.label, n, timeouts)
+            elif inspect.isawaitable(out):
                 pending.append((reward, kwargs, out))
             else:
                 results[reward.label] = _check(reward.label, out, n)
         if pending:
             # Async rewards (judges, sandboxes) overlap their waiting; sync ones already ran in order.
-            outcomes = _run_async(_gather([aw for _, _, aw in pending]))
+            gathered = _gather([aw for _, _, aw in pending], self.timeout_s)
+            outcomes = _run_async(gathered, self.timeout_s, len(pending))
             for (reward, kwargs, _), out in zip(pending, outcomes):
-                if isinstance(out, BaseException):
+                if out is TIMED_OUT:
+                    results[reward.label] = self._timed_out(reward.label, n, timeouts)
+                elif isinstance(out, BaseException):
                     if not isinstance(out, Exception):
                         raise out
                     results[reward.label] = self._recover(reward, kwargs, per_sample_keys, n, out, errors)
@@ -235,7 +252,15 @@ class RewardSet:
             # Like TRL's nansum: a None drops out of the sum, the other weights are not re-normalised.
             terms = [r.weight * v for r in self.rewards if (v := per_function[r.label][i]) is not None]
             total.append(math.fsum(terms) if terms else None)
-        return RewardScores(self.labels, per_function, total, errors)
+        return RewardScores(self.labels, per_function, total, errors, timeouts)
+
+    def _timed_out(self, label: str, n: int, timeouts: dict[str, int]) -> list[RewardValue]:
+        timeouts[label] += n
+        logger.warning(
+            "reward '%s' did not return within rewards.timeout_s=%gs; its %d samples count as None "
+            "(a plain function's call is left running in a background thread)", label, self.timeout_s, n,
+        )  # fmt: skip
+        return [None] * n
 
     def _recover(
         self,
@@ -256,11 +281,13 @@ class RewardSet:
         failed: list[tuple[int, Exception]] = []
         for i in range(n):
             try:
-                out = reward.fn(**_slice(kwargs, keys, i))
+                out = call_with_deadline(reward.fn, _slice(kwargs, keys, i), self.timeout_s)
                 if inspect.isawaitable(out):
-                    out = _run_async(_gather([out]))[0]
+                    out = _run_async(_gather([out], self.timeout_s), self.timeout_s)[0]
                     if isinstance(out, Exception):
                         raise out
+                if out is TIMED_OUT:  # here a failure of this sample like any other
+                    raise TimeoutError(f"no result within rewards.timeout_s={self.timeout_s:g}s")
                 values.extend(_check(reward.label, out, 1))
             except RewardError:
                 raise
@@ -284,17 +311,55 @@ class RewardSet:
         return values
 
 
-async def _gather(awaitables: list[Any]) -> list[Any]:
-    return list(await asyncio.gather(*awaitables, return_exceptions=True))
+TIMED_OUT = object()  # what a call that passed its time limit gives instead of a result
+_GRACE_S = 5.0  # an event loop blocked by its coroutine gets this long after the limit before it is left
 
 
-def _run_async(coro: Any) -> list[Any]:
-    """Run a coroutine to completion, also when the caller already runs an event loop (a notebook,
-    an async trainer): then it gets its own loop in a helper thread."""
+def call_with_deadline(fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float) -> Any:
+    """`fn(**kwargs)`, or TIMED_OUT when it has not returned after `timeout_s` (0 = wait forever).
+    The call runs in a daemon thread that is abandoned on timeout; its exception is raised here.
+    Waiting is a lock with a timeout, which a signal handler interrupts, so SIGTERM is not delayed."""
+    if timeout_s <= 0:
+        return fn(**kwargs)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(**kwargs)
+        except BaseException as err:
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name=f"grpolab-reward-{getattr(fn, '__name__', 'fn')}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        return TIMED_OUT
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+async def _gather(awaitables: list[Any], timeout_s: float = 0.0) -> list[Any]:
+    async def bounded(aw: Any) -> Any:
+        try:
+            return await asyncio.wait_for(aw, timeout_s)
+        except asyncio.TimeoutError:
+            return TIMED_OUT
+
+    wrapped = [bounded(aw) for aw in awaitables] if timeout_s > 0 else awaitables
+    return list(await asyncio.gather(*wrapped, return_exceptions=True))
+
+
+def _run_async(coro: Any, timeout_s: float = 0.0, count: int = 1) -> list[Any]:
+    """Run a coroutine (`count` gathered calls) to completion. With a time limit, or when the caller
+    already runs an event loop (a notebook, an async trainer), it gets its own loop in a daemon helper
+    thread; a loop still busy `_GRACE_S` after the limit (a coroutine that blocks it, which wait_for
+    cannot cut) is abandoned and every call counts as timed out."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)  # type: ignore[no-any-return]
+        if timeout_s <= 0:
+            return asyncio.run(coro)  # type: ignore[no-any-return]
     box: dict[str, Any] = {}
 
     def runner() -> None:
@@ -303,9 +368,11 @@ def _run_async(coro: Any) -> list[Any]:
         except BaseException as err:
             box["error"] = err
 
-    thread = threading.Thread(target=runner, name="grpolab-rewards-async")
+    thread = threading.Thread(target=runner, name="grpolab-rewards-async", daemon=True)
     thread.start()
-    thread.join()
+    thread.join(timeout_s + _GRACE_S if timeout_s > 0 else None)
+    if thread.is_alive():
+        return [TIMED_OUT] * count
     if "error" in box:
         raise box["error"]
     return box["value"]  # type: ignore[no-any-return]

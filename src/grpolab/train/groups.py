@@ -84,6 +84,7 @@ def merged_scores(rounds: Sequence[Round]) -> RewardScores:
         per_function={label: [v for r in rounds for v in r.scores.per_function[label]] for label in first.labels},
         total=[v for r in rounds for v in r.scores.total],
         errors={label: sum(r.scores.errors.get(label, 0) for r in rounds) for label in first.labels},
+        timeouts={label: sum(r.scores.timeouts.get(label, 0) for r in rounds) for label in first.labels},
     )
 
 
