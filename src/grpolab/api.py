@@ -258,11 +258,12 @@ class GRPOTrainer:
         self.trainer.save_model(Path(output_dir))
 
     def close(self) -> None:
-        """Free the generation engine (vLLM's KV cache and weight copy) and leave the process group
-        (under torchrun / accelerate launch)."""
+        """Free the generation engine (vLLM's KV cache and weight copy), unlock the run directory and
+        leave the process group (under torchrun / accelerate launch)."""
         close_engine = getattr(self.trainer.generator, "close", None)
         if close_engine is not None:
             close_engine()
+        self.trainer.run_lock.release()  # a trainer built but never trained held its run directory
         self.ctx.close()
 
 
