@@ -90,6 +90,8 @@ class StopSignals:
         the run ends interrupted; `--resume` runs the final phase again."""
         from grpolab.train.state import StopReason
 
+        if stopped_by is StopReason.SIGNAL:  # the loop already stopped for a signal: nothing to cut
+            return stopped_by, why, finish(stopped_by, why)
         try:
             with self.phase(abortable=True):
                 return stopped_by, why, finish(stopped_by, why)
