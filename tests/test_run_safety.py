@@ -77,6 +77,19 @@ def test_a_second_resume_of_a_live_run_is_refused_with_the_pid(finished, tmp_pat
     GRPOTrainer(args=resume_config(out)).trainer.run_lock.release()  # free again: accepted
 
 
+def test_a_resume_that_fails_to_build_holds_no_lock(finished, tmp_path, monkeypatch):
+    out, _ = copy_run(finished, tmp_path)
+
+    def oom(*_args, **_kwargs):
+        raise MemoryError("the model does not fit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("grpolab.train.trainer.load_model", oom)
+        with pytest.raises(MemoryError):
+            GRPOTrainer(args=resume_config(out))
+    GRPOTrainer(args=resume_config(out)).close()  # the retry in the same process is not refused
+
+
 def test_the_command_line_refuses_a_run_locked_by_another_process(finished, tmp_path, capsys):
     out, run_dir = copy_run(finished, tmp_path)
     holder = subprocess.Popen(

@@ -41,10 +41,14 @@ class RunLock:
         self._handle = handle
 
     @classmethod
-    def acquire(cls, run_dir: Path) -> RunLock:
-        """Lock `run_dir` (which must exist) or raise RunBusyError naming the process that holds it."""
+    def acquire(cls, run_dir: Path, record: bool = True) -> RunLock:
+        """Lock `run_dir` (which must exist) or raise RunBusyError naming the process that holds it;
+        `record`: write this process into the lock file (not for a mere check)."""
         path = Path(run_dir) / LOCK_FILE
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the life of the run
+        try:
+            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the life of the run
+        except OSError as err:
+            raise RunBusyError(f"cannot lock run directory {run_dir} ({err.strerror or err})") from None
         if fcntl is None:
             return cls(run_dir, handle)
         try:
@@ -57,10 +61,11 @@ class RunLock:
                 f"run directory {run_dir} is in use by {owner}: two processes must not train one run; "
                 "wait for it to end (or stop it), or start a new run without --resume"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
+        if record:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
         return cls(run_dir, handle)
 
     @property
@@ -88,18 +93,21 @@ def claim_new_run_dir(parent: Path, stamp: str | None = None) -> tuple[Path, Run
     raise RunBusyError(f"{parent}: 10000 run directories named {stamp}*; choose another train.run_name")
 
 
-def lock_resumed_run(resume_from: Path | None, ctx: Any) -> RunLock:
-    """The lock of the run a resume continues (`<run>/checkpoints/<ckpt>`), taken before the model
-    loads so that a run another process trains is refused in a second; rank 0 only."""
-    if resume_from is None or not ctx.is_main:
-        return RunLock(Path(), None)
-    return RunLock.acquire(Path(resume_from).parents[1])
+def check_run_free(resume_from: Path | None, ctx: Any) -> None:
+    """Refuse, before the model loads, a resume of a run another process trains (rank 0 only). Only
+    a check: the lock itself is taken by `open_run_dir` once the trainer is built, so a trainer that
+    fails while building (a model that does not load) holds nothing."""
+    if resume_from is not None and ctx.is_main:
+        RunLock.acquire(Path(resume_from).parents[1], record=False).release()
 
 
-def open_run_dir(cfg: Any, resume_from: Path | None, lock: RunLock, ctx: Any) -> tuple[Path, RunLock]:
-    """(run directory, its lock): the resumed run's, or a new `output_dir/run_name/<timestamp>` created
-    by rank 0 and broadcast (the clocks of ranks may differ by a second)."""
-    chosen = Path(resume_from).parents[1] if resume_from is not None else None
-    if chosen is None and ctx.is_main:
+def open_run_dir(cfg: Any, resume_from: Path | None, ctx: Any) -> tuple[Path, RunLock]:
+    """(run directory, its lock held by rank 0): the resumed run's, or a new
+    `output_dir/run_name/<timestamp>` created by rank 0 and broadcast (the clocks of ranks may differ)."""
+    chosen, lock = None, RunLock(Path(), None)
+    if resume_from is not None:
+        chosen = Path(resume_from).parents[1]
+        lock = RunLock.acquire(chosen) if ctx.is_main else lock
+    elif ctx.is_main:
         chosen, lock = claim_new_run_dir(Path(cfg.train.output_dir) / cfg.train.run_name)
     return ctx.broadcast_object(chosen), lock

@@ -45,7 +45,7 @@ from grpolab.train.health import RunHealth
 from grpolab.train.inputs import RunInputs, seed_everything
 from grpolab.train.preflight import preflight, report_long_prompts
 from grpolab.train.resume import check_resume, find_resume_point
-from grpolab.train.run_lock import lock_resumed_run, open_run_dir
+from grpolab.train.run_lock import check_run_free, open_run_dir
 from grpolab.train.schedule import advance_schedule, build_optimizer, set_peak_lr
 from grpolab.train.signals import StopSignals, stop_signals
 from grpolab.train.state import RunState, RunSummary, StopReason
@@ -64,7 +64,7 @@ class Trainer:
         # a refused resume must not touch the run it names: check before anything is written
         self.resume_from = find_resume_point(cfg)
         self.resume_notes = check_resume(cfg, self.resume_from) if self.resume_from is not None else []
-        self.run_lock = lock_resumed_run(self.resume_from, self.ctx)  # a run another process trains: refused
+        check_run_free(self.resume_from, self.ctx)  # a run another process trains: refused before loading
         self.ctx.shard(list(range(cfg.train.questions_per_step)))  # fail now if B does not split evenly
         seed_everything(cfg.train.seed)
         self.rewards, self.eval_rewards, self.splits = inputs.rewards, inputs.eval_rewards, inputs.splits
@@ -106,7 +106,7 @@ class Trainer:
             QuestionSampler(len(self.splits.train), t.questions_per_step, t.seed),
             EarlyStopping(t.early_stopping_metric, t.patience, t.min_delta),
         )
-        self.run_dir, self.run_lock = open_run_dir(cfg, self.resume_from, self.run_lock, self.ctx)  # new: created now
+        self.run_dir, self.run_lock = open_run_dir(cfg, self.resume_from, self.ctx)  # a new one: created now
         self.checkpoints_dir = self.run_dir / "checkpoints"
         self.last_saved_step = -1
         self.signals = StopSignals(lambda message: self.tracker.warning(message))  # handlers: run()
