@@ -127,7 +127,7 @@ def reward_set(
     dupes = sorted({label for label in labels if labels.count(label) > 1})
     if dupes:
         raise ConfigError(f"reward_funcs: two rewards are called '{dupes[0]}'; give each function its own name")
-    return RewardSet(bound, on_error=cfg.rewards.on_error)
+    return RewardSet(bound, on_error=cfg.rewards.on_error, timeout_s=cfg.rewards.timeout_s)
 
 
 def _recorded(funcs: Sequence[RewardFunc], weights: Sequence[float] | None) -> RewardsConfig:
@@ -332,11 +332,12 @@ class GRPOTrainer:
         self.trainer.save_model(Path(output_dir))
 
     def close(self) -> None:
-        """Free the generation engine (vLLM's KV cache and weight copy) and leave the process group
-        (under torchrun / accelerate launch)."""
+        """Free the generation engine (vLLM's KV cache and weight copy), unlock the run directory and
+        leave the process group (under torchrun / accelerate launch)."""
         close_engine = getattr(self.trainer.generator, "close", None)
         if close_engine is not None:
             close_engine()
+        self.trainer.run_lock.release()  # a trainer built but never trained held its run directory
         self.ctx.close()
 
 

@@ -245,7 +245,9 @@ TRL_ARGS: dict[str, TrlArg] = {
         "grpo.importance_sampling_cap", note="grpolab's default is 2.0 (TRL's: 3.0)"
     ),
     "vllm_importance_sampling_clip_min": TrlArg("grpo.importance_sampling_min"),
-    "vllm_importance_sampling_min": TrlArg("grpo.importance_sampling_min", note="same as vllm_importance_sampling_clip_min"),
+    "vllm_importance_sampling_min": TrlArg(
+        "grpo.importance_sampling_min", note="same as vllm_importance_sampling_clip_min"
+    ),
     "vllm_importance_sampling_cap": TrlArg("grpo.importance_sampling_cap", note="deprecated in TRL: clip_max"),
     "off_policy_mask_threshold": TrlArg("grpo.off_policy_mask_threshold"),
     "multi_objective_aggregation": TrlArg("grpo.reward_aggregation"),

@@ -109,6 +109,8 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node = tree
     for part in parts[:-1]:
         child = node.setdefault(part, {})
+        if isinstance(child, list) and part == "rewards" and node is tree:  # the short form `rewards: [...]`
+            child = node[part] = {"functions": child}  # so that rewards.timeout_s=... still applies
         if not isinstance(child, dict):
             raise ConfigError(f"{dotted}: '{part}' is a value, not a section")
         node = child

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from grpolab.config.names import FolderName
 from grpolab.config.objectives import ObjectiveFields, check_objective_combinations
 
 
@@ -167,7 +168,7 @@ class TrainConfig(Section):
     epochs: int = Field(0, ge=0, description="passes over the training questions; 0 = use max_steps")
     seed: int = Field(42, description="seed for data, sampling and init (SEED)")
     output_dir: str = Field("outputs", description="root folder of run directories (OUTPUT_DIR)")
-    run_name: str = Field("grpo", description="run directory is output_dir/run_name/<timestamp>")
+    run_name: FolderName = Field("grpo", description="run directory is output_dir/run_name/<timestamp>")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps; 0 = only at the end")
     keep_last: int = Field(2, ge=1, description="periodic checkpoints kept besides best")
     patience: int = Field(5, ge=0, description="evaluations without improvement before stopping; 0 = off")
@@ -262,6 +263,7 @@ class RewardsConfig(Section):
         description="reward functions and weights; the total is their weighted sum",
     )
     on_error: Literal["raise", "skip"] = Field("raise", description="a reward that raises: stop, or count as None")
+    timeout_s: float = Field(120.0, ge=0.0, description="time limit of one reward call; later = None (0 = none)")
 
     @model_validator(mode="before")
     @classmethod
@@ -320,25 +322,9 @@ class DistributedConfig(Section):
 
     @model_validator(mode="after")
     def _check_mesh(self) -> DistributedConfig:
-        if self.mesh_shape is None:
-            return self
-        sizes, axes = self.mesh_shape
-        if len(sizes) != len(axes) or len(set(axes)) != len(axes):
-            raise ValueError(f"distributed.mesh_shape: need one size per distinct axis, got {self.mesh_shape}")
-        if any(a not in ("dp", "fsdp", "tp") for a in axes) or any(s < 1 for s in sizes):
-            raise ValueError(
-                f"distributed.mesh_shape: axes must be among dp, fsdp, tp with sizes >= 1, got {self.mesh_shape}"
-            )
-        size = dict(zip(axes, sizes))
-        if size.get("tp", 1) > 1:
-            raise ValueError(
-                "distributed.mesh_shape: tensor parallel (tp > 1) is not supported; put those devices on "
-                "'fsdp' instead (e.g. [[2, 2], ['fsdp', 'tp']] -> [[4], ['fsdp']])"
-            )
-        if size.get("fsdp", 1) > 1 and self.strategy != "fsdp":
-            if "strategy" in self.model_fields_set:  # an explicit choice that contradicts the mesh
-                raise ValueError("distributed.mesh_shape has an fsdp axis > 1 but distributed.strategy is 'ddp'")
-            self.strategy = "fsdp"  # derived in one place: an fsdp axis means sharded parameters
+        from grpolab.config.checks import check_mesh
+
+        check_mesh(self)
         return self
 
 

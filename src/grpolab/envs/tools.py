@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from grpolab.deadline import TIMED_OUT, call_with_deadline
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -154,29 +155,13 @@ def _check_arguments(tool: Tool, arguments: dict[str, Any]) -> None:
 
 def call_with_timeout(fn: Callable[..., Any], arguments: dict[str, Any], timeout_s: float | None, name: str) -> Any:
     """`fn(**arguments)`, given at most `timeout_s` seconds (None: no limit); ToolError when it runs over.
-
-    The call runs in a daemon thread because a thread cannot be killed: a call that never returns
-    keeps its thread (and whatever it holds) until the process exits, but the episode goes on and
-    the interpreter can still exit. A tool that must really be stopped belongs in a subprocess, as
-    the python tool is (envs/python_tool.py)."""
-    if timeout_s is None:
-        return fn(**arguments)
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn(**arguments)
-        except BaseException as err:  # re-raised in the caller's thread below
-            box["error"] = err
-
-    thread = threading.Thread(target=run, name=f"tool-{name}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
+    A call that never returns keeps its daemon thread until the process exits (grpolab.deadline), but
+    the episode goes on. A tool that must really be stopped belongs in a subprocess, as the python tool
+    is (envs/python_tool.py)."""
+    result = call_with_deadline(fn, arguments, timeout_s or 0.0, f"tool-{name}")
+    if result is TIMED_OUT:
         raise ToolError(f"{name} timed out after {timeout_s:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return result
 
 
 def execute(parsed: ParsedCall, tools: dict[str, Tool], timeout_s: float | None = None) -> ToolResult:

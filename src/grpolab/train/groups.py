@@ -89,6 +89,7 @@ def merged_scores(rounds: Sequence[Round]) -> RewardScores:
         errors={label: sum(r.scores.errors.get(label, 0) for r in rounds) for label in first.labels},
         logged={name: sum(r.scores.logged.get(name, 0.0) for r in rounds) / len(rounds) for name in first.logged},
         extra_columns={k: [v for r in rounds for v in r.scores.extra_columns.get(k, [])] for k in first.extra_columns},
+        timeouts={label: sum(r.scores.timeouts.get(label, 0) for r in rounds) for label in first.labels},
     )
 
 

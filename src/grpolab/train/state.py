@@ -9,6 +9,7 @@ run exactly (CPU, same seed).
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
 from dataclasses import dataclass, field
 from enum import Enum
@@ -99,6 +100,19 @@ class RunState:
             "num_tokens": self.num_tokens,
             "entropy_control": None if self.entropy_control is None else dataclasses.asdict(self.entropy_control),
         }
+
+    def snapshot(self) -> tuple[str, dict[str, Any]]:
+        """This state and the random streams, cheaply (no weights): a step cut by a signal before its
+        update is dropped by `rollback`, so the checkpoint then saved equals the previous step's."""
+        from grpolab.train.checkpoint import capture_rng_state
+
+        return json.dumps(self.state_dict()), capture_rng_state()
+
+    def rollback(self, snapshot: tuple[str, dict[str, Any]]) -> None:
+        from grpolab.train.checkpoint import restore_rng_state
+
+        self.load_state_dict(json.loads(snapshot[0]))
+        restore_rng_state(snapshot[1])
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
