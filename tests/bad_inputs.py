@@ -63,17 +63,27 @@ def _checkpoint(d: Path, damage: str | None = "truncate") -> None:
 
 def _resumable(damage: str) -> Callable[[Path], None]:
     """A checkpoint that `train -c quick_test` may resume (its config.yaml is that run's), with
-    `damage` (config.yaml or the model's config.json) replaced by garbage. Its .pt files are garbage
-    too: the rows check what fails before they are read."""
+    `damage` (config.yaml, the model's config.json, or one of the .pt files) replaced by garbage."""
 
     def setup(d: Path) -> None:
         from grpolab.config.load import config_to_yaml, load_config
 
         ckpt = _tiny_copy(d, "run/checkpoints/step-2")
-        (ckpt / "trainer_state.json").write_text(json.dumps({"step": 2}))
+        from grpolab.data.order import QuestionSampler
+        from grpolab.eval.early_stopping import EarlyStopping
+        from grpolab.train.state import RunState
+
+        state = RunState(QuestionSampler(100, 4, 42), EarlyStopping("eval/accuracy", 0, 0.0))
+        state.step = 2
+        (ckpt / "trainer_state.json").write_text(json.dumps(state.state_dict()))
         (ckpt / "config.yaml").write_text(config_to_yaml(load_config("quick_test", [], env_file=None, environ={})))
+        import torch
+
         for name in ("optimizer.pt", "scheduler.pt", "rng_state.pt"):
-            (ckpt / name).write_bytes(b"\x80\x02garbage, not a torch file" * 20)
+            if name == damage:
+                (ckpt / name).write_bytes(b"\x80\x02garbage, not a torch file" * 20)
+            else:  # well-formed, so that the row fails on its own damage
+                torch.save({}, ckpt / name)
         if damage == "config.yaml":
             (ckpt / "config.yaml").write_text("model: [unclosed\n")
         elif damage == "config.json":
@@ -182,6 +192,12 @@ CASES = [
         ["train", *QUICK, "train.output_dir={d}/out", "--resume", "{d}/run/checkpoints/step-2"],
         "config.json: not valid JSON",
         _resumable("config.json"),
+    ),
+    BadInput(
+        "--resume with a garbage optimizer.pt",
+        ["train", *QUICK, "train.output_dir={d}/out", "--resume", "{d}/run/checkpoints/step-2"],
+        "optimizer.pt is truncated or not a torch file",
+        _resumable("optimizer.pt"),
     ),
     BadInput("non-UTF-8 .env", ["train", *QUICK], ".env: line 1 is not valid UTF-8", _write(".env", b"SEED=caf\xe9\n")),
     BadInput(
