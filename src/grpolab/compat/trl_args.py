@@ -107,7 +107,9 @@ TRL_ARGS: dict[str, TrlArg] = {
     ),
     "gradient_checkpointing": TrlArg("model.gradient_checkpointing", "TRL's default is True, grpolab's False"),
     "bf16": TrlArg(
-        "model.dtype", "True = bfloat16 weights, False = float32 (no mixed precision)", _dtype("bfloat16", "float32")
+        "train.precision",
+        "True = bf16 autocast over float32 weights (mixed precision), False = fp32; bf16 weights: model.dtype",
+        _dtype("bf16", "fp32"),
     ),
     "fp16": TrlArg("model.dtype", "True = float16 weights", _dtype("float16", KEEP)),
     "cast_lm_head_to_fp32": TrlArg(None, "not offered", accepts=(False,)),
@@ -245,7 +247,9 @@ TRL_ARGS: dict[str, TrlArg] = {
         "grpo.importance_sampling_cap", note="grpolab's default is 2.0 (TRL's: 3.0)"
     ),
     "vllm_importance_sampling_clip_min": TrlArg("grpo.importance_sampling_min"),
-    "vllm_importance_sampling_min": TrlArg("grpo.importance_sampling_min", note="same as vllm_importance_sampling_clip_min"),
+    "vllm_importance_sampling_min": TrlArg(
+        "grpo.importance_sampling_min", note="same as vllm_importance_sampling_clip_min"
+    ),
     "vllm_importance_sampling_cap": TrlArg("grpo.importance_sampling_cap", note="deprecated in TRL: clip_max"),
     "off_policy_mask_threshold": TrlArg("grpo.off_policy_mask_threshold"),
     "multi_objective_aggregation": TrlArg("grpo.reward_aggregation"),
