@@ -177,7 +177,7 @@ class TrainConfig(Section):
     resume: str | None = Field(None, description="'auto' (latest checkpoint of the run) or a checkpoint path")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:1, mps")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch default")
-    precision: Literal["auto", "fp32", "bf16"] = Field("fp32", description="bf16: autocast, fp32 master weights")
+    precision: Literal["auto", "fp32", "bf16"] = Field("fp32", description="bf16: autocast, fp32 weights")
 
 
 class EvalConfig(Section):
