@@ -107,9 +107,7 @@ def main() -> None:
                 gen[p].append(generate(generator, prompts, args.gen_tokens, amp))
                 print(f"  generate {p}: {gen[p][-1]}", flush=True)
         for p, values in gen.items():
-            print(
-                f"generate {args.gen_rows} x {args.gen_tokens}: {p} median {statistics.median(values):.2f} s ({values})"
-            )
+            print(f"generate {args.gen_rows} x {args.gen_tokens} tokens {p}: {medians(values)}")
 
 
 if __name__ == "__main__":
