@@ -67,8 +67,15 @@ def test_flat_and_nested_mix_and_a_conflict_names_both():
     conflict = r"^GRPOConfig: beta=0\.2 \(TRL's name for grpo\.beta\) conflicts with grpo\.beta=0\.1"
     with pytest.raises(ConfigError, match=conflict):
         GRPOConfig(beta=0.2, grpo={"beta": 0.1})
-    with pytest.raises(ConfigError, match=r"fp16 and bf16 disagree on model\.dtype"):
-        GRPOConfig(bf16=True, fp16=True)
+    with pytest.raises(ConfigError, match=r"model_init_kwargs\['dtype'\] and fp16 disagree on model\.dtype"):
+        GRPOConfig(fp16=True, model_init_kwargs={"dtype": "bfloat16"})
+
+
+def test_trl_bf16_is_mixed_precision_not_bf16_weights():
+    # TRL's bf16=True is autocast over float32 master weights (transformers' Trainer), not bf16 weights
+    cfg = GRPOConfig(bf16=True)
+    assert (cfg.train.precision, cfg.model.dtype) == ("bf16", "auto")
+    assert GRPOConfig(bf16=False).train.precision == "fp32"
 
 
 def test_trl_semantics_of_steps_epochs_warmup_and_spellings():

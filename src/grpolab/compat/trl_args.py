@@ -107,7 +107,9 @@ TRL_ARGS: dict[str, TrlArg] = {
     ),
     "gradient_checkpointing": TrlArg("model.gradient_checkpointing", "TRL's default is True, grpolab's False"),
     "bf16": TrlArg(
-        "model.dtype", "True = bfloat16 weights, False = float32 (no mixed precision)", _dtype("bfloat16", "float32")
+        "train.precision",
+        "True = bf16 autocast over float32 weights (mixed precision), False = fp32; bf16 weights: model.dtype",
+        _dtype("bf16", "fp32"),
     ),
     "fp16": TrlArg("model.dtype", "True = float16 weights", _dtype("float16", KEEP)),
     "cast_lm_head_to_fp32": TrlArg(None, "not offered", accepts=(False,)),

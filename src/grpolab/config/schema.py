@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from grpolab.config.checks import check_early_stopping_metric, check_mesh
 from grpolab.config.names import FolderName
 from grpolab.config.objectives import ObjectiveFields, check_objective_combinations
 
@@ -177,6 +178,7 @@ class TrainConfig(Section):
     resume: str | None = Field(None, description="'auto' (latest checkpoint of the run) or a checkpoint path")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:1, mps")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch default")
+    precision: Literal["auto", "fp32", "bf16"] = Field("fp32", description="bf16: autocast, fp32 weights")
 
 
 class EvalConfig(Section):
@@ -322,8 +324,6 @@ class DistributedConfig(Section):
 
     @model_validator(mode="after")
     def _check_mesh(self) -> DistributedConfig:
-        from grpolab.config.checks import check_mesh
-
         check_mesh(self)
         return self
 
@@ -375,8 +375,6 @@ class Config(Section):
                 f"eval.size ({self.eval.size}) is larger than data.val_size ({self.data.val_size}); "
                 "raise data.val_size or lower eval.size"
             )
-        from grpolab.config.checks import check_early_stopping_metric  # it reads the whole tree
-
         check_early_stopping_metric(self)
         check_objective_combinations(self)
         return self

@@ -4,6 +4,7 @@ instead of after minutes of loading (or, worse, finishes having learned nothing)
 - `--resume PATH` names a complete checkpoint (or a run directory that has one);
 - a local model directory has config.json and intact safetensors files;
 - the device exists (`train.device=cuda` on a machine without a GPU);
+- `train.precision=bf16` has native bfloat16 on that device and float32/bfloat16 weights;
 - `model.attn_implementation` is one transformers knows (it checks only inside from_pretrained);
 - the output directory can be written (a read-only OUTPUT_DIR fails here, not at the first save);
 - a judge reward has its API key in the environment and its endpoint accepts connections;
@@ -97,11 +98,24 @@ def check_attention(name: str | None) -> None:
         )
 
 
+def check_precision(cfg: Config) -> None:
+    """`train.precision` fits the device and model.dtype (bf16: native bfloat16, no float16 weights)."""
+    from grpolab.models.loading import pick_device, pick_dtype
+    from grpolab.train.precision import resolve_precision
+
+    device = pick_device(cfg.train.device)
+    try:
+        resolve_precision(cfg.train.precision, device, pick_dtype(cfg.model.dtype, device))
+    except ValueError as err:
+        raise PreflightError(str(err)) from None
+
+
 def preflight(cfg: Config) -> None:
     """Everything that can be checked before the model loads (see the module docstring)."""
     if cfg.train.resume not in (None, "", "auto"):
         resolve_resume_path(Path(cfg.train.resume))
     check_device(cfg.train.device)
+    check_precision(cfg)
     check_attention(cfg.model.attn_implementation)
     if Path(cfg.model.name).expanduser().is_dir():  # seconds before transformers would guess what is wrong
         check_model_dir(Path(cfg.model.name).expanduser(), adapter=False, what="model.name")

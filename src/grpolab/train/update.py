@@ -46,6 +46,7 @@ from grpolab.train.objective import (
     needs_every_row,
     objective_of,
 )
+from grpolab.train.precision import autocast_for
 from grpolab.train.schedule import advance_schedule
 
 
@@ -124,11 +125,12 @@ def _mismatch_sample(model: Any, batch: Batch, size: int, temperature: float, sh
     return _against_sampler(sequence_logprobs(model, first, temperature, share_prompt=share_prompt)[0], first)
 
 
-def _dummy_pass(model: Any, batch: Batch) -> None:
+def _dummy_pass(model: Any, batch: Batch, amp: AbstractContextManager[Any]) -> None:
     """A forward and backward that adds zero to every gradient: keeps an FSDP rank in step with
     ranks that have more micro-batches (each pass gathers and reduce-scatters every layer)."""
     ids = batch.input_ids[:1, :1] if len(batch) else torch.zeros(1, 1, dtype=torch.long)
-    logits = model(input_ids=ids.to(next(model.parameters()).device)).logits
+    with amp:
+        logits = model(input_ids=ids.to(next(model.parameters()).device)).logits
     (logits.sum() * 0.0).backward()
 
 
@@ -189,13 +191,14 @@ def policy_update(
     if rows is not None:  # the totals above stay those of the whole batch: the gradient is unchanged
         batch, adv = batch.select(rows), adv[rows]
         parts = _chunks(len(batch), micro_batch_size(cfg, batch, share_prompt)) if len(batch) else []
+    amp = autocast_for(cfg, model)  # train.precision: every forward below runs in it, no backward does
     ref_logps = None
     if grpo.beta > 0 and reference is not None:
-        with reference() as ref_model:
+        with reference() as ref_model, amp:
             ref_logps = _forward_logprobs(ref_model, batch, parts, temperature, share_prompt)
     old_logps = None
     if grpo.num_iterations > 1:
-        with shards.gathered():
+        with shards.gathered(), amp:
             old_logps = _forward_logprobs(model, batch, parts, temperature, share_prompt)
     # FSDP: every rank runs as many training passes as the rank with the most micro-batches
     passes = shards.training_passes(ctx, len(parts))
@@ -213,21 +216,24 @@ def policy_update(
         # now, before the optimizer step moves the policy (not under FSDP: a forward there is a
         # collective, and other ranks may have rows to train)
         size = micro_batch_size(cfg, whole_batch, share_prompt)
-        compared.append(_mismatch_sample(model, whole_batch, size, temperature, share_prompt))
+        with amp:
+            compared.append(_mismatch_sample(model, whole_batch, size, temperature, share_prompt))
     objective, bonus = objective_of(grpo), bonus_on(grpo)
     control = entropy_control or EntropyControl(grpo.entropy_coef)
     for iteration in range(grpo.num_iterations):
         # whole-step entropy decisions (threshold, bonus tokens), never per micro-batch (algo.entropy)
-        entropic = entropy_step(
-            grpo, control, model, batch, ctx, shards, temperature=temperature, share_prompt=share_prompt
-        )
+        with amp:
+            entropic = entropy_step(
+                grpo, control, model, batch, ctx, shards, temperature=temperature, share_prompt=share_prompt
+            )
         model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
         optimizer.zero_grad(set_to_none=True)
         for index, part in enumerate(parts):
             sub = batch.select(part)
-            logp, entropy = sequence_logprobs(
-                model, sub, temperature, share_prompt=share_prompt, entropy_grad=bonus
-            )  # [n, C] each
+            with amp:
+                logp, entropy = sequence_logprobs(
+                    model, sub, temperature, share_prompt=share_prompt, entropy_grad=bonus
+                )  # [n, C] each
             old = old_logps[index] if old_logps is not None else logp.detach()
             pair = _against_sampler(old, sub) if sub.sample_logp is not None else None
             if pair is not None and iteration == 0:
@@ -263,7 +269,7 @@ def policy_update(
                 sums[key] = sums.get(key, 0.0) + (value if share else value * tokens)
                 weights[key] = 1.0 if share else weights.get(key, 0.0) + tokens
         for _ in range(passes - len(parts)):
-            _dummy_pass(model, batch)
+            _dummy_pass(model, batch, amp)
         if not parts:
             # nothing to train here: the zero gradient the skipped passes would have produced, so
             # AdamW still applies its momentum (a None gradient would make it skip the parameter)

@@ -1,0 +1,118 @@
+"""train.precision=bf16: autocast training forwards over float32 master weights (train/precision.py)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from grpolab.algo.logprobs import sequence_logprobs
+from grpolab.train.precision import autocast_for, native_bf16, resolve_precision
+from grpolab.train.preflight import PreflightError, check_precision
+from grpolab.train.schedule import build_optimizer
+from grpolab.train.update import policy_update
+from run_helpers import quick_config, read_metrics
+from test_update import config, make_batch
+
+CPU = torch.device("cpu")
+needs_bf16 = pytest.mark.skipif(not native_bf16(CPU), reason="this CPU has no native bfloat16 (avx512_bf16/amx_bf16)")
+
+
+def no_bf16_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False, "avx2": True})
+
+
+def test_native_bf16_matches_the_cpu_flags():
+    flags = Path("/proc/cpuinfo")
+    if not flags.exists() or "flags" not in flags.read_text():
+        pytest.skip("no x86 /proc/cpuinfo to compare with")
+    words = set(flags.read_text().split())
+    assert native_bf16(CPU) == bool({"avx512_bf16", "amx_bf16"} & words)
+
+
+def test_resolution_auto_keeps_fp32_on_cpu_and_bf16_needs_native_support(monkeypatch):
+    assert resolve_precision("fp32", CPU, torch.float32) == "fp32"
+    assert resolve_precision("auto", CPU, torch.float32) == "fp32"  # not yet shown to learn the same on CPU
+    with pytest.raises(ValueError, match=r"^train\.precision=bf16 with model\.dtype=float16: choose one half type"):
+        resolve_precision("bf16", CPU, torch.float16)
+    no_bf16_cpu(monkeypatch)
+    assert not native_bf16(CPU)
+    with pytest.raises(ValueError, match=r"^train\.precision=bf16: the cpu device has no native bfloat16 .*use fp32"):
+        resolve_precision("bf16", CPU, torch.float32)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", torch.device("cuda"), torch.float32) == "bf16"
+    assert resolve_precision("auto", torch.device("cuda"), torch.float16) == "fp32"
+
+
+def test_preflight_names_the_field_in_one_line(monkeypatch, tmp_path):
+    no_bf16_cpu(monkeypatch)
+    cfg = quick_config(tmp_path, "train.device=cpu", "train.precision=bf16")
+    with pytest.raises(PreflightError) as err:
+        check_precision(cfg)
+    assert str(err.value).startswith("train.precision=bf16: the cpu device") and "\n" not in str(err.value)
+    check_precision(quick_config(tmp_path, "train.device=cpu", "train.precision=auto"))  # fp32: fine anywhere
+
+
+@needs_bf16
+def test_bf16_logprobs_are_float32_and_close_to_fp32(tiny_llama, tiny_tokenizer):
+    batch = make_batch(tiny_tokenizer.pad_token_id, n=16)
+    with torch.no_grad():
+        fp32, _ = sequence_logprobs(tiny_llama, batch, temperature=1.0)
+        with autocast_for(config(**{"train.precision": "bf16"}), tiny_llama):
+            bf16, _ = sequence_logprobs(tiny_llama, batch, temperature=1.0)
+    assert bf16.dtype == torch.float32  # log_softmax of upcast logits
+    diff = ((bf16 - fp32).abs() * batch.completion_mask)[batch.completion_mask.bool()]
+    # bf16 keeps 8 significant bits (relative rounding 2^-9 = 0.2%) in every matrix product; the tiny
+    # model's log-probs are about -4.6 with logits near 0, so rounding moves them by ~1e-3 at most.
+    # Above 0: the passes did run in bf16; far below 0.02: nothing but rounding changed.
+    assert 0 < float(diff.max()) < 0.02
+    assert float(diff.mean()) < 2e-3
+
+
+@needs_bf16
+def test_a_bf16_step_runs_in_bf16_and_keeps_float32_weights_and_state(tiny_llama, tiny_tokenizer):
+    batch = make_batch(tiny_tokenizer.pad_token_id)
+    adv = torch.linspace(-1, 1, len(batch))
+    results = {}
+    for precision in ("fp32", "bf16"):
+        model = copy.deepcopy(tiny_llama)
+        seen: list[torch.dtype] = []
+        model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, a, out, seen=seen: seen.append(out.dtype))
+        cfg = config(**{"train.precision": precision, "optim.lr": 1e-2, "grpo.loss_type": "dapo"})
+        optimizer, _ = build_optimizer(model, cfg)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        before = [p.detach().clone() for p in model.parameters()]
+        metrics = policy_update(model, optimizer, scheduler, batch, adv, cfg, reference=None).metrics
+        expected = torch.bfloat16 if precision == "bf16" else torch.float32
+        assert seen and set(seen) == {expected}  # every forward of the update (backward recomputes too)
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights
+        assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+        states = [
+            t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t) and t.numel() > 1
+        ]
+        assert states and all(t.dtype == torch.float32 for t in states)  # AdamW moments
+        assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # it did step
+        results[precision] = metrics
+    # the same step up to rounding: the loss of a step is a mean of ratio x advantage, ratio exactly 1
+    assert results["bf16"]["loss"] == pytest.approx(results["fp32"]["loss"], abs=1e-3)
+
+
+@needs_bf16
+def test_two_bf16_steps_finish_and_report_the_sampler_mismatch(tmp_path):
+    """The HF sampler's log-probs are float32; the mismatch metric shows what bf16 moved, per precision."""
+    from grpolab.api import run_training
+
+    mismatch = {}
+    for precision in ("fp32", "bf16"):
+        cfg = quick_config(
+            tmp_path / precision, "train.max_steps=2", "eval.every_steps=0", f"train.precision={precision}"
+        )
+        summary = run_training(cfg)
+        rows = [row for row in read_metrics(summary.run_dir) if "mismatch/logp_abs_mean" in row]
+        assert len(rows) == 2, precision
+        mismatch[precision] = max(row["mismatch/logp_abs_mean"] for row in rows)
+    assert mismatch["fp32"] < 1e-4  # same weights, same dtype: kernels' rounding only
+    assert mismatch["fp32"] < mismatch["bf16"] < 0.02
