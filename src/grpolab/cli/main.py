@@ -52,10 +52,17 @@ def warn_tiny_settings(cfg: Config) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from grpolab.cli.train_args import batch_size_overrides, flag_overrides, split_config_path, split_resume
+    from grpolab.cli.train_args import (
+        batch_size_overrides,
+        dataset_type_sizes,
+        flag_overrides,
+        split_config_path,
+        split_resume,
+    )
 
     resume, overrides = split_resume(args.resume, list(args.overrides))
     args.config, overrides = split_config_path(args.config, overrides)
+    overrides = [*dataset_type_sizes(args.dataset_type), *overrides]
     if args.mode:
         overrides.append(f"agent.mode={args.mode}")
     if resume is not None:

@@ -231,6 +231,9 @@ class RewardSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _collect_params(cls, data: Any) -> Any:
+        from grpolab.config.openr1 import openr1_reward  # a leaf module: no import cycle
+
+        data = openr1_reward(data)  # open-r1's reward and param names (accuracy_reward, cosine_max_len)
         if isinstance(data, str):
             return {"name": data}
         if isinstance(data, dict):

@@ -340,6 +340,7 @@ def evaluate_examples(
 def evaluation_reward_set(cfg: Config, training: RewardSet) -> RewardSet:
     """The training rewards, plus the correctness and format rewards that evaluation reads (built-ins
     at weight 0: they add to the breakdown but not to the reward being optimised)."""
+    from grpolab.config.openr1 import OPENR1_REWARDS
     from grpolab.config.schema import RewardSpec
     from grpolab.rewards.registry import build_one, reward_registry
 
@@ -349,7 +350,7 @@ def evaluation_reward_set(cfg: Config, training: RewardSet) -> RewardSet:
         name = getattr(cfg.eval, field_name)
         if not name or name in labels:
             continue
-        if name not in reward_registry():
+        if OPENR1_REWARDS.get(name, name) not in reward_registry():
             raise ConfigError(
                 f"eval.{field_name}: '{name}' is neither a built-in reward nor one of the run's rewards "
                 f"({', '.join(sorted(labels))})"
