@@ -51,7 +51,8 @@ def _task(cfg: Config) -> str:
 
 
 def _length(cfg: Config) -> str:
-    return f"{cfg.train.epochs} epochs ({cfg.train.max_steps} steps)" if cfg.train.epochs else f"{cfg.train.max_steps} steps"
+    steps = f"{cfg.train.max_steps} steps"
+    return f"{cfg.train.epochs} epochs ({steps})" if cfg.train.epochs else steps
 
 
 def _flat(tree: dict, prefix: str = "") -> list[str]:
