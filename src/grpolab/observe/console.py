@@ -218,8 +218,9 @@ class Working:
         if self.silent:
             return
         Working._active = self.outer
-        if self.outer is not None and self._status is self.outer._status:
-            self._status.update(self.outer.message)
+        borrowed = self.outer is not None and self._status is self.outer._status
+        if self._status is not None and borrowed:
+            self._status.update(self.outer.message)  # type: ignore[union-attr]
         elif self._status is not None:
             self._status.stop()
         if exc[0] is None:
