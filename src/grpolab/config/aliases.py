@@ -183,8 +183,9 @@ def set_reward_param(tree: dict[str, Any], key: str, value: Any) -> None:
     reward, param = OPENR1_PARAMS[key]
     section = tree.get("rewards")
     entries = section.get("functions") if isinstance(section, dict) else section
+    entries = entries if isinstance(entries, list) else []
     matched = False
-    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+    for i, entry in enumerate(entries):
         entry = openr1_reward({"name": entry} if isinstance(entry, str) else entry)
         if isinstance(entry, dict) and entry.get("name") == reward:
             entries[i] = {**entry, param: value}
