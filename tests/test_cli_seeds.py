@@ -1,8 +1,8 @@
 """Each seed's own command line, as its users wrote it, run for a couple of steps on the tiny model.
 
 The seeds (shared/reference): the agent trainer's .env (000), agent-tunix's Hydra keys (001), the
-canonical arithmetic script's flags (002), the eval config as a positional YAML (003). The open-r1
-reward mix (004) runs as `-c openr1_rewards` in test_reward_presets.py.
+canonical arithmetic script's flags (002), the eval config as a positional YAML (003), open-r1's
+reward and param names (004; its reward mix also runs as `-c openr1_rewards` in test_reward_presets.py).
 """
 
 from __future__ import annotations
