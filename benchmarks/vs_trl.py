@@ -6,7 +6,14 @@
     python benchmarks/vs_trl.py --model tiny --steps 10 --questions 16 --max-new-tokens 16
 
 Engines: `grpolab` (generation.backend=hf), `grpolab-vllm` (generation.backend=vllm, a colocated
-engine with its weight sync every step) and `trl` (TRL's GRPOTrainer with HF generate).
+engine with its weight sync every step) and `trl` (TRL's GRPOTrainer with HF generate). `trl` runs
+twice, in float32 (`bf16=False`) and with `bf16=True` (autocast to bfloat16 on the CPU); both rows
+are printed and TRL's figure, against which grpolab is compared, is the faster of the two.
+
+Every engine gets the same dataset rows (the default preset's arithmetic questions as chat messages
+plus their "answer" column) and the same reward callable (`numeric` below); grpolab gets them through
+its public API, `grpolab.GRPOTrainer(model=..., reward_funcs=..., train_dataset=..., args=...)`, as a
+TRL user would pass them.
 
 Workload (the real-model default): 4 questions x 8 generations, 64 new tokens, temperature 1.0,
 beta 0.04, dapo, questions from the default preset's arithmetic task. Each engine/mode runs in its
@@ -14,7 +21,8 @@ own subprocess so that peak memory (max RSS) is its own; the reported time is th
 2..N (step 1 warms up allocators and caches).
 
 Fairness, checked for TRL 1.16 on CPU:
-- `use_cpu=True, bf16=False`: without bf16=False TRL autocasts to bfloat16 on CPU (much slower there).
+- `use_cpu=True` with `bf16=False` and with `bf16=True` (TRL's own default is bf16=True, an autocast
+  over float32 weights; which is faster depends on the CPU's bfloat16 support, so both are measured).
 - Same per-step batch: TRL's per_device_train_batch_size counts completions (B x G), with one
   optimizer step per generation batch (steps_per_generation=1), like grpolab.
 - Same stop tokens: both stop at the model's end-of-turn token (SmolLM2: `<|im_end|>` is also its eos).
@@ -67,10 +75,36 @@ def settings(args: argparse.Namespace, engine: str, finetune: str) -> list[str]:
     ]
 
 
-def run_grpolab(cfg: Config) -> dict[str, Any]:
-    from grpolab.api import GRPOTrainer
+def workload(cfg: Config) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows every engine trains on: train and validation questions of the configured task, each a
+    chat-message prompt (system prompt and template applied once, here) with its gold answer."""
+    from grpolab.data import build_messages, build_splits
 
-    trainer = GRPOTrainer(args=cfg).trainer  # the training steps alone: no evaluation, no checkpoints
+    splits = build_splits(cfg.data, cfg.data.seed)
+    rows = [{"prompt": build_messages(e, cfg.data), "answer": e.answer} for e in splits.train]
+    return rows, [{"prompt": build_messages(e, cfg.data), "answer": e.answer} for e in splits.val]
+
+
+def numeric(completions: list[Any], answer: list[str], **_: Any) -> list[float | None]:
+    """The one reward callable of every engine (TRL's signature): grpolab's numeric correctness."""
+    from grpolab.rewards.correctness import numeric as numeric_reward
+
+    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+    return numeric_reward(texts, answer)
+
+
+def run_grpolab(cfg: Config) -> dict[str, Any]:
+    from grpolab import GRPOConfig, GRPOTrainer
+
+    rows, eval_rows = workload(cfg)
+    api = GRPOTrainer(
+        model=cfg.model.name,
+        reward_funcs=[numeric],
+        train_dataset=rows,
+        eval_dataset=eval_rows,
+        args=GRPOConfig.model_validate(cfg.model_dump()),
+    )
+    trainer = api.trainer  # the training steps alone: no evaluation, no checkpoints
     steps, train_parts, generation, sync, mismatch = [], [], [], [], []
     for _ in range(cfg.train.max_steps):
         started = time.perf_counter()
@@ -83,28 +117,21 @@ def run_grpolab(cfg: Config) -> dict[str, Any]:
         mismatch.append(metrics.get("mismatch/logp_abs_max", float("nan")))
         trainer.state.step += 1
     trainer.tracker.close({})
+    api.close()
     return {"step_s": steps, "train_s": train_parts, "generation_s": generation, "sync_s": sync, "mismatch": mismatch}
 
 
-def run_trl(cfg: Config) -> dict[str, Any]:
+def run_trl(cfg: Config, bf16: bool) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from grpolab.data import build_messages, build_splits
-    from grpolab.rewards.correctness import numeric as numeric_reward
-
     torch.manual_seed(cfg.train.seed)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.name)
     model = AutoModelForCausalLM.from_pretrained(cfg.model.name, dtype=torch.float32)
-    train = build_splits(cfg.data, cfg.data.seed).train
-    dataset = Dataset.from_list([{"prompt": build_messages(e, cfg.data), "answer": e.answer} for e in train])
-
-    def numeric(completions: list[Any], answer: list[str], **_: Any) -> list[float | None]:
-        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        return numeric_reward(texts, answer)
+    dataset = Dataset.from_list(workload(cfg)[0])
 
     class StepClock(TrainerCallback):
         def __init__(self) -> None:
@@ -135,7 +162,7 @@ def run_trl(cfg: Config) -> dict[str, Any]:
         report_to="none",
         save_strategy="no",
         use_cpu=True,
-        bf16=False,
+        bf16=bf16,
         seed=cfg.train.seed,
         disable_dropout=True,
     )
@@ -180,7 +207,7 @@ def child(args: argparse.Namespace, engine: str, finetune: str) -> None:
 
     torch.set_num_threads(2)
     cfg = load_config("default", settings(args, engine, finetune), env_file=None, environ={})
-    result = run_trl(cfg) if engine == "trl" else run_grpolab(cfg)
+    result = run_trl(cfg, bf16=engine == "trl-bf16") if engine.startswith("trl") else run_grpolab(cfg)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
 
@@ -216,25 +243,21 @@ def main() -> None:
           f"{args.max_new_tokens} new tokens, beta {args.beta}, dapo, median of steps 2..{args.steps}")  # fmt: skip
     print("| mode | engine | s/step | generation s/step | train part s/step | weight sync s | peak RSS (GB) | notes |")
     print("|---|---|---|---|---|---|---|---|")
+    engines = [e for name in args.engines for e in (TRL_RUNS if name == "trl" else [name])]
     for mode in args.modes:
-        for engine in args.engines:
-            command = [sys.executable, __file__, "--child", engine, mode, "--model-dir", args.model_dir]
-            for flag in ("steps", "questions", "generations", "max_new_tokens", "beta", "lr_full", "lr_lora"):
-                command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-            if args.set:
-                command += ["--set", *args.set]
-            out = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
-            lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-            if out.returncode or not lines:
-                print(f"| {mode} | {engine} | failed: {out.stderr.strip().splitlines()[-1:]} | | | | | |", flush=True)
+        steps: dict[str, float] = {}
+        for engine in engines:
+            r = run_child(args, engine, mode)
+            if "error" in r:
+                print(f"| {mode} | {engine} | failed: {r['error']} | | | | | |", flush=True)
                 continue
-            r = json.loads(lines[-1].removeprefix("RESULT "))
+            steps[engine] = median_after_first(r["step_s"])
 
             def column(key: str, fmt: str = ".1f", r: dict[str, Any] = r) -> str:
                 return format(median_after_first(r[key]), fmt) if key in r else "n/a"
 
-            if engine == "trl":
-                notes = f"TRL gradient_checkpointing={r['gradient_checkpointing']}"
+            if engine.startswith("trl"):
+                notes = f"TRL bf16={engine == 'trl-bf16'} gradient_checkpointing={r['gradient_checkpointing']}"
             else:
                 notes = " ".join([f"max abs logp mismatch {max(r['mismatch']):.1e}", *args.set])
             print(
@@ -242,6 +265,35 @@ def main() -> None:
                 f"{column('sync_s', '.2f')} | {r['peak_rss_mb'] / 1024:.2f} | {notes} |",
                 flush=True,
             )
+        print(trl_summary(mode, steps), flush=True)
+
+
+TRL_RUNS = ["trl-fp32", "trl-bf16"]
+
+
+def run_child(args: argparse.Namespace, engine: str, mode: str) -> dict[str, Any]:
+    """One engine and mode in its own process (its own peak RSS); {"error": ...} when it fails."""
+    command = [sys.executable, __file__, "--child", engine, mode, "--model-dir", args.model_dir]
+    for flag in ("steps", "questions", "generations", "max_new_tokens", "beta", "lr_full", "lr_lora"):
+        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.set:
+        command += ["--set", *args.set]
+    out = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode or not lines:
+        return {"error": str(out.stderr.strip().splitlines()[-1:])}
+    return dict(json.loads(lines[-1].removeprefix("RESULT ")))
+
+
+def trl_summary(mode: str, steps: dict[str, float]) -> str:
+    """TRL's figure is its faster precision on this machine; each grpolab engine is compared with it."""
+    trl = {engine: steps[engine] for engine in TRL_RUNS if engine in steps}
+    if not trl:
+        return f"{mode}: no TRL figure (TRL did not run)"
+    best = min(trl, key=trl.__getitem__)
+    both = ", ".join(f"{engine} {seconds:.1f} s" for engine, seconds in trl.items())
+    ratios = ", ".join(f"{e} {s / trl[best]:.2f}x" for e, s in steps.items() if not e.startswith("trl"))
+    return f"{mode}: TRL's figure = {best} {trl[best]:.1f} s/step (the faster of {both}); vs TRL: {ratios or 'n/a'}"
 
 
 if __name__ == "__main__":

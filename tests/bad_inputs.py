@@ -61,6 +61,37 @@ def _checkpoint(d: Path, damage: str | None = "truncate") -> None:
         (ckpt / name).write_bytes(b"")
 
 
+def _resumable(damage: str) -> Callable[[Path], None]:
+    """A checkpoint that `train -c quick_test` may resume (its config.yaml is that run's), with
+    `damage` (config.yaml, the model's config.json, or one of the .pt files) replaced by garbage."""
+
+    def setup(d: Path) -> None:
+        from grpolab.config.load import config_to_yaml, load_config
+
+        ckpt = _tiny_copy(d, "run/checkpoints/step-2")
+        from grpolab.data.order import QuestionSampler
+        from grpolab.eval.early_stopping import EarlyStopping
+        from grpolab.train.state import RunState
+
+        state = RunState(QuestionSampler(100, 4, 42), EarlyStopping("eval/accuracy", 0, 0.0))
+        state.step = 2
+        (ckpt / "trainer_state.json").write_text(json.dumps(state.state_dict()))
+        (ckpt / "config.yaml").write_text(config_to_yaml(load_config("quick_test", [], env_file=None, environ={})))
+        import torch
+
+        for name in ("optimizer.pt", "scheduler.pt", "rng_state.pt"):
+            if name == damage:
+                (ckpt / name).write_bytes(b"\x80\x02garbage, not a torch file" * 20)
+            else:  # well-formed, so that the row fails on its own damage
+                torch.save({}, ckpt / name)
+        if damage == "config.yaml":
+            (ckpt / "config.yaml").write_text("model: [unclosed\n")
+        elif damage == "config.json":
+            (ckpt / "config.json").write_text("{not json")
+
+    return setup
+
+
 def _run_dir(d: Path) -> None:
     (d / "run").mkdir()
     (d / "run" / "status.json").write_text(json.dumps({"status": "finished"}))
@@ -103,7 +134,7 @@ CASES = [
     ),
     BadInput(
         "--resume truncated checkpoint",
-        ["train", *QUICK, "--resume", "{d}/run/checkpoints/step-2"],
+        ["train", *QUICK, "train.output_dir={d}/out", "--resume", "{d}/run/checkpoints/step-2"],
         "truncated or not a safetensors file",
         _checkpoint,
     ),
@@ -118,6 +149,55 @@ CASES = [
         ["train", *QUICK, "data.task=jsonl", "data.path={d}/qa.jsonl"],
         "column 'answer' holds a list",
         _write("qa.jsonl", "".join(json.dumps({"question": f"q{i}", "answer": [i, 0]}) + "\n" for i in range(40))),
+    ),
+    BadInput(
+        "answer 1e400 (JSON overflows to inf)",
+        ["train", *QUICK, "data.task=jsonl", "data.path={d}/qa.jsonl"],
+        "row 2: column 'answer' holds inf, which is not a finite number",
+        _write("qa.jsonl", '{"question": "q1", "answer": 1}\n{"question": "q2", "answer": 1e400}\n'),
+    ),
+    BadInput(
+        "answer NaN in a CSV",
+        ["train", *QUICK, "data.task=jsonl", "data.path={d}/qa.csv"],
+        "row 3: column 'answer' holds 'NaN', which is not a finite number",
+        _write("qa.csv", "question,answer\nq1,1\nq2,2\nq3,NaN\n"),
+    ),
+    BadInput(
+        "train.questions_per_step larger than the training set",
+        ["train", *QUICK, "train.output_dir={d}/out", "train.questions_per_step=60"],
+        "train.questions_per_step (60) is larger than the training set (50 questions)",
+    ),
+    BadInput(
+        "model.lora_target_modules matching nothing",
+        [
+            "train",
+            *QUICK,
+            "train.output_dir={d}/out",
+            "model.finetune=lora",
+            "model.lora_target_modules=[nosuchmodule]",
+        ],
+        "model.lora_target_modules: ['nosuchmodule'] match no module of tiny",
+    ),
+    BadInput(
+        "model.attn_implementation=banana", ["train", *QUICK, "model.attn_implementation=banana"], "unknown attention"
+    ),
+    BadInput(
+        "--resume with a garbage config.yaml",
+        ["train", *QUICK, "train.output_dir={d}/out", "--resume", "{d}/run/checkpoints/step-2"],
+        "config.yaml is not valid YAML",
+        _resumable("config.yaml"),
+    ),
+    BadInput(
+        "--resume with a garbage config.json",
+        ["train", *QUICK, "train.output_dir={d}/out", "--resume", "{d}/run/checkpoints/step-2"],
+        "config.json: not valid JSON",
+        _resumable("config.json"),
+    ),
+    BadInput(
+        "--resume with a garbage optimizer.pt",
+        ["train", *QUICK, "train.output_dir={d}/out", "--resume", "{d}/run/checkpoints/step-2"],
+        "optimizer.pt is truncated or not a torch file",
+        _resumable("optimizer.pt"),
     ),
     BadInput("non-UTF-8 .env", ["train", *QUICK], ".env: line 1 is not valid UTF-8", _write(".env", b"SEED=caf\xe9\n")),
     BadInput(

@@ -86,10 +86,58 @@ def scripted_step(ctx: DistContext, loss_type: str, bucket_bytes: int) -> dict[s
 
 
 CASES = [("dapo", 25 * 2**20), ("grpo", 512)]  # 512 bytes: many buckets, each tensor split off
+
+# Every objective and correction of issue 21, as config overrides: each must give the same update
+# whatever the micro-batch split (tests/test_update.py) and the number of ranks (tests/test_distributed.py).
+SAMPLER = {
+    "generation.backend": "vllm_server",
+    "grpo.importance_sampling_min": "0.5",
+    "grpo.importance_sampling_cap": "2",
+}
+VARIANTS: dict[str, dict[str, str]] = {
+    "gspo": {"grpo.loss_type": "grpo", "grpo.ratio_level": "sequence"},
+    "cispo": {"grpo.loss_type": "cispo", "grpo.epsilon_high": "1.05"},
+    "sapo": {"grpo.loss_type": "sapo"},
+    "luspo": {"grpo.loss_type": "luspo", "grpo.ratio_level": "sequence"},
+    "vespo": {"grpo.loss_type": "vespo"},
+    "off_policy_mask": {"grpo.off_policy_mask_threshold": "0.0"},
+    "entropy_quantile": {"grpo.entropy_top_quantile": "0.3"},
+    "entropy_bonus": {"grpo.entropy_coef": "0.05"},
+    # the bonus starts in the second iteration: the first measures the entropy (<= target 100)
+    "entropy_adaptive": {"grpo.entropy_adaptive": "true", "grpo.entropy_coef": "0.05", "grpo.entropy_target": "100"},
+    **{
+        f"is_{mode}": {**SAMPLER, "grpo.importance_sampling_mode": mode}
+        for mode in ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+    },
+    "vespo_is": {**SAMPLER, "grpo.loss_type": "vespo", "grpo.importance_sampling_mode": "token_mask"},
+}
+
+
+def with_sampler_logprobs(model: Any, rollouts: list) -> list:
+    """The rollouts with sampler log-probs: the model's own, moved by 0.3 sin(row + 0.7 col) on each
+    sampled token, so the IS ratios leave 1 (some outside [0.5, 2]) the same way on every rank."""
+    import dataclasses
+
+    from grpolab.algo.logprobs import sequence_logprobs
+    from grpolab.rollout.types import collate
+
+    with torch.no_grad():
+        logp, _ = sequence_logprobs(model, collate(rollouts, pad_id=0), temperature=1.0)  # [N, C]
+    out = []
+    for i, rollout in enumerate(rollouts):
+        n = len(rollout.completion_ids)
+        shift = [0.3 * math.sin(i + 0.7 * j) * m for j, m in enumerate(rollout.completion_mask)]
+        values = [float(v) + d for v, d in zip(logp[i, :n].tolist(), shift)]
+        out.append(dataclasses.replace(rollout, sample_logprobs=values))
+    return out
+
+
 UNEVEN = {2: [6, 2], 4: [3, 2, 2, 1]}  # sequences per rank in the FSDP scenarios (micro-batches of 2)
 
 
-def trainer_step(ctx: DistContext, strategy: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def trainer_step(
+    ctx: DistContext, strategy: str, extra: dict[str, str] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """`policy_update` as the trainer calls it (micro-batches of 2, beta 0.04 with a frozen reference,
     two iterations, SGD lr 1) on this rank's share of the scripted batch. With strategy=fsdp the shares
     are uneven, so the rank with fewer micro-batches must run dummy passes to stay in step.
@@ -111,6 +159,8 @@ def trainer_step(ctx: DistContext, strategy: str) -> tuple[dict[str, torch.Tenso
     reference.load_state_dict({k: v + 0.01 for k, v in model.state_dict().items()})  # KL is not zero
     ctx.sync_parameters(model)
     rollouts, adv = scripted_rollouts(), torch.tensor(ADV)
+    if extra and "generation.backend" in extra:
+        rollouts = with_sampler_logprobs(model, rollouts)
     shards: Any = Unsharded(model)
     reference_shards: Any = Unsharded(reference)
     if strategy in ("fsdp", "hsdp") and ctx.enabled:
@@ -131,7 +181,8 @@ def trainer_step(ctx: DistContext, strategy: str) -> tuple[dict[str, torch.Tenso
     cfg = load_config(
         None,
         ["train.questions_per_step=2", "grpo.num_generations=4", "train.micro_batch_size=2", "grpo.beta=0.04",
-         "grpo.num_iterations=2", "grpo.loss_type=dapo", "generation.max_new_tokens=8", "optim.max_grad_norm=100"],
+         "grpo.num_iterations=2", "grpo.loss_type=dapo", "generation.max_new_tokens=8", "optim.max_grad_norm=100",
+         *[f"{k}={v}" for k, v in (extra or {}).items()]],
         env_file=None, environ={},
     )  # fmt: skip
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
@@ -150,6 +201,9 @@ def worker(scenario: str, out: Path) -> None:
     with failure_guard(ctx):
         if scenario == "equivalence":
             torch.save({lt: scripted_step(ctx, lt, bucket) for lt, bucket in CASES}, out / f"rank{ctx.rank}.pt")
+        elif scenario == "objectives":
+            results = {name: trainer_step(ctx, "ddp", extra)[0] for name, extra in VARIANTS.items()}
+            torch.save(results, out / f"rank{ctx.rank}.pt")
         elif scenario == "reductions":
             write_reductions(ctx, out)
         elif scenario in ("fsdp", "hsdp"):

@@ -62,3 +62,39 @@ def test_unscored_samples_get_zero_and_do_not_poison_the_group():
     # scored pair [1, 0]: mean 0.5, std sqrt(0.5) = 0.70711 -> +-0.5 / 0.70721 = +-0.70701
     assert torch.allclose(adv[0, [0, 2]], torch.tensor([0.70701, -0.70701]), atol=1e-4)
     assert stats.frac_reward_zero_std == 0.5  # the all-unscored group has no spread
+
+
+def test_decoupled_advantages_normalise_each_reward_then_the_sum():
+    from grpolab.algo.advantages import decoupled_advantages
+
+    # correctness [1, 0] (w 1), format [0, 1] (w 0.5): each group-normalised to +-0.5 / (0.7071 + 1e-4)
+    # = +-0.70701; s = [0.70701 - 0.35351, -0.70701 + 0.35351] = [0.35351, -0.35351]; batch std 0.49993
+    # -> 0.35351 / (0.49993 + 1e-4) = 0.70696
+    rewards = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    adv, _ = decoupled_advantages(rewards, torch.tensor([1.0, 0.5]))
+    assert adv[0].tolist() == pytest.approx([0.70696, -0.70696], abs=1e-4)
+    # summing first (sum_then_normalize) would give [1, 0.5] -> +-0.7070 too, but with a third
+    # completion the decoupled version differs: correctness [1, 0, 0], format [0, 1, 1]
+    rewards = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]])
+    adv, _ = decoupled_advantages(rewards, torch.tensor([1.0, 0.5]))
+    # z_corr = [2/3, -1/3, -1/3] / 0.57735 = [1.1545, -0.5773, -0.5773]; z_fmt = -z_corr
+    # s = 0.5 * z_corr = [0.5773, -0.2887, -0.2887]; batch std 0.5 -> [1.1545, -0.5773, -0.5773]
+    assert adv[0].tolist() == pytest.approx([1.1545, -0.5773, -0.5773], abs=2e-3)
+
+
+def test_decoupled_advantages_zero_for_flat_groups_and_unscored_completions():
+    from grpolab.algo.advantages import decoupled_advantages
+
+    nan = float("nan")
+    rewards = torch.tensor(
+        [
+            [[1.0, 0.2], [1.0, 0.2], [1.0, 0.2]],  # every function flat: exactly 0
+            [[1.0, 0.2], [0.0, 0.0], [nan, nan]],  # the third completion was not scored by any function
+        ]
+    )
+    adv, stats = decoupled_advantages(rewards, torch.tensor([1.0, 1.0]))
+    assert torch.equal(adv[0], torch.zeros(3))
+    assert adv[1, 2].item() == 0.0 and adv[1, 0] > 0 > adv[1, 1]
+    assert stats.frac_reward_zero_std == 0.5
+    with pytest.raises(ValueError, match="K = 3"):
+        decoupled_advantages(rewards, torch.ones(3))

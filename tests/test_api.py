@@ -163,6 +163,58 @@ def test_api_mistakes_are_one_line_naming_the_field(tmp_path):
         GRPOTrainer(reward_funcs=[short], train_dataset=no_answer, args=small_args(tmp_path))
 
 
+def test_api_arguments_are_one_line_naming_the_argument(tmp_path):
+    """Before: model=123 was looked up on the hub (a connection error), a NaN weight was a raw
+    pydantic error, r=0 went through to peft, and a step larger than the data failed in the sampler
+    after the model had loaded."""
+    from peft import LoraConfig
+
+    args = small_args(tmp_path)
+    with pytest.raises(ConfigError, match=r"^model: expected a name, a directory or a loaded model, got 123$"):
+        GRPOTrainer(model=123, reward_funcs="numeric", train_dataset=rows(), args=args)
+    with pytest.raises(ConfigError, match=r"^reward_weights\[1\]: nan is not a finite number$"):
+        GRPOTrainer(reward_funcs=["numeric", "answer_format"], reward_weights=[1.0, float("nan")], args=args)
+    with pytest.raises(ConfigError, match=r"^peft_config: r \(the LoRA rank\) must be a positive integer, got 0$"):
+        GRPOTrainer(reward_funcs="numeric", train_dataset=rows(), args=args, peft_config=LoraConfig(r=0))
+    # 24 rows (16 after holding out val + test)
+    big_step = small_args(tmp_path, "train.questions_per_step=40", "grpo.num_generations=2")
+    with pytest.raises(ConfigError, match=r"questions_per_step \(40\) is larger than the training set \((16|24) "):
+        GRPOTrainer(reward_funcs="numeric", train_dataset=rows(), args=big_step)
+
+
+def needs_unit(completions, unit, **kwargs):
+    return [float(u.startswith("u")) for u in unit]  # None.startswith: what a row without 'unit' gave
+
+
+@pytest.mark.parametrize(
+    ("row", "reward", "message"),
+    [
+        ({"answer": [1, 0]}, "numeric", r"row 3: column 'answer' holds a list \(\[1, 0\]\)"),  # was "[1, 0]"
+        ({"answer": float("inf")}, "numeric", r"row 3: column 'answer' holds inf, which is not a finite"),  # 1e400
+        ({"answer": "NaN"}, "numeric", r"row 3: column 'answer' holds 'NaN', which is not a finite"),
+        ({"prompt": [{"role": "banana", "content": "hi"}]}, "numeric", r"row 3: prompt message 0 has role 'banana'"),
+        (
+            {"prompt": [{"role": "user", "content": None}]},
+            "numeric",
+            r"row 3: prompt message 0 \(user\) has content None",
+        ),
+        ({"drop": "unit"}, needs_unit, r"row 3: no column 'unit', which reward 'needs_unit' needs"),
+        ({"drop": "answer"}, "numeric", r"row 3: no column 'answer', which reward 'numeric' needs"),
+    ],
+)
+def test_api_rows_get_the_cli_row_checks(tmp_path, row, reward, message):
+    """Before: the list answer trained as the string "[1, 0]", inf/nan answers scored None
+    everywhere, a banana role and a None content reached the chat template, and a row without a
+    column a reward reads failed mid-run with an AttributeError naming no row."""
+    data = rows()
+    column = row.pop("drop", None)
+    if column:
+        del data[3][column]
+    data[3].update(row)
+    with pytest.raises(DataError, match=r"train_dataset: " + message):
+        GRPOTrainer(reward_funcs=[reward], train_dataset=data, args=small_args(tmp_path))
+
+
 @pytest.mark.slow
 def test_a_bad_reward_return_value_names_the_reward_and_sample(tmp_path):
     def broken(completions, **kwargs):

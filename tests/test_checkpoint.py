@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from grpolab.models.verify import ModelFilesError
 from grpolab.train.checkpoint import (
     clean_stale,
     latest_checkpoint,
@@ -104,6 +105,29 @@ def test_full_model_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_
     train_step(model, optimizer, scheduler)  # needs the restored AdamW moments and LR schedule
     assert same(params(model), expected_after_step)
     assert scheduler.get_last_lr() == expected_lr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x80\x02garbage" * 30, "optimizer.pt: not a torch file of tensors"),  # before: a pickle traceback
+        (None, "optimizer state does not fit"),  # a torch file of something else: before, a KeyError
+    ],
+)
+def test_a_garbage_optimizer_file_is_one_line(tmp_path: Path, content: bytes | None, message: str) -> None:
+    model = tiny_llama()
+    optimizer, scheduler = make_optim(model)
+    ckpt = save_checkpoint(
+        step_dir(tmp_path, 1), model=model, optimizer=optimizer, scheduler=scheduler,
+        trainer_state=STATE, config_yaml="", is_peft=False,
+    )  # fmt: skip
+    if content is None:
+        torch.save({"not": torch.zeros(2)}, ckpt / "optimizer.pt")
+    else:
+        (ckpt / "optimizer.pt").write_bytes(content)
+    with pytest.raises(ModelFilesError, match=message) as caught:
+        load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+    assert "\n" not in str(caught.value)
 
 
 def lora_model(tmp_path: Path) -> Any:

@@ -24,7 +24,7 @@ def load(*overrides: str, preset: str | None = None, environ: dict[str, str] | N
         (["grpo.num_generations=1"], "grpo.num_generations: Input should be greater than or equal to 2"),
         (["data.task=jsonl"], "data.path: the jsonl task needs a file"),
         (["data.task=jsonl", "data.path=/no/such.jsonl"], "data.path: file not found: /no/such.jsonl"),
-        (["grpo.loss_type=ppo"], "grpo.loss_type: Input should be 'grpo', 'bnpo', 'dr_grpo' or 'dapo'"),
+        (["grpo.loss_type=ppo"], "grpo.loss_type: Input should be 'grpo', 'bnpo', 'dr_grpo', 'dapo', 'cispo'"),
         (["eval.pass_k=[1,10]", "eval.num_samples=5"], "eval.num_samples (5) must be >= the largest k"),
         (["data.min_num=9", "data.max_num=3"], "data.min_num (9) must be <= data.max_num (3)"),
         (["grpo.epsilon=0.3", "grpo.epsilon_high=0.2"], "grpo.epsilon_high must be >= grpo.epsilon"),

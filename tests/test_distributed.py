@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from dist_workers import CASES, HERE, child_env, scripted_step, spawn_ranks, write_evaluation
+from dist_workers import CASES, HERE, VARIANTS, child_env, scripted_step, spawn_ranks, trainer_step, write_evaluation
 from grpolab.config.schema import DistributedConfig
 from grpolab.parallel.distributed import DistContext, DistributedError, global_step_totals
 from grpolab.parallel.lifecycle import exit_after_distributed_run, failure_guard
@@ -36,6 +36,19 @@ def test_two_processes_update_equals_one_process(tmp_path):
         for name, value in single.items():
             for rank in ranks:  # both ranks hold the single-process weights (and so each other's)
                 torch.testing.assert_close(rank[loss_type][name], value, atol=1e-6, rtol=0)
+
+
+def test_every_objective_variant_gives_the_same_update_on_two_processes(tmp_path):
+    # policy_update with each variant of issue 21 (sequence ratios, sampler IS modes, off-policy mask,
+    # the whole-step entropy quantile and bonus): 2 ranks of 4 sequences = 1 process of 8
+    codes, errors, _ = spawn_ranks("objectives", tmp_path, timeout=120)
+    assert codes == [0, 0], errors
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for name, extra in VARIANTS.items():
+        single, _ = trainer_step(DistContext.single(), "ddp", extra)
+        for key, value in single.items():
+            for rank in ranks:
+                torch.testing.assert_close(rank[name][key], value, atol=1e-6, rtol=1e-5, msg=f"{name}: {key}")
 
 
 def test_a_failing_rank_ends_the_other_instead_of_hanging(tmp_path):

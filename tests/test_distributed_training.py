@@ -96,6 +96,7 @@ def test_fsdp_lora_trains_on_two_processes_and_resumes_on_one(tmp_path):
         saved = adapter[key.replace(".default.", ".")]
         assert torch.equal(value, saved), key
     assert trainer.state.step == 2
+    trainer.run_lock.release()  # this process is done with the run: torchrun may resume it now
 
     # and two FSDP processes load it back into their shards (adapter names, optimizer ids) and go on
     torchrun_train([*args, "train.max_steps=3", f"train.resume={ckpt}"])

@@ -75,3 +75,51 @@ def test_collate_keeps_sampler_logprobs_only_where_the_model_sampled():
     expected = torch.tensor([[-0.1, -0.2, nan, nan], [-0.3, nan, nan, -0.4]])
     assert torch.allclose(batch.sample_logp, expected, equal_nan=True)
     assert collate([single, Rollout(0, [5], [7], [1], "", False)], 0).sample_logp is None  # one kept none
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        # log-ratios [ln 4, ln 0.25] on one row, bounds [0.5, 2]
+        ("token_truncate", [2.0, 0.5]),  # 4 -> 2, 0.25 -> 0.5
+        ("token_mask", [0.0, 0.0]),  # both outside [0.5, 2]: dropped
+        ("sequence_truncate", [1.0, 1.0]),  # exp(ln 4 + ln 0.25) = 1, inside
+        ("sequence_mask", [1.0, 1.0]),
+    ],
+)
+def test_sampler_is_modes_by_hand(mode, expected):
+    from grpolab.algo.importance import sampler_is_weights
+
+    old = torch.tensor([[math.log(4.0), math.log(0.25), 5.0]])  # the third token is not trained
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    w = sampler_is_weights(old, torch.zeros(1, 3), mask, mode, low=0.5, high=2.0)
+    assert w.flatten().tolist() == pytest.approx([*expected, 1.0])
+
+
+def test_sequence_is_ratio_is_a_product_and_masks_the_whole_row():
+    from grpolab.algo.importance import sampler_is_weights
+
+    old = torch.full((2, 2), math.log(1.5))  # row ratio 1.5 x 1.5 = 2.25
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])  # row 1: one token, ratio 1.5
+    truncated = sampler_is_weights(old, torch.zeros(2, 2), mask, "sequence_truncate", low=None, high=2.0)
+    assert truncated.flatten().tolist() == pytest.approx([2.0, 2.0, 1.5, 1.0])
+    masked = sampler_is_weights(old, torch.zeros(2, 2), mask, "sequence_mask", low=None, high=2.0)
+    assert masked.flatten().tolist() == pytest.approx([0.0, 0.0, 1.5, 1.0])  # TRL's default mode drops row 0
+    no_cap = sampler_is_weights(old, torch.zeros(2, 2), mask, "sequence_mask", low=2.0, high=None)
+    assert no_cap.flatten().tolist() == pytest.approx([2.25, 2.25, 0.0, 1.0])  # below the lower bound: dropped
+
+
+def test_off_policy_mask_drops_only_negative_advantage_sequences_that_drifted():
+    from grpolab.algo.importance import off_policy_sequence_mask
+
+    logp = torch.zeros(4, 2)
+    # behaviour - logp per token; threshold 0.5 on the masked mean
+    behaviour = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [3.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    adv = torch.tensor([-1.0, -1.0, 1.0, -1.0])
+    keep = off_policy_sequence_mask(adv, logp, behaviour, mask, threshold=0.5)
+    # row 0: kl 0.5 <= 0.5 kept; row 1: kl 1 > 0.5 and A < 0 dropped; row 2: A > 0 kept; row 3: the
+    # drifted token is masked, kl 0 -> kept
+    assert keep.flatten().tolist() == [1.0, 0.0, 1.0, 1.0]
+    empty = off_policy_sequence_mask(torch.tensor([-1.0]), torch.zeros(1, 2), torch.ones(1, 2), torch.zeros(1, 2), 0.1)
+    assert empty.item() == 1.0  # no trained token: kl 0, kept (and contributes nothing anyway)

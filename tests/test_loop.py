@@ -155,7 +155,7 @@ def interrupting(at_call: int | None):
     def reward(completions, answer, **_):
         calls["n"] += 1
         if calls["n"] == at_call:
-            os.kill(os.getpid(), signal.SIGTERM)  # handled after this step: save, stop
+            os.kill(os.getpid(), signal.SIGTERM)  # before the update: the step is dropped, step 0 saved
         return numeric(completions, answer)
 
     reward.__name__ = "numeric"
@@ -173,7 +173,8 @@ def test_sigterm_then_resume_equals_the_uninterrupted_run(tmp_path):
     cut = GRPOTrainer(
         reward_funcs=[interrupting(3), "answer_format"], args=config(tmp_path / "cut", *extra), **rewards
     ).train()
-    assert cut.status == "interrupted" and cut.steps == 1 and cut.after == {}
+    # the signal came while step 1 was scoring: that step is dropped, the state as before it saved
+    assert cut.status == "interrupted" and cut.steps == 0 and cut.after == {} and cut.signal == signal.SIGTERM
     resumed_cfg = config(tmp_path / "cut", *extra, "train.resume=auto")
     resumed = GRPOTrainer(reward_funcs=[interrupting(None), "answer_format"], args=resumed_cfg, **rewards).train()
     assert resumed.run_dir == cut.run_dir and resumed.status == "finished"

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from dist_workers import VARIANTS, with_sampler_logprobs
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.algo.loss import StepTotals, grpo_loss
 from grpolab.config.load import load_config
@@ -310,3 +311,37 @@ def test_auto_passes_hold_whole_groups_when_the_prompt_is_shared():
     assert sized(40, 64, shared=True) == 8  # one group: 40 + 8 x 64 = 552 positions, its prompt once
     assert sized(7, 12, shared=True) == 32  # small groups: several per pass
     assert sized(40, 96, shared=True) == (512 - 40) // (96 + 5)  # a group too big for a pass: split
+
+
+def rollouts_of(batch, pad_id: int) -> list[Rollout]:
+    """The rows of a collated batch back as rollouts (prompt and completion without padding)."""
+    out = []
+    for i in range(len(batch)):
+        keep = batch.attention_mask[i, : batch.prompt_length].bool()
+        n = int(batch.attention_mask[i, batch.prompt_length :].sum())
+        completion = batch.input_ids[i, batch.prompt_length : batch.prompt_length + n].tolist()
+        prompt = batch.input_ids[i, : batch.prompt_length][keep].tolist()
+        out.append(Rollout(i // 2, prompt, completion, batch.completion_mask[i, :n].int().tolist(), "", False))
+    return out
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_objective_variant_gives_the_same_update_whatever_the_micro_batch_split(
+    tiny_llama, tiny_tokenizer, variant
+):
+    # Two iterations, so the second one is off-policy (ratios leave 1: clipping, the SAPO gate, the
+    # VESPO weight, the off-policy mask act), and sampler log-probs 0.3 sin(.) off the policy's.
+    pad = tiny_tokenizer.pad_token_id
+    batch = collate(with_sampler_logprobs(tiny_llama, rollouts_of(make_batch(pad), pad)), pad)
+    adv = torch.tensor([1.0, -0.5, 0.25, -0.75, 0.6, -1.2, 0.3, 0.9])
+    overrides = {"grpo.num_iterations": "2", **VARIANTS[variant]}
+    loss_type = overrides.pop("grpo.loss_type", "dapo")
+    whole = sgd_update(tiny_llama, batch, adv, loss_type, 8, **overrides)
+    assert_same_update(whole, sgd_update(tiny_llama, batch, adv, loss_type, 1, **overrides))
+    assert_same_update(whole, sgd_update(tiny_llama, batch, adv, loss_type, 2, **overrides))
+    # the variant acted: its loss or its update is not plain dapo's (gradient clipping to norm 1 can
+    # hide a variant that only rescales the gradient, like luspo's normaliser, from the weights)
+    backend = {k: v for k, v in overrides.items() if k in ("generation.backend", "grpo.num_iterations")}
+    plain = sgd_update(tiny_llama, batch, adv, "dapo", 8, **backend, **{"grpo.importance_sampling_correction": "false"})
+    moved = any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(whole[1], plain[1]))
+    assert moved or abs(whole[0]["loss"] - plain[0]["loss"]) > 1e-4, "the variant changed nothing"

@@ -16,3 +16,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'grpolab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # the lazy exports too, so a notebook's tab completion offers GRPOTrainer and GRPOConfig
+    return sorted({*globals(), *__all__})

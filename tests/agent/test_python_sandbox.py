@@ -147,3 +147,40 @@ def test_memory_limit_is_per_process():
     out = output("import resource\nprint(resource.getrlimit(resource.RLIMIT_AS)[0] // 2**20)")
     assert int(out) == FAST.memory_mb
     assert resource.getrlimit(resource.RLIMIT_AS)[0] != FAST.memory_mb * 2**20  # the trainer is not limited
+
+
+def test_unix_socket_files_cannot_be_reached(tmp_path):
+    """Neither the network namespace nor Landlock covers a socket file: before the seccomp filter, a
+    connect to one under the trainer's working tree succeeded (the audit's finding)."""
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "service.sock"))
+    server.listen(1)
+    server.settimeout(0.3)
+    attempts = {
+        "stream": f"s = socket.socket(socket.AF_UNIX)\ns.connect({str(tmp_path / 'service.sock')!r})",
+        "datagram pair": f"a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        f"a.sendto(b'x', {str(tmp_path / 'service.sock')!r})",
+        "abstract": "s = socket.socket(socket.AF_UNIX)\ns.connect('\\0grpolab-test')",
+        # ctypes calls socket(AF_UNIX, SOCK_STREAM, 0) itself (41 on x86-64, 198 on arm64): -1 = refused
+        "raw syscall": "import ctypes\nnr = 41 if os.uname().machine == 'x86_64' else 198\n"
+        "if ctypes.CDLL(None).syscall(nr, 1, 1, 0) < 0:\n    raise PermissionError('refused')",
+    }
+    try:
+        for name, attack in attempts.items():
+            out = output(f"import os, socket\n{attack}\nprint('reached')")
+            assert "reached" not in out and "PermissionError" in out, (name, out)
+        with pytest.raises(TimeoutError):
+            server.accept()  # nobody came
+    finally:
+        server.close()
+    # what stays allowed: a stream socket pair (asyncio's event loop makes one)
+    assert output("import asyncio\nasync def f():\n    return 7\nprint(asyncio.run(f()))") == "7\n"
+
+
+@needs_namespaces
+def test_all_files_together_are_capped():
+    # 3 MB files stay under RLIMIT_FSIZE (4 MB) each; 40 of them (120 MB) used to fill the disk
+    limits = PythonLimits(timeout_s=5.0, disk_mb=32)
+    code = "for i in range(40):\n    open(f'f{i}', 'wb').write(b'x' * 3_000_000)\nprint('wrote all')"
+    assert output(code, limits) == "ToolError: disk limit of 32 MB for all files exceeded"
+    assert output("open('a', 'wb').write(b'x' * 3_000_000)\nprint('fine')", limits) == "fine\n"

@@ -5,6 +5,7 @@ through both clients: the openai package (when installed) and the standard libra
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
 import threading
@@ -18,7 +19,9 @@ import pytest
 from rewards_helpers import batch
 
 from grpolab.config.load import ConfigError
-from grpolab.config.schema import RewardsConfig
+from grpolab.config.schema import Config, RewardsConfig
+from grpolab.observe import Tracker
+from grpolab.observe.files import TextLog
 from grpolab.rewards import build_rewards
 from grpolab.rewards.judge import JudgeClient, judge, parse_score, resolve_client
 
@@ -81,13 +84,21 @@ class Handler(BaseHTTPRequestHandler):
         elif mode == "echo_auth":  # a misbehaving server that echoes the key in a malformed reply
             self.reply(200, f"oops {self.headers.get('Authorization')}".encode())
             return
+        elif mode == "echo_html":  # a proxy's HTML page (status 200) that echoes the request headers
+            self.reply(200, f"<html><pre>{self.headers}</pre></html>".encode(), "text/html")
+            return
+        elif mode == "echo_500":  # an error page with the headers in its body
+            self.reply(500, f"error; request was {self.headers}".encode(), "text/plain")
+            return
+        elif mode == "echo_content":  # a well-formed chat completion without a score, echoing the key
+            content = f"I was called with Authorization: {self.headers.get('Authorization')}"
         else:
             content = "Looks right.\nSCORE: 1" if "<answer>42</answer>" in prompt else "SCORE: 0.25"
         self.reply(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode())
 
-    def reply(self, status: int, data: bytes) -> None:
+    def reply(self, status: int, data: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -203,6 +214,42 @@ def test_key_never_leaks(client: str, secret_env: str, caplog: pytest.LogCapture
         assert "malformed response" in caplog.text and SECRET not in caplog.text
     rewards = build_rewards(RewardsConfig.model_validate([{"name": "judge", "model": "m", "api_key_env": secret_env}]))
     assert SECRET not in repr(rewards) + repr(rewards.rewards) + repr(JudgeClient("m", api_key_env=secret_env))
+
+
+@pytest.mark.parametrize("mode", ["echo_auth", "echo_html", "echo_500", "echo_content"])
+def test_an_echoing_server_never_gets_the_key_into_logs(
+    client: str, mode: str, secret_env: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each reply path (malformed body, HTML page, error page, a reply without a score) with the
+    Authorization header echoed back: the key reaches neither the warning, nor train.log (through the
+    tracker, as in a run), nor an exception. Before the fix, "no score in reply" logged it verbatim."""
+    cfg = Config.model_validate({"logging": {"tensorboard": False, "report": False, "quiet": True}})
+    console = io.StringIO()
+    tracker = Tracker(tmp_path / "run", cfg, total_steps=1, console_file=console)
+    try:
+        for server in serve(mode):
+            with caplog.at_level(logging.DEBUG):
+                assert run_judge(server, ["x", "y"], client, env=secret_env, max_retries=1) == [None, None]
+            assert all(auth == f"Bearer {SECRET}" for auth in server.auth)  # the key was sent, and echoed
+    finally:
+        tracker.close({})
+    assert "gave no score" in caplog.text and SECRET not in caplog.text
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "gave no score" in log and SECRET not in log
+    assert SECRET[:12] not in caplog.text + log  # no prefix either (a cut before redaction would leave one)
+    assert "gave no score" in console.getvalue() and SECRET not in console.getvalue()
+
+
+def test_train_log_redacts_secret_environment_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # whatever writes it (a user reward's exception, a library's message), train.log never holds the
+    # value of an environment variable named like a secret
+    monkeypatch.setenv("SOME_SERVICE_TOKEN", "tok-abcdefgh-1234")
+    monkeypatch.setenv("SHORT_KEY", "ab")  # too short to redact without blanking ordinary words
+    log = TextLog(tmp_path / "train.log")
+    log.line("WARNING", "reward 'mine' raised: ValueError('auth tok-abcdefgh-1234 rejected'), ab")
+    log.close()
+    expected = "WARNING reward 'mine' raised: ValueError('auth *** rejected'), ab\n"
+    assert (tmp_path / "train.log").read_text().endswith(expected)
 
 
 def test_judge_in_a_reward_set_never_raises(client: str) -> None:

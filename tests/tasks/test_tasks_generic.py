@@ -45,7 +45,10 @@ def check_custom(data: DataConfig) -> None:
         i = int(example.question[1:-1])
         assert example.answer == str(i * 2)
         assert example.category == ("even" if i % 2 == 0 else "odd")
-        assert example.fields == {"unit": "cm"}  # the other columns, for rewards
+        # every column reaches the rewards under its own name, the configured ones too; "prompt" is
+        # TRL's `prompts` (the question)
+        assert set(example.fields) == {"target", "topic", "unit"} and example.fields["unit"] == "cm"
+        assert str(example.fields["target"]) == example.answer and example.fields["topic"] == example.category
         assert example.row()["question"] == example.question
 
 
@@ -161,4 +164,4 @@ def test_hf_task_loads_configured_split(monkeypatch: pytest.MonkeyPatch) -> None
     splits = build_splits(data, 0)
     assert calls == [("me/data", "v2", "validation")]
     assert len(splits.train) == 20 and splits.train[0].category == "hf"
-    assert set(splits.train[0].fields) == {"topic", "unit"}
+    assert set(splits.train[0].fields) == {"target", "topic", "unit"}

@@ -37,7 +37,11 @@ def test_a_glob_pattern_reads_every_matching_file(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "other.jsonl", qa(100, 50))  # not matched
     examples = all_examples(sized(data_files=str(tmp_path / "train-*.jsonl")))
     assert sorted(int(e.question.split("+")[0]) for e in examples) == list(range(30))
-    assert all(e.answer == str(2 * int(e.question.split("+")[0])) and e.fields == {"unit": "none"} for e in examples)
+    assert all(
+        e.answer == str(2 * int(e.question.split("+")[0]))
+        and e.fields == {"question": e.question, "answer": e.answer, "unit": "none"}
+        for e in examples
+    )
 
 
 def test_a_list_of_files_of_different_types(tmp_path: Path) -> None:

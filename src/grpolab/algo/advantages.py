@@ -15,6 +15,7 @@ same question: adv[b, g] = (r[b, g] - mean_g r[b]) / scale. How we depart from t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,3 +69,45 @@ def group_advantages(
         mean_group_std=float(group_std.mean()),
     )
     return advantages, stats
+
+
+def decoupled_advantages(per_function: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, AdvantageStats]:
+    """per_function [B, G, K] (NaN = that function did not score), weights [K] -> advantages [B, G].
+
+    GDPO (Liu et al. 2026, arXiv 2601.05242; TRL's multi_objective_aggregation="normalize_then_sum"):
+    summing the rewards first lets one reward's spread drown another's (a 0/1 correctness and a 0/0.2
+    format reward collapse to a few distinct sums). Instead each function is normalised within its
+    group on its own, the weighted results are summed, and the sum is normalised over the batch:
+        z_k = group_advantages(r[..., k], "group");  s = sum_k w_k z_k (NaN terms drop out);
+        adv = (s - mean(s)) / (std(s) + 1e-4) over the batch.
+    A completion no function scored gets 0; a group whose s is all equal (e.g. every function flat)
+    gets exactly 0, like group_advantages. Stats describe the weighted sums of the raw rewards.
+
+    Example, one group of 2, correctness [1, 0] (w 1) and format [0, 1] (w 0.5): z = [0.707, -0.707]
+    and [-0.707, 0.707] -> s = [0.354, -0.354] -> std 0.5 -> adv [0.707, -0.707] (both +-0.5 / 0.5001).
+    """
+    if per_function.dim() != 3 or per_function.shape[-1] != weights.numel():
+        raise ValueError(f"per_function must be [B, G, K] with K = {weights.numel()}, got {tuple(per_function.shape)}")
+    unscored = torch.isnan(per_function).all(-1)  # [B, G]
+    summed = torch.zeros(per_function.shape[:2])
+    for k in range(per_function.shape[-1]):
+        z, _ = group_advantages(per_function[..., k], "group")  # [B, G], 0 where NaN
+        summed = summed + weights[k] * torch.where(torch.isnan(per_function[..., k]), torch.zeros_like(z), z)
+    summed = torch.where(unscored, torch.full_like(summed, math.nan), summed)
+    values = summed[~unscored]
+    mean = values.mean() if values.numel() else torch.tensor(0.0)
+    std = values.std() if values.numel() > 1 else torch.tensor(0.0)
+    adv = torch.nan_to_num((summed - mean) / (std + STD_EPSILON), nan=0.0)  # [B, G]
+    flat = _flat_groups(summed)  # [B]
+    adv = torch.where(flat[:, None], torch.zeros_like(adv), adv)
+    raw = torch.where(unscored, torch.full_like(summed, math.nan), (per_function.nan_to_num() * weights).sum(-1))
+    _, stats = group_advantages(raw, "group")
+    return adv, stats
+
+
+def _flat_groups(values: torch.Tensor) -> torch.Tensor:
+    """values [B, G] (NaN = unscored) -> [B] bool: the scored values spread by <= ZERO_STD_TOLERANCE."""
+    scored = ~torch.isnan(values)
+    high = torch.where(scored, values, torch.full_like(values, -math.inf)).max(dim=1).values
+    low = torch.where(scored, values, torch.full_like(values, math.inf)).min(dim=1).values
+    return (scored.sum(dim=1) < 2) | (high - low <= ZERO_STD_TOLERANCE)

@@ -73,7 +73,7 @@ CHUNK_TOKENS = 1024  # positions per LM-head chunk: 1024 x 49k float32 logits = 
 
 
 def token_logprobs(
-    logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0, chunk_rows: int = 8
+    logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0, chunk_rows: int = 8, entropy_grad: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [N, T, V], ids [N, T] -> (logp [N, T], entropy [N, T]) at temperature.
 
@@ -87,18 +87,22 @@ def token_logprobs(
         chunk = logits[start : start + chunk_rows].float() / temperature  # [n, T, V]
         log_probs = torch.log_softmax(chunk, dim=-1)
         logps.append(log_probs.gather(-1, ids[start : start + chunk_rows, :, None]).squeeze(-1))
-        with torch.no_grad():
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropies.append(-(log_probs.exp() * log_probs).sum(-1))
     return torch.cat(logps), torch.cat(entropies)
 
 
 def _chunk_logprobs(
-    hidden: torch.Tensor, ids: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], temperature: float
+    hidden: torch.Tensor,
+    ids: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    temperature: float,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """hidden [M, H], ids [M] -> (logp [M], entropy [M] without gradient)."""
+    """hidden [M, H], ids [M] -> (logp [M], entropy [M], with gradient only if entropy_grad)."""
     log_probs = torch.log_softmax(head(hidden).float() / temperature, dim=-1)  # [M, V], this chunk only
     logp = log_probs.gather(-1, ids[:, None]).squeeze(-1)
-    with torch.no_grad():
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         entropy = -(log_probs.exp() * log_probs).sum(-1)
     return logp, entropy
 
@@ -109,6 +113,7 @@ def hidden_logprobs(
     head: Callable[[torch.Tensor], torch.Tensor],
     temperature: float = 1.0,
     chunk_tokens: int = CHUNK_TOKENS,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden [M, H] (one row per predicted position), ids [M] -> (logp [M], entropy [M]).
 
@@ -120,7 +125,8 @@ def hidden_logprobs(
     logps, entropies = [], []
     recompute = torch.is_grad_enabled() and hidden.requires_grad
     for start in range(0, hidden.shape[0], chunk_tokens):
-        part = (hidden[start : start + chunk_tokens], ids[start : start + chunk_tokens], head, temperature)
+        window = slice(start, start + chunk_tokens)
+        part = (hidden[window], ids[window], head, temperature, entropy_grad)
         if recompute:
             logp, entropy = checkpoint(_chunk_logprobs, *part, use_reentrant=False)
         else:
@@ -227,7 +233,12 @@ def _shared_prompt_hidden(decoder: Any, batch: Batch, rows: tuple[torch.Tensor, 
 
 
 def sequence_logprobs(
-    model: Any, batch: Batch, temperature: float, chunk_tokens: int = CHUNK_TOKENS, share_prompt: bool = False
+    model: Any,
+    batch: Batch,
+    temperature: float,
+    chunk_tokens: int = CHUNK_TOKENS,
+    share_prompt: bool = False,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward a collated batch; log-probs [N, C] and entropies [N, C] of its completion tokens.
 
@@ -237,6 +248,7 @@ def sequence_logprobs(
     share_prompt: rows with the same prompt (a GRPO group) run it once and reuse its keys and
     values (see _shared_prompt_hidden); the same numbers up to float rounding, with (rows - distinct
     prompts) x P fewer positions through the decoder. Ignored where can_share_prompt is False.
+    entropy_grad: the entropies carry a gradient (the entropy bonus); otherwise they are constants.
     """
     full_width = batch.completion_mask.shape[1]
     batch = without_padding_columns(batch)  # [N, P'+C'], C' <= C: padded back to C at the end
@@ -251,7 +263,7 @@ def sequence_logprobs(
             logits_to_keep=completion_len + 1,
             use_cache=False,
         )
-        logp, entropy = token_logprobs(out.logits[:, :-1, :], targets, temperature)  # logits [N, C', V]
+        logp, entropy = token_logprobs(out.logits[:, :-1, :], targets, temperature, entropy_grad=entropy_grad)
         return _pad_columns(logp, full_width), _pad_columns(entropy, full_width)
     decoder, head = parts
     share = share_prompt and not _cache_off(decoder, decoder.training)  # can_share_prompt, decoder in hand
@@ -267,7 +279,9 @@ def sequence_logprobs(
         start = batch.prompt_length - 1
         hidden = hidden[:, start : start + completion_len]  # [N, C', H]: the positions that predict completions
     real = batch.attention_mask[:, batch.prompt_length :].bool()  # [N, C']: not padding
-    logp_flat, entropy_flat = hidden_logprobs(hidden[real], targets[real], head, temperature, chunk_tokens)  # [M]
+    logp_flat, entropy_flat = hidden_logprobs(
+        hidden[real], targets[real], head, temperature, chunk_tokens, entropy_grad
+    )  # [M] each
     logp = hidden.new_zeros(targets.shape, dtype=torch.float32).masked_scatter(real, logp_flat)
     entropy = hidden.new_zeros(targets.shape, dtype=torch.float32).masked_scatter(real, entropy_flat)
     return _pad_columns(logp, full_width), _pad_columns(entropy, full_width)

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -95,10 +96,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         print((sweep_dir / "results.md").read_text())
         return 0 if all(str(r.get("status", "")).startswith(("finished", "stopped")) for r in rows) else 1
     cfg = resolve_config(args.config or "default", overrides)
+    if resume == "auto" and args.config is None:  # a bare --resume must not start a fresh default run
+        from grpolab.train.resume_check import auto_resume_point, nothing_to_resume
+
+        if auto_resume_point(cfg.train.output_dir, cfg.train.run_name) is None:
+            return fail(nothing_to_resume(cfg.train.output_dir, cfg.train.run_name), 1)
     from grpolab.train.preflight import preflight
 
     preflight(cfg)  # resume path, device, writable output, judge: before the training stack is imported
     warn_tiny_settings(cfg)
+    from grpolab.train.signals import interrupt_at_once
+
+    for stop in (signal.SIGINT, signal.SIGTERM):  # imports, model load: stop at once (the run has its own)
+        signal.signal(stop, interrupt_at_once)
     from grpolab.api import run_training
     from grpolab.config.provenance import environment_changes, explain_config
     from grpolab.observe.journal import journaled
@@ -280,8 +290,8 @@ def run_command(argv: list[str] | None) -> int:
         return int(args.func(args))
     except ConfigError as err:
         return fail(str(err))
-    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: stopped without saving
-        return fail("interrupted", 130)
+    except KeyboardInterrupt as err:  # a signal before the run could save, or a second one
+        return fail("interrupted", 128 + getattr(err, "signum", signal.SIGINT))
     except Exception as err:
         if isinstance(err, user_errors()):
             return fail(str(err), 1)
@@ -299,6 +309,7 @@ USER_ERRORS = {
     "grpolab.train.export": "ExportError",
     "grpolab.train.health": "UnscoredRunError",
     "grpolab.train.preflight": "PreflightError",
+    "grpolab.train.run_lock": "RunBusyError",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from grpolab.config.schema import Config
+    from grpolab.config.schema import Config, DistributedConfig
 
 
 def check_early_stopping_metric(cfg: Config) -> None:
@@ -30,3 +30,27 @@ def check_early_stopping_metric(cfg: Config) -> None:
             f"train.early_stopping_metric '{metric}' is not an eval metric"
             + (f"; did you mean '{hint[0]}'?" if hint else f"; choose from {', '.join(sorted(names))}")
         )
+
+
+def check_mesh(dist: DistributedConfig) -> None:
+    """distributed.mesh_shape (Tunix's [[sizes], [axes]]): valid axes and sizes; an fsdp axis > 1 sets
+    strategy=fsdp unless it was chosen explicitly as ddp."""
+    if dist.mesh_shape is None:
+        return
+    sizes, axes = dist.mesh_shape
+    if len(sizes) != len(axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"distributed.mesh_shape: need one size per distinct axis, got {dist.mesh_shape}")
+    if any(a not in ("dp", "fsdp", "tp") for a in axes) or any(s < 1 for s in sizes):
+        raise ValueError(
+            f"distributed.mesh_shape: axes must be among dp, fsdp, tp with sizes >= 1, got {dist.mesh_shape}"
+        )
+    size = dict(zip(axes, sizes))
+    if size.get("tp", 1) > 1:
+        raise ValueError(
+            "distributed.mesh_shape: tensor parallel (tp > 1) is not supported; put those devices on "
+            "'fsdp' instead (e.g. [[2, 2], ['fsdp', 'tp']] -> [[4], ['fsdp']])"
+        )
+    if size.get("fsdp", 1) > 1 and dist.strategy != "fsdp":
+        if "strategy" in dist.model_fields_set:  # an explicit choice that contradicts the mesh
+            raise ValueError("distributed.mesh_shape has an fsdp axis > 1 but distributed.strategy is 'ddp'")
+        dist.strategy = "fsdp"  # derived in one place: an fsdp axis means sharded parameters

@@ -110,6 +110,8 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node = tree
     for part in parts[:-1]:
         child = node.setdefault(part, {})
+        if isinstance(child, list) and part == "rewards" and node is tree:  # the short form `rewards: [...]`
+            child = node[part] = {"functions": child}  # so that rewards.timeout_s=... still applies
         if not isinstance(child, dict):
             raise ConfigError(f"{dotted}: '{part}' is a value, not a section")
         node = child
@@ -120,6 +122,10 @@ def check_keys(tree: dict[str, Any], model: type[BaseModel] = Config, prefix: st
     """Reject unknown keys with the nearest valid name, before pydantic sees the tree."""
     fields = model.model_fields
     for key, value in tree.items():
+        if key not in fields and not prefix:
+            from grpolab.compat.trl_translate import unknown_key  # it imports this module
+
+            raise unknown_key(key, flat_trl=False)
         if key not in fields:
             hint = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
             where = f"{prefix}{key}"
@@ -247,6 +253,18 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, str) and any(m in key.lower() for m in SECRET_MARKERS) and "env" not in key:
         return "***"
     return value
+
+
+def redact_text(text: str, *secrets: str | None) -> str:
+    """`text` with the given secrets, and the value of every environment variable whose name marks a
+    secret (..._KEY, ..._TOKEN, ...), replaced by ***: for anything a remote server wrote (a judge's
+    reply can echo the Authorization header) before it reaches a log line or an exception.
+    Values shorter than 8 characters are left alone (they would blank out ordinary words)."""
+    names = (name for name in os.environ if any(m in name.lower() for m in SECRET_MARKERS))
+    values = {secret for secret in (*secrets, *(os.environ[n] for n in names)) if secret and len(secret) >= 8}
+    for secret in sorted(values, key=len, reverse=True):  # longest first: a key containing another
+        text = text.replace(secret, "***")
+    return text
 
 
 def config_to_yaml(cfg: Config) -> str:

@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from grpolab.config.names import FolderName
+from grpolab.config.objectives import ObjectiveFields, check_objective_combinations
+
 
 class Section(BaseModel):
     # allow_inf_nan=False: `generation.temperature=inf` or `optim.lr=nan` cannot train; reject every
@@ -120,12 +123,11 @@ class GenerationConfig(Section):
         return value
 
 
-class GRPOConfig(Section):
+class GRPOConfig(Section, ObjectiveFields):  # the objective's keys: config/objectives.py
     num_generations: int = Field(8, ge=2, description="G: completions per question (NUM_GENERATIONS)")
     beta: float = Field(0.04, ge=0.0, description="KL coefficient; 0 skips the reference model (BETA)")
     epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="lower clip range of the ratio")
     epsilon_high: float | None = Field(None, gt=0.0, description="upper clip range (DAPO); None = epsilon")
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field("dapo", description="loss normaliser")
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="advantage scale")
     num_iterations: int = Field(1, ge=1, description="policy updates per batch of rollouts (mu)")
     mask_truncated_completions: bool = Field(False, description="exclude completions cut at the limit")
@@ -133,10 +135,6 @@ class GRPOConfig(Section):
     dynamic_sampling_rounds: int = Field(
         3, ge=0, description="extra rounds of B questions to refill dropped groups (DAPO dynamic sampling)"
     )
-    importance_sampling_correction: bool = Field(
-        True, description="vllm backends: re-weight tokens by min(p_trainer / p_engine, cap) (truncated IS)"
-    )
-    importance_sampling_cap: float = Field(2.0, gt=0.0, description="upper cap of the truncated IS weight")
 
 
 class OptimConfig(Section):
@@ -170,7 +168,7 @@ class TrainConfig(Section):
     epochs: int = Field(0, ge=0, description="passes over the training questions; 0 = use max_steps")
     seed: int = Field(42, description="seed for data, sampling and init (SEED)")
     output_dir: str = Field("outputs", description="root folder of run directories (OUTPUT_DIR)")
-    run_name: str = Field("grpo", description="run directory is output_dir/run_name/<timestamp>")
+    run_name: FolderName = Field("grpo", description="run directory is output_dir/run_name/<timestamp>")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps; 0 = only at the end")
     keep_last: int = Field(2, ge=1, description="periodic checkpoints kept besides best")
     end_checkpoint: Literal["auto", "resumable", "none"] = Field(
@@ -273,6 +271,7 @@ class RewardsConfig(Section):
         description="reward functions and weights; the total is their weighted sum",
     )
     on_error: Literal["raise", "skip"] = Field("raise", description="a reward that raises: stop, or count as None")
+    timeout_s: float = Field(120.0, ge=0.0, description="time limit of one reward call; later = None (0 = none)")
 
     @model_validator(mode="before")
     @classmethod
@@ -299,6 +298,9 @@ class AgentConfig(Section):
     max_total_tokens: int = Field(1024, gt=0, description="cap on a whole trajectory's length")
     env: str = Field("calculator", description="built-in env name or 'pkg.module:Class'")
     env_params: dict[str, Any] = Field({}, description="keyword arguments of the environment")
+    tool_timeout_s: float | None = Field(
+        60.0, gt=0.0, description="seconds one call of a TRL-style tool may run; over it: a 'timed out' tool message"
+    )
 
 
 class JournalConfig(Section):
@@ -328,25 +330,9 @@ class DistributedConfig(Section):
 
     @model_validator(mode="after")
     def _check_mesh(self) -> DistributedConfig:
-        if self.mesh_shape is None:
-            return self
-        sizes, axes = self.mesh_shape
-        if len(sizes) != len(axes) or len(set(axes)) != len(axes):
-            raise ValueError(f"distributed.mesh_shape: need one size per distinct axis, got {self.mesh_shape}")
-        if any(a not in ("dp", "fsdp", "tp") for a in axes) or any(s < 1 for s in sizes):
-            raise ValueError(
-                f"distributed.mesh_shape: axes must be among dp, fsdp, tp with sizes >= 1, got {self.mesh_shape}"
-            )
-        size = dict(zip(axes, sizes))
-        if size.get("tp", 1) > 1:
-            raise ValueError(
-                "distributed.mesh_shape: tensor parallel (tp > 1) is not supported; put those devices on "
-                "'fsdp' instead (e.g. [[2, 2], ['fsdp', 'tp']] -> [[4], ['fsdp']])"
-            )
-        if size.get("fsdp", 1) > 1 and self.strategy != "fsdp":
-            if "strategy" in self.model_fields_set:  # an explicit choice that contradicts the mesh
-                raise ValueError("distributed.mesh_shape has an fsdp axis > 1 but distributed.strategy is 'ddp'")
-            self.strategy = "fsdp"  # derived in one place: an fsdp axis means sharded parameters
+        from grpolab.config.checks import check_mesh
+
+        check_mesh(self)
         return self
 
 
@@ -400,6 +386,7 @@ class Config(Section):
         from grpolab.config.checks import check_early_stopping_metric  # it reads the whole tree
 
         check_early_stopping_metric(self)
+        check_objective_combinations(self)
         return self
 
     @property

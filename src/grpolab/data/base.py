@@ -7,7 +7,8 @@ numbers measured on test stay comparable across runs that differ only in how muc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ class Example:
     category: str
     fields: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, Any]] | None = None  # a conversational prompt, used as given
+    where: str = field(default="", compare=False, repr=False)  # "data.path x.jsonl: row 7", for errors
 
     @property
     def prompt(self) -> Any:
@@ -32,20 +34,69 @@ class Example:
         return self.messages if self.messages is not None else self.question
 
     def row(self) -> dict[str, Any]:
-        """The columns a reward function sees, by name (question, answer, category, extras)."""
+        """The columns a reward function sees, by name: the dataset's own, then question, answer and
+        category, the configured columns' values (they win over a dataset column of the same name)."""
         return {**self.fields, "question": self.question, "answer": self.answer, "category": self.category}
+
+
+def check_answer(value: Any, where: str, column: str) -> None:
+    """A gold answer no reward can match fails here, naming the row: a list, dict or bool would be
+    stringified ('[12, 0]', 'True'), and a non-finite number (JSON's 1e400 or NaN, a CSV's "inf")
+    parses to inf/nan, which no completion equals: every sample would score None and the run would
+    learn nothing."""
+    if isinstance(value, (bool, list, dict)):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise DataError(
+            f"{where}: column '{column}' holds a {type(value).__name__} ({shown}); the gold answer must be "
+            "a string or a number (convert the column, or point data.answer_column at one that is)"
+        )
+    try:
+        number = float(value) if isinstance(value, (int, float, str)) else 0.0
+    except (ValueError, OverflowError):
+        return  # text that is not a number: a fine answer
+    if not math.isfinite(number):
+        raise DataError(
+            f"{where}: column '{column}' holds {value!r}, which is not a finite number (no completion can "
+            "match it); fix or drop the row"
+        )
+
+
+def check_reward_columns(examples: Iterable[Example], needs: dict[str, list[str]]) -> None:
+    """Every row has every column a reward needs ({reward label: [column, ...]}); else one line naming
+    the first row without it (a reward would otherwise get None there, mid-run, and crash on it).
+    'answer' counts as missing when empty: rows without one get "" in that column."""
+    for example in examples:
+        row = {**example.fields, "question": example.question, "category": example.category}
+        if example.answer:
+            row["answer"] = example.answer
+        for label, columns in needs.items():
+            for column in columns:
+                if column not in row:
+                    have = ", ".join(sorted(row)) or "nothing"
+                    raise DataError(
+                        f"{example.where or 'a row'}: no column '{column}', which reward '{label}' needs "
+                        f"(the row has: {have})"
+                    )
 
 
 @dataclass(frozen=True)
 class Splits:
+    """train, val, test. val and test are empty only for a user's dataset with nothing held out
+    (the Python API without eval_dataset, as TRL): the run then trains without evaluating."""
+
     train: list[Example]
     val: list[Example]
     test: list[Example]
 
     def __post_init__(self) -> None:
-        for name in ("train", "val", "test"):
-            if not getattr(self, name):
-                raise DataError(f"the {name} split is empty: the dataset has too few distinct questions")
+        if not self.train:
+            raise DataError("the train split is empty: the dataset has too few distinct questions")
+        if bool(self.val) != bool(self.test):
+            raise DataError(f"the {'val' if not self.val else 'test'} split is empty but the other is not")
+
+    @property
+    def evaluates(self) -> bool:
+        return bool(self.val)
 
 
 @dataclass(frozen=True)

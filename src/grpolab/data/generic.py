@@ -4,8 +4,10 @@ Local data is one file (data.path: .jsonl/.json/.parquet/.csv), files matched by
 patterns, or a directory written by `datasets`' save_to_disk (data.path); see local_datasets.py.
 
 Columns come from the config: data.question_column, data.answer_column, and optionally
-data.category_column (without it every example's category is the task name). Every other column
-is kept in Example.fields, so a reward can read e.g. a row's `unit` or `tolerance` by name.
+data.category_column (without it every example's category is the task name). Every column but
+"prompt" (TRL's `prompts`) is kept in Example.fields under its own name, the configured ones too,
+so a reward reads e.g. `solution` or `unit` by name, exactly as the Python API passes the same rows;
+`question`, `answer` and `category` are also offered, as the configured columns' values.
 
 Splitting: duplicate questions are dropped (first occurrence kept), the rest is shuffled with the
 seed, then test, val and train are cut in that order. Test and val must fit; train takes what is
@@ -22,7 +24,7 @@ from typing import Any
 
 from grpolab.config.schema import DataConfig
 from grpolab.data import hub
-from grpolab.data.base import DataError, Example, Sizes, Splits, check_space, cut_splits
+from grpolab.data.base import DataError, Example, Sizes, Splits, check_answer, check_space, cut_splits
 from grpolab.data.files import Row, read_rows
 from grpolab.data.local_datasets import Source, data_files_sources, saved_dataset_source
 
@@ -49,29 +51,21 @@ def required(row: Row, column: str, number: int, source: str) -> str:
 
 
 def answer(row: Row, column: str, number: int, source: str) -> str:
-    """The gold answer as text. A list, dict or bool would be stringified ('[12, 0]', 'True'), which no
-    correctness reward can match: every sample would score None and the run would learn nothing."""
-    value = row.get(column)
-    if isinstance(value, (bool, list, dict)):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise DataError(
-            f"{source}: row {number}: column '{column}' holds a {type(value).__name__} ({shown}); "
-            "the gold answer must be a string or a number (convert the column, or point "
-            "data.answer_column at one that is)"
-        )
+    """The gold answer as text; see `check_answer` for what it refuses."""
+    check_answer(row.get(column), f"{source}: row {number}", column)
     return required(row, column, number, source)
 
 
 def row_maker(data: DataConfig, source: str) -> MakeExample:
-    """Turns a row into an Example using the configured columns; other columns go to fields."""
-    used = {data.question_column, data.answer_column, data.category_column}
+    """Turns a row into an Example using the configured columns; every column goes to fields."""
 
     def make(number: int, row: Row) -> Example:
         return Example(
             question=required(row, data.question_column, number, source),
             answer=answer(row, data.answer_column, number, source),
             category=(required(row, data.category_column, number, source) if data.category_column else data.task),
-            fields={k: v for k, v in row.items() if k not in used},
+            fields={k: v for k, v in row.items() if k != "prompt"},  # as TRL: the prompt is `prompts`
+            where=f"{source}: row {number}",
         )
 
     return make

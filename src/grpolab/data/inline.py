@@ -16,17 +16,31 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from grpolab.config.schema import DataConfig
-from grpolab.data.base import DataError, Example
+from grpolab.data.base import DataError, Example, check_answer
 
 PROMPT = "prompt"
 
 
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
 def _messages(value: list[Any], where: str) -> list[dict[str, Any]]:
-    for message in value:
+    """Chat messages checked before any template sees them: a chat template renders an unknown role
+    (`<|im_start|>banana`) or a None content ("None") without complaint, and trains on it."""
+    for i, message in enumerate(value):
         if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
             raise DataError(
                 f"{where}: column 'prompt' is a list, so it must be chat messages like "
                 f'{{"role": "user", "content": "..."}}; got {message!r}'
+            )
+        if message["role"] not in ROLES:
+            raise DataError(f"{where}: prompt message {i} has role {message['role']!r}; use one of {', '.join(ROLES)}")
+        content = message["content"]
+        parts = isinstance(content, list) and all(isinstance(p, Mapping) and "type" in p for p in content)
+        if not (isinstance(content, str) or parts):
+            raise DataError(
+                f"{where}: prompt message {i} ({message['role']}) has content {content!r}; it must be a string "
+                '(or a list of parts like {"type": "text", "text": "..."})'
             )
     return [dict(message) for message in value]
 
@@ -52,6 +66,8 @@ def _example(row: Mapping[str, Any], data: DataConfig, where: str) -> Example:
     if not question.strip():
         raise DataError(f"{where}: column '{key}' is empty")
     answer = row.get(data.answer_column)
+    if answer is not None:
+        check_answer(answer, where, data.answer_column)
     category = row.get(data.category_column or "category")
     return Example(
         question=question,
@@ -59,6 +75,7 @@ def _example(row: Mapping[str, Any], data: DataConfig, where: str) -> Example:
         category=data.task if category is None else str(category),
         fields={k: v for k, v in row.items() if k != PROMPT},
         messages=messages,
+        where=where,
     )
 
 

@@ -90,14 +90,25 @@ class ToolEnv(Environment):
     system_prompt: None = `tool_instructions(tools)`; "" = no tool instructions (for templates that
         explain the tools themselves).
     max_calls_per_turn: calls beyond this in one message are answered with an error, not run.
+    tool_timeout_s: seconds one call may run (None: no limit); a call that runs longer is answered
+        with a "timed out" error and counted as a failure (see tools.call_with_timeout).
 
     Tool calls are found by the tokenizer's own response parser when the rollout binds a tokenizer
     that has one, by the Hermes `<tool_call>` parser otherwise (see tool_parsing.py).
     """
 
-    def __init__(self, tools: list[Tool], system_prompt: str | None = None, max_calls_per_turn: int = 4):
+    def __init__(
+        self,
+        tools: list[Tool],
+        system_prompt: str | None = None,
+        max_calls_per_turn: int = 4,
+        tool_timeout_s: float | None = None,
+    ):
         if max_calls_per_turn < 1:
             raise ValueError("max_calls_per_turn must be >= 1")
+        if tool_timeout_s is not None and tool_timeout_s <= 0:
+            raise ValueError("tool_timeout_s must be > 0 (or None for no limit)")
+        self.tool_timeout_s = tool_timeout_s
         self._tools = {tool.name: tool for tool in tools}
         self.tools = [tool.schema for tool in tools]
         self.instructions = tool_instructions(tools) if system_prompt is None else system_prompt
@@ -122,7 +133,7 @@ class ToolEnv(Environment):
         parsed = self._parse(assistant_message)
         if not parsed:
             return StepResult([], done=True, info=_counts([]))
-        results = [execute(call, self._tools) for call in parsed[: self.max_calls_per_turn]]
+        results = [execute(call, self._tools, self.tool_timeout_s) for call in parsed[: self.max_calls_per_turn]]
         results += [
             ToolResult(INVALID_TOOL, f"Error: at most {self.max_calls_per_turn} tool calls per message", ok=False)
             for _ in parsed[self.max_calls_per_turn :]

@@ -1,7 +1,7 @@
 """A Python tool: runs model-written code in a separate, resource-limited, sandboxed process.
 
-NOT A SECURITY BOUNDARY against a determined attacker (there is no seccomp filter, no separate
-user, the kernel is shared): run untrusted code at scale in a container or VM (gVisor, nsjail,
+NOT A SECURITY BOUNDARY against a determined attacker (the seccomp filter covers sockets only, there
+is no separate user, the kernel is shared): run untrusted code at scale in a container or VM (gVisor, nsjail,
 a throwaway VM). What it does promise, each claim tested by an adversarial snippet in
 tests/agent/test_python_sandbox.py, on Linux:
 
@@ -15,6 +15,13 @@ tests/agent/test_python_sandbox.py, on Linux:
   with PermissionError.
 - **No network** (a new, empty network namespace; Landlock TCP rules too): connecting to
   127.0.0.1 fails.
+- **No Unix sockets** (a seccomp filter): the namespace and Landlock do not cover socket files, so
+  `socket(AF_UNIX)` is refused outright (and datagram socket pairs, and io_uring, which could open
+  one behind the filter); a socket file anywhere (a docker.sock, a service in the working tree)
+  cannot be connected to. Stream socket pairs (asyncio's self-pipe) still work; what listens on a
+  Unix socket (multiprocessing's forkserver and managers) does not.
+- **Disk** (with namespaces): the working directory is a private tmpfs of `disk_mb`, so all the
+  files together cannot grow past it (ENOSPC), on top of RLIMIT_FSIZE per file.
 - **Nothing outlives the call**: the process group is SIGKILLed at the end; in the PID namespace
   the kernel kills every process when the program's process ends, a `setsid()` grandchild included.
 - **The trainer cannot be signalled** (the PID namespace hides it; Landlock scoping (ABI 6) denies
@@ -74,6 +81,7 @@ class PythonLimits:
     max_code_chars: int = 20_000
     site_packages: bool = False  # True: drop -S so installed packages can be imported
     max_processes: int = 16  # processes the code may have at once (RLIMIT_NPROC above the current count)
+    disk_mb: int = 64  # all files in the working directory together (a tmpfs; needs namespaces)
 
 
 def _limit_child(limits: PythonLimits, processes: int) -> None:
@@ -112,7 +120,8 @@ def _namespaces() -> list[str]:
     if not ok:
         log.warning(
             "python tool: unshare (user/PID/network namespaces) is not available here: the tool's code can "
-            "see the trainer's process and the network, and setsid() children can outlive it"
+            "see the trainer's process and the network, setsid() children can outlive it, and its files "
+            "have no total size limit"
         )
     return list(UNSHARE) if ok else []
 
@@ -194,6 +203,8 @@ def run_python(code: str, limits: PythonLimits = PythonLimits()) -> str:
             "landlock": _landlock_abi() > 0,
             "read": _readable_paths(limits.site_packages),
             "write": [str(work), "/dev/null"],
+            "seccomp": sys.platform == "linux" and os.uname().machine in ("x86_64", "aarch64"),
+            "disk_mb": limits.disk_mb if _namespaces() else None,  # mounting needs the mount namespace
         }
         command = [*_namespaces(), sys.executable, *flags, str(BOOT), json.dumps(plan)]
         processes = _user_processes() + limits.max_processes
@@ -253,6 +264,8 @@ def _outcome(returncode: int, timed_out: bool, stdout: str, cut: bool, stderr: s
             raise ToolError(f"memory limit of {limits.memory_mb} MB exceeded (MemoryError)")
         if "File too large" in last_line:  # Python ignores SIGXFSZ, so RLIMIT_FSIZE surfaces as EFBIG
             raise ToolError(f"output larger than {limits.output_file_mb} MB")
+        if "No space left on device" in last_line:
+            raise ToolError(f"disk limit of {limits.disk_mb} MB for all files exceeded")
         raise ToolError(detail or f"exited with status {returncode}")
     if not stdout.strip():
         # The model often forgets that only printed values come back.

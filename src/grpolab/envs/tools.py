@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from grpolab.deadline import TIMED_OUT, call_with_deadline
+
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 # Non-greedy and DOTALL: a call body may span lines, and two calls in one message stay two calls.
@@ -151,8 +153,20 @@ def _check_arguments(tool: Tool, arguments: dict[str, Any]) -> None:
             raise ToolError(f"{tool.name}: argument '{key}' must be a string")
 
 
-def execute(parsed: ParsedCall, tools: dict[str, Tool]) -> ToolResult:
-    """Run one parsed call. Never raises: every failure is a ToolResult(ok=False) for the model."""
+def call_with_timeout(fn: Callable[..., Any], arguments: dict[str, Any], timeout_s: float | None, name: str) -> Any:
+    """`fn(**arguments)`, given at most `timeout_s` seconds (None: no limit); ToolError when it runs over.
+    A call that never returns keeps its daemon thread until the process exits (grpolab.deadline), but
+    the episode goes on. A tool that must really be stopped belongs in a subprocess, as the python tool
+    is (envs/python_tool.py)."""
+    result = call_with_deadline(fn, arguments, timeout_s or 0.0, f"tool-{name}")
+    if result is TIMED_OUT:
+        raise ToolError(f"{name} timed out after {timeout_s:g} s")
+    return result
+
+
+def execute(parsed: ParsedCall, tools: dict[str, Tool], timeout_s: float | None = None) -> ToolResult:
+    """Run one parsed call, for at most `timeout_s` seconds. Never raises: every failure (a timeout
+    included) is a ToolResult(ok=False) for the model."""
     if parsed.call is None:
         return ToolResult(INVALID_TOOL, f"Error: {parsed.error}", ok=False)
     tool = tools.get(parsed.call.name)
@@ -164,7 +178,7 @@ def execute(parsed: ParsedCall, tools: dict[str, Tool]) -> ToolResult:
         )
     try:
         _check_arguments(tool, parsed.call.arguments)
-        return ToolResult(tool.name, tool.fn(**parsed.call.arguments), ok=True)
+        return ToolResult(tool.name, call_with_timeout(tool.fn, parsed.call.arguments, timeout_s, tool.name), ok=True)
     except ToolError as err:
         return ToolResult(tool.name, f"Error: {err}", ok=False)
     except Exception as err:  # a bug in a user tool still must not kill a training run

@@ -375,7 +375,7 @@ def evaluation_reward_set(cfg: Config, training: RewardSet) -> RewardSet:
             )
         bound.append(build_one(RewardSpec(name=name, weight=0.0)))
         labels.add(name)
-    return RewardSet(bound, on_error=training.on_error)
+    return RewardSet(bound, on_error=training.on_error, timeout_s=training.timeout_s)
 
 
 class Evaluations:

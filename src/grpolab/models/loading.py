@@ -227,7 +227,10 @@ def prepare_model(
             target_modules=cfg.lora_target_modules,
             task_type="CAUSAL_LM",
         )
-        model = get_peft_model(model, lora)
+        try:
+            model = get_peft_model(model, lora)
+        except ValueError as err:  # peft's NoMatchingPeftModuleError (target modules) is one
+            raise ModelLoadError(_lora_problem(model, lora, err, cfg.name)) from None
         if not cfg.dropout:
             disable_dropout(model)  # the LoRA branch's dropout too
     elif beta > 0:
@@ -241,6 +244,20 @@ def prepare_model(
         is_peft=cfg.finetune == "lora",
         stop_ids=stop_token_ids(model, tokenizer),
         source=source,
+    )
+
+
+def _lora_problem(model: Any, lora: Any, err: ValueError, name: str) -> str:
+    """One line for a LoRA config peft refused; for target modules that match nothing, the names that
+    would (the model's linear layers), which can only be known once the model is built."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "not found in the base model" not in first:
+        return f"LoRA config refused by peft: {first}"
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    targets = lora.target_modules if isinstance(lora.target_modules, str) else sorted(lora.target_modules)
+    return (
+        f"model.lora_target_modules: {targets} match no module of {name}; its linear layers are "
+        f"{', '.join(linear) or 'none'} (or use all-linear)"
     )
 
 

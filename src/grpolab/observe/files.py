@@ -4,7 +4,8 @@ These are the sinks that always work (no optional dependency, no network), so ev
 (report.html, `grpolab runs`, a resumed run) reads them. Choices worth knowing:
 
 - JSONL files are opened in append mode and line-buffered: a resumed run continues the same files
-  and a crash loses at most the line being written. A resume can therefore repeat a few steps;
+  and a crash loses at most the line being written (a torn last line is cut when the file is opened
+  again, so the next record is not glued to it). A resume can therefore repeat a few steps;
   readers keep the LAST line for a step (see `read_jsonl` users in report.py).
 - Non-finite floats are written as `null`: NaN is not JSON, and jq / JavaScript reject it.
 - status.json is replaced atomically (temp file + rename), because `grpolab runs` may read it while
@@ -14,6 +15,7 @@ These are the sinks that always work (no optional dependency, no network), so ev
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console, RenderableType
+
+from grpolab.config.load import redact_text
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -49,11 +53,48 @@ def jsonable(value: Any) -> Any:
         return str(value)
 
 
+def repair_torn_tail(path: Path) -> str | None:
+    """A JSONL file whose last line has no newline (a process killed mid-write): the line is kept and
+    ended when it parses, else cut, so that the next appended record starts a line of its own instead
+    of being glued to the torn one. Returns "ended" or "cut" when it changed the file, else None."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if size == 0:
+        return None
+    with open(path, "rb+") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return None
+        start, pos = 0, size
+        while pos > 0:  # the last newline, searched backwards in blocks (metrics files grow large)
+            pos = max(0, pos - 65536)
+            fh.seek(pos)
+            newline = fh.read(min(65536, size - pos)).rfind(b"\n")
+            if newline >= 0:
+                start = pos + newline + 1
+                break
+        fh.seek(start)
+        try:
+            whole = isinstance(json.loads(fh.read()), dict)
+        except ValueError:
+            whole = False
+        if whole:
+            fh.seek(size)
+            fh.write(b"\n")
+            return "ended"
+        fh.truncate(start)
+        return "cut"
+
+
 class JsonlWriter:
     """Appends one JSON object per line; flushed per line so readers never wait for close()."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        if repair_torn_tail(path) == "cut":
+            logging.getLogger("grpolab").warning("%s: cut a torn last line (a killed process's)", path)
         self._fh: IO[str] | None = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
@@ -100,7 +141,7 @@ class TextLog:
     def line(self, level: str, message: str) -> None:
         if self._fh is not None:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            self._fh.write(f"{stamp} {level:<7} {message}\n")
+            self._fh.write(f"{stamp} {level:<7} {redact_text(message)}\n")
 
     def render(self, renderable: RenderableType) -> None:
         if self._fh is not None:

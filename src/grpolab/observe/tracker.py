@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from grpolab.config.load import config_to_yaml
+from grpolab.config.load import config_to_yaml, redact_text
 from grpolab.config.schema import Config
 from grpolab.observe.console import ConsoleView, fmt, fmt_duration
 from grpolab.observe.files import (
@@ -52,7 +52,9 @@ class _WarningsToTracker(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._tracker.warning(f"{record.name}: {record.getMessage()}")
+            # redacted for the console too (train.log redacts every line): a library's message can quote
+            # a server's reply, and a server can echo the key it was sent
+            self._tracker.warning(redact_text(f"{record.name}: {record.getMessage()}"))
         except Exception:
             self.handleError(record)
 

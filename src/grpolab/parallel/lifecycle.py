@@ -51,7 +51,7 @@ def failure_guard(ctx: DistContext, exit_code: int = 1) -> Iterator[None]:
     except BaseException as err:
         if not ctx.enabled:
             raise
-        _die(ctx, err, 130 if isinstance(err, KeyboardInterrupt) else exit_code)
+        _die(ctx, err, 128 + getattr(err, "signum", 2) if isinstance(err, KeyboardInterrupt) else exit_code)
 
 
 def _die(ctx: DistContext, err: BaseException, code: int) -> None:

@@ -2,8 +2,12 @@
 
 Every reward function, built-in or user-written, is called the way TRL calls it: keyword arguments,
 one list entry per sample. `completions`, `prompts`, `completion_ids`, `trajectories`,
-`completion_lengths`, `env_rewards` (agents: each episode's `final_reward()`) and every dataset
-column by name (`answer=[...]`, `category=[...]`) are offered;
+`completion_lengths`, `env_rewards` (agents: each episode's `final_reward()`), `environments`
+(agents: each episode's environment object, as TRL passes it) and every dataset column by name
+(`answer=[...]`, `category=[...]`) are offered, and, as in TRL, `trainer_state` (a
+transformers `TrainerState`: global_step, max_steps, epoch; None outside a training run),
+`log_metric(name, value)` (logged with the step's metrics, averaged over the batch's calls) and
+`log_extra(column, values)` (a column of samples.jsonl);
 a function receives only the keywords it declares (all of them if it takes `**kwargs`), followed by
 its configured params. It returns one `float | None` per sample.
 
@@ -14,24 +18,32 @@ How this departs from TRL, and why:
   (with `on_error="skip"` the failing samples become None and are counted instead of stopping).
 - A wrong-length result or a NaN/inf is always an error: that is a bug in the function, not a
   sample that cannot be scored.
+- Every call has a time limit (`rewards.timeout_s`, 0 = none): a call still running after it counts
+  as None for its whole batch, with a warning and `rewards/<fn>/timeouts` (samples). A plain function
+  runs in a daemon worker thread for that; Python cannot kill a thread, so a hung one is left behind
+  (it ends with the process) and the run goes on. Async functions are awaited with a deadline in a
+  worker thread's event loop, so even a coroutine that blocks its loop cannot hang the run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import math
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from grpolab.deadline import TIMED_OUT, call_with_deadline, gather_with_deadline, run_async
 
 logger = logging.getLogger("grpolab.rewards")
 
 RewardValue = float | None
 # The keywords every function may ask for, besides dataset columns and its own params.
-STANDARD_INPUTS = ("completions", "prompts", "completion_ids", "trajectories", "completion_lengths", "env_rewards")
+STANDARD_INPUTS = (
+    "completions", "prompts", "completion_ids", "trajectories", "completion_lengths", "env_rewards",
+    "environments", "trainer_state", "log_metric", "log_extra",
+)  # fmt: skip
 
 
 class RewardError(RuntimeError):
@@ -49,10 +61,21 @@ class RewardInputs:
     trajectories: list[list[dict[str, Any]]] | None = None
     completion_lengths: list[int] | None = None
     env_rewards: list[float | None] | None = None  # agents: the environment's final_reward() per episode
+    environments: list[Any] | None = None  # agents: each episode's environment (TRL's `environments`)
     # Conversational prompts (TRL's conversational format): what user functions receive instead of
     # `prompts` / `completions`: the prompt messages, and the completion as a list of messages.
     prompt_messages: list[list[dict[str, Any]]] | None = None
     completion_messages: list[list[dict[str, Any]]] | None = None
+    trainer_state: Any = None  # TRL's: a transformers TrainerState during training
+    # what the rewards sent through log_metric / log_extra while this batch was scored
+    logged_metrics: dict[str, list[float]] = field(default_factory=dict)
+    extra_columns: dict[str, list[Any]] = field(default_factory=dict)
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.logged_metrics.setdefault(name, []).append(float(value))
+
+    def log_extra(self, column: str, values: list[Any]) -> None:
+        self.extra_columns.setdefault(column, []).extend(values)
 
     def __post_init__(self) -> None:
         n = len(self.completions)
@@ -67,6 +90,8 @@ class RewardInputs:
             sizes["completion_lengths"] = len(self.completion_lengths)
         if self.env_rewards is not None:
             sizes["env_rewards"] = len(self.env_rewards)
+        if self.environments is not None:
+            sizes["environments"] = len(self.environments)
         bad = {k: v for k, v in sizes.items() if v != n}
         if bad:
             raise ValueError(f"RewardInputs: {len(self.completions)} completions but {bad}")
@@ -90,6 +115,10 @@ class RewardInputs:
             "trajectories": self.trajectories,
             "completion_lengths": lengths,
             "env_rewards": self.env_rewards,
+            "environments": self.environments,
+            "trainer_state": self.trainer_state,
+            "log_metric": self.log_metric,
+            "log_extra": self.log_extra,
         }
         if conversational and self.prompt_messages is not None and self.completion_messages is not None:
             standard.update(prompts=self.prompt_messages, completions=self.completion_messages)
@@ -104,6 +133,12 @@ class RewardScores:
     per_function: dict[str, list[RewardValue]]
     total: list[RewardValue]
     errors: dict[str, int] = field(default_factory=dict)
+    logged: dict[str, float] = field(default_factory=dict)  # log_metric's names, batch means
+    extra_columns: dict[str, list[Any]] = field(default_factory=dict)  # log_extra's, one value per sample
+    timeouts: dict[str, int] = field(default_factory=dict)  # samples whose call passed rewards.timeout_s
+
+    def extras(self, i: int) -> dict[str, Any]:
+        return {name: values[i] for name, values in self.extra_columns.items() if i < len(values)}
 
     def metrics(self) -> dict[str, float]:
         """`rewards/{label}/mean`, `/std` (sample std, as TRL logs it) over the scored samples,
@@ -121,7 +156,9 @@ class RewardScores:
             out[f"rewards/{label}/none_frac"] = (len(values) - len(scored)) / len(values) if values else 0.0
             if self.errors.get(label, 0) > 0:
                 out[f"rewards/{label}/errors"] = float(self.errors[label])
-        return out
+            if self.timeouts.get(label, 0) > 0:
+                out[f"rewards/{label}/timeouts"] = float(self.timeouts[label])
+        return {**self.logged, **out}
 
     def breakdown(self, i: int) -> dict[str, RewardValue]:
         return {label: self.per_function[label][i] for label in self.labels}
@@ -154,6 +191,19 @@ class BoundReward:
                 )
         return {**chosen, **self.params}
 
+    def needed_columns(self) -> list[str]:
+        """The dataset columns this function cannot run without (a required parameter that is not a
+        standard input and not a configured param); a `**kwargs` function names none."""
+        signature = inspect.signature(self.fn)
+        return [
+            name
+            for name, p in signature.parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.default is p.empty
+            and name not in STANDARD_INPUTS
+            and name not in self.params
+        ]
+
 
 def _slice(kwargs: dict[str, Any], keys: Sequence[str], i: int) -> dict[str, Any]:
     return {k: ([v[i]] if k in keys and isinstance(v, list) else v) for k, v in kwargs.items()}
@@ -184,9 +234,13 @@ def _check(label: str, result: Any, n: int) -> list[RewardValue]:
 class RewardSet:
     """The configured reward functions of a run; `score` turns a batch into `RewardScores`."""
 
-    def __init__(self, rewards: list[BoundReward], on_error: Literal["raise", "skip"] = "raise") -> None:
+    def __init__(
+        self, rewards: list[BoundReward], on_error: Literal["raise", "skip"] = "raise", timeout_s: float = 0.0
+    ) -> None:
         self.rewards = rewards
         self.on_error = on_error
+        self.trainer_state: Callable[[], Any] | None = None  # the trainer sets it: TRL's trainer_state
+        self.timeout_s = timeout_s  # per call; 0 = no limit
 
     @property
     def labels(self) -> list[str]:
@@ -202,28 +256,36 @@ class RewardSet:
 
     def score(self, inputs: RewardInputs) -> RewardScores:
         n = len(inputs)
+        if inputs.trainer_state is None and self.trainer_state is not None:
+            inputs.trainer_state = self.trainer_state()
         available = inputs.keywords()
         conversational = inputs.keywords(conversational=True)
         per_sample_keys = [k for k, v in available.items() if isinstance(v, list) and len(v) == n]
         results: dict[str, list[RewardValue]] = {}
         errors = {r.label: 0 for r in self.rewards}
+        timeouts = {r.label: 0 for r in self.rewards}
         pending: list[tuple[BoundReward, dict[str, Any], Any]] = []
         for reward in self.rewards:
             kwargs = reward.call_kwargs(available if reward.reads_text else conversational)
             try:
-                out = reward.fn(**kwargs)
+                out = call_with_deadline(reward.fn, kwargs, self.timeout_s)
             except Exception as err:
                 results[reward.label] = self._recover(reward, kwargs, per_sample_keys, n, err, errors)
                 continue
-            if inspect.isawaitable(out):
+            if out is TIMED_OUT:
+                results[reward.label] = self._timed_out(reward.label, n, timeouts)
+            elif inspect.isawaitable(out):
                 pending.append((reward, kwargs, out))
             else:
                 results[reward.label] = _check(reward.label, out, n)
         if pending:
             # Async rewards (judges, sandboxes) overlap their waiting; sync ones already ran in order.
-            outcomes = _run_async(_gather([aw for _, _, aw in pending]))
+            gathered = gather_with_deadline([aw for _, _, aw in pending], self.timeout_s)
+            outcomes = run_async(gathered, self.timeout_s, len(pending))
             for (reward, kwargs, _), out in zip(pending, outcomes):
-                if isinstance(out, BaseException):
+                if out is TIMED_OUT:
+                    results[reward.label] = self._timed_out(reward.label, n, timeouts)
+                elif isinstance(out, BaseException):
                     if not isinstance(out, Exception):
                         raise out
                     results[reward.label] = self._recover(reward, kwargs, per_sample_keys, n, out, errors)
@@ -235,7 +297,16 @@ class RewardSet:
             # Like TRL's nansum: a None drops out of the sum, the other weights are not re-normalised.
             terms = [r.weight * v for r in self.rewards if (v := per_function[r.label][i]) is not None]
             total.append(math.fsum(terms) if terms else None)
-        return RewardScores(self.labels, per_function, total, errors)
+        logged = {name: math.fsum(values) / len(values) for name, values in inputs.logged_metrics.items() if values}
+        return RewardScores(self.labels, per_function, total, errors, logged, inputs.extra_columns, timeouts)
+
+    def _timed_out(self, label: str, n: int, timeouts: dict[str, int]) -> list[RewardValue]:
+        timeouts[label] += n
+        logger.warning(
+            "reward '%s' did not return within rewards.timeout_s=%gs; its %d samples count as None "
+            "(a plain function's call is left running in a background thread)", label, self.timeout_s, n,
+        )  # fmt: skip
+        return [None] * n
 
     def _recover(
         self,
@@ -256,11 +327,13 @@ class RewardSet:
         failed: list[tuple[int, Exception]] = []
         for i in range(n):
             try:
-                out = reward.fn(**_slice(kwargs, keys, i))
+                out = call_with_deadline(reward.fn, _slice(kwargs, keys, i), self.timeout_s)
                 if inspect.isawaitable(out):
-                    out = _run_async(_gather([out]))[0]
+                    out = run_async(gather_with_deadline([out], self.timeout_s), self.timeout_s)[0]
                     if isinstance(out, Exception):
                         raise out
+                if out is TIMED_OUT:  # here a failure of this sample like any other
+                    raise TimeoutError(f"no result within rewards.timeout_s={self.timeout_s:g}s")
                 values.extend(_check(reward.label, out, 1))
             except RewardError:
                 raise
@@ -282,30 +355,3 @@ class RewardSet:
             reward.label, len(failed), n, first, first_err,
         )  # fmt: skip
         return values
-
-
-async def _gather(awaitables: list[Any]) -> list[Any]:
-    return list(await asyncio.gather(*awaitables, return_exceptions=True))
-
-
-def _run_async(coro: Any) -> list[Any]:
-    """Run a coroutine to completion, also when the caller already runs an event loop (a notebook,
-    an async trainer): then it gets its own loop in a helper thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)  # type: ignore[no-any-return]
-    box: dict[str, Any] = {}
-
-    def runner() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as err:
-            box["error"] = err
-
-    thread = threading.Thread(target=runner, name="grpolab-rewards-async")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]

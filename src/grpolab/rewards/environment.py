@@ -26,6 +26,16 @@ def episode_rewards(rollouts: Sequence[Any]) -> list[float | None] | None:
     return [rollout.info.get("env_reward") for rollout in rollouts]
 
 
+def episode_environments(rollouts: Sequence[Any]) -> list[Any] | None:
+    """Each agent episode's environment object (TRL's `environments` reward input); None for
+    single-turn rollouts. An environment that wraps the user's own object (envs/trl_tools.py) hands
+    over that object, as TRL does; None for an episode that had no such object."""
+    if not rollouts or rollouts[0].messages is None:
+        return None
+    envs = [rollout.info.get("environment") for rollout in rollouts]
+    return [getattr(e, "user_environment", e) for e in envs]
+
+
 def env(completions: list[str], env_rewards: list[float | None] | None) -> list[float | None]:
     """The environment's own reward of each agent episode (its `final_reward()`); None where it
     gives none. Needs agent rollouts (agent.enabled=true)."""

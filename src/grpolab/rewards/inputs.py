@@ -8,7 +8,7 @@ from typing import Any
 
 from grpolab.data.base import Example
 from grpolab.rewards.api import RewardInputs
-from grpolab.rewards.environment import episode_rewards
+from grpolab.rewards.environment import episode_environments, episode_rewards
 from grpolab.rollout.types import Rollout
 
 
@@ -35,6 +35,7 @@ def reward_inputs(examples: Sequence[Example], rollouts: Sequence[Rollout]) -> R
         trajectories=[r.messages or [] for r in rollouts] if rollouts and rollouts[0].messages else None,
         completion_lengths=[sum(r.completion_mask) for r in rollouts],
         env_rewards=episode_rewards(rollouts),
+        environments=episode_environments(rollouts),
         prompt_messages=[e.messages or [{"role": "user", "content": e.question}] for e in asked]
         if conversational
         else None,

@@ -40,6 +40,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+from grpolab.config.load import redact_text
+
 logger = logging.getLogger("grpolab.rewards")
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -164,8 +166,10 @@ class JudgeClient:
             reply = self._post_with_retries(self._body(prompt), post)
         except JudgeFailure as err:
             return None, self._redact(str(err))
+        except Exception as err:  # a client's surprise (its own bug, a proxy oddity): still only a None
+            return None, f"{type(err).__name__}: {self._clip(str(err))}"
         score = parse_score(reply)
-        return (score, "") if score is not None else (None, f"no score in reply {reply[:80]!r}")
+        return (score, "") if score is not None else (None, f"no score in reply {self._clip(reply)}")
 
     def _body(self, prompt: str) -> dict[str, Any]:
         return {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": self.temperature}
@@ -207,7 +211,7 @@ class JudgeClient:
             timeout=self.timeout_s,
             max_retries=0,  # ours, above
         )
-        return partial(_post_openai, client), client.close
+        return partial(_post_openai, client, self._redact), client.close
 
     def _post_stdlib(self, body: dict[str, Any]) -> str:
         headers = {"Content-Type": "application/json"}
@@ -223,15 +227,19 @@ class JudgeClient:
         except urllib.error.HTTPError as err:
             raise _StatusError(err.code, err.headers.get("Retry-After") if err.headers else None) from None
         except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as err:
-            raise _Unreachable(f"{type(err).__name__}: {getattr(err, 'reason', err)}") from None
+            raise _Unreachable(f"{type(err).__name__}: {self._redact(str(getattr(err, 'reason', err)))}") from None
         try:
             return str(json.loads(raw)["choices"][0]["message"]["content"] or "")
         except (ValueError, KeyError, IndexError, TypeError):
-            raise JudgeFailure(f"malformed response {raw[:80]!r}") from None
+            raise JudgeFailure(f"malformed response {self._clip(raw.decode('utf-8', 'replace'))}") from None
 
     def _redact(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env)
-        return text.replace(key, "***") if key else text
+        return redact_text(text, os.environ.get(self.api_key_env))
+
+    def _clip(self, reply: str) -> str:
+        """A server's text as it may appear in a message: redacted first, then cut (cutting first could
+        leave a prefix of the key that no longer matches it)."""
+        return repr(self._redact(reply)[:80])
 
     def _cache_key(self, prompt: str, completion: str) -> str:
         return hashlib.sha256(json.dumps([self.model, prompt, completion]).encode()).hexdigest()
@@ -259,7 +267,7 @@ class JudgeClient:
             logger.warning("judge cache %s not writable: %s", self.cache_dir, err)
 
 
-def _post_openai(client: Any, body: dict[str, Any]) -> str:
+def _post_openai(client: Any, redact: Callable[[str], str], body: dict[str, Any]) -> str:
     import openai
 
     try:
@@ -267,13 +275,13 @@ def _post_openai(client: Any, body: dict[str, Any]) -> str:
     except openai.APIStatusError as err:
         raise _StatusError(err.status_code, err.response.headers.get("Retry-After")) from None
     except (openai.APITimeoutError, openai.APIConnectionError) as err:
-        raise _Unreachable(f"{type(err).__name__}: {err}") from None
+        raise _Unreachable(f"{type(err).__name__}: {redact(str(err))}") from None
     except (openai.APIError, ValueError) as err:  # a body that is not a chat completion (e.g. not JSON)
         raise JudgeFailure(f"malformed response ({type(err).__name__})") from None
     try:
         return str(reply.choices[0].message.content or "")
     except (AttributeError, IndexError, TypeError):
-        raise JudgeFailure(f"malformed response {str(reply)[:80]!r}") from None
+        raise JudgeFailure(f"malformed response {redact(str(reply))[:80]!r}") from None
 
 
 def judge(

@@ -197,4 +197,4 @@ def build_rewards(cfg: RewardsConfig) -> RewardSet:
     dupes = sorted({label for label in labels if labels.count(label) > 1})
     if dupes:
         raise ConfigError(f"rewards: label '{dupes[0]}' is used twice; give one of them an 'alias'")
-    return RewardSet(bound, on_error=cfg.on_error)
+    return RewardSet(bound, on_error=cfg.on_error, timeout_s=cfg.timeout_s)

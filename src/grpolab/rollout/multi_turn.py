@@ -263,6 +263,7 @@ def _to_rollout(episode: _Episode) -> Rollout:
         "stop_reason": episode.stop_reason,
         "sampled_spans": episode.sampled_spans,
         "steps": episode.step_infos,  # the env's per-turn info, for user reward functions
+        "environment": episode.env,  # the rewards' `environments` input (TRL's), read after the episode
     }
     return Rollout(
         question_index=episode.question_index,

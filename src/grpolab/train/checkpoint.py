@@ -22,6 +22,7 @@ The checkpoint's model files sit at its top level, so `AutoPeftModelForCausalLM.
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -236,7 +237,8 @@ def load_checkpoint(
         saved = _torch_load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu")
         try:
             shards.load_full_optimizer_state(optimizer, saved)
-        except ValueError as err:  # e.g. parameter groups changed (weight decay groups came in 0.2)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # parameter groups changed, or not
+            # an optimizer's state at all (a torch file of something else)
             raise ModelFilesError(f"{ckpt_dir}: optimizer state does not fit this model's optimizer ({err})") from None
     if scheduler is not None:
         scheduler.load_state_dict(_torch_load(ckpt_dir / SCHEDULER_FILE))
@@ -253,8 +255,13 @@ def _torch_load(path: Path, map_location: str | None = None) -> Any:
         raise ModelFilesError(f"checkpoint {path.parent} is incomplete: {path.name} is missing")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # garbage bytes, or a pickle of more than tensors (torch's paragraph)
+        raise ModelFilesError(
+            f"{path}: not a torch file of tensors (unreadable by torch.load(weights_only=True))"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ModelFilesError(f"{path}: truncated or not a torch file ({str(err).splitlines()[0]})") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelFilesError(f"{path}: truncated or not a torch file ({first})") from None
 
 
 # --- what is kept ---------------------------------------------------------------------------------

@@ -15,13 +15,14 @@ round's B questions; rewards are gathered so that every rank makes the same keep
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from grpolab.algo.advantages import AdvantageStats, group_advantages
+from grpolab.algo.advantages import AdvantageStats, decoupled_advantages, group_advantages
 from grpolab.config.schema import Config
 from grpolab.data.base import Example
 from grpolab.parallel.distributed import DistContext
@@ -39,6 +40,7 @@ class Round:
     scores: RewardScores  # of `rollouts`
     rewards: torch.Tensor  # [B, G] over all ranks, NaN = unscored
     epoch_ends: bool
+    per_function: torch.Tensor | None = None  # [B, G, K] over all ranks (reward_aggregation=normalize_then_sum)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class StepGroups:
     rounds: list[Round]
     kept_groups: int  # over all ranks
     stats: AdvantageStats  # group statistics of everything sampled (what the rewards looked like)
+    extras: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per kept rollout: log_extra's
 
     @property
     def sampled_rewards(self) -> torch.Tensor:
@@ -84,6 +87,9 @@ def merged_scores(rounds: Sequence[Round]) -> RewardScores:
         per_function={label: [v for r in rounds for v in r.scores.per_function[label]] for label in first.labels},
         total=[v for r in rounds for v in r.scores.total],
         errors={label: sum(r.scores.errors.get(label, 0) for r in rounds) for label in first.labels},
+        logged={name: sum(r.scores.logged.get(name, 0.0) for r in rounds) / len(rounds) for name in first.logged},
+        extra_columns={k: [v for r in rounds for v in r.scores.extra_columns.get(k, [])] for k in first.extra_columns},
+        timeouts={label: sum(r.scores.timeouts.get(label, 0) for r in rounds) for label in first.labels},
     )
 
 
@@ -109,7 +115,10 @@ def sample_groups(
         rollouts = rollout(examples)
         scores = score(examples, rollouts)
         rewards = torch.cat(ctx.gather_objects(reward_tensor(scores, len(examples), group)))  # [B, G]
-        rounds.append(Round(examples, rollouts, scores, rewards, epoch_ends))
+        per_function = None
+        if cfg.grpo.reward_aggregation == "normalize_then_sum":
+            per_function = torch.cat(ctx.gather_objects(function_rewards(scores, len(examples), group)))
+        rounds.append(Round(examples, rollouts, scores, rewards, epoch_ends, per_function))
         keep = has_spread(rewards) if cfg.grpo.filter_zero_std_groups else torch.ones(batch, dtype=torch.bool)
         kept += [(len(rounds) - 1, int(g)) for g in keep.nonzero().flatten()][: batch - len(kept)]
         if len(kept) == batch or len(rounds) > cfg.grpo.dynamic_sampling_rounds:
@@ -117,9 +126,7 @@ def sample_groups(
 
     adv = torch.zeros(0, group)
     if kept:
-        adv, _ = group_advantages(
-            torch.stack([rounds[r].rewards[g] for r, g in kept]), cfg.grpo.scale_rewards
-        )  # [K, G]
+        adv = kept_advantages(cfg, rounds, kept)  # [K, G]
     _, stats = group_advantages(torch.cat([r.rewards for r in rounds]), cfg.grpo.scale_rewards)
     out = StepGroups([], [], torch.zeros(0), [], rounds, len(kept), stats)
     mine = [(p, r, g - ctx.rank * local) for p, (r, g) in enumerate(kept) if g // local == ctx.rank]
@@ -130,9 +137,26 @@ def sample_groups(
         for row in range(g * group, (g + 1) * group):
             out.rollouts.append(dataclasses.replace(source.rollouts[row], question_index=index))
             out.breakdowns.append((source.scores.breakdown(row), source.scores.total[row]))
+            out.extras.append(source.scores.extras(row))
     rows = [p for p, _, _ in mine]
     out.adv = adv[rows].reshape(-1) if rows else torch.zeros(0)  # [k*G], row k*G + g as in rollouts
     return out
+
+
+def function_rewards(scores: RewardScores, num_questions: int, group: int) -> torch.Tensor:
+    """Each reward function's values as [B, G, K] (K functions in config order), NaN = not scored."""
+    columns = [[math.nan if v is None else float(v) for v in scores.per_function[label]] for label in scores.labels]
+    return torch.tensor(columns, dtype=torch.float32).T.reshape(num_questions, group, len(scores.labels))
+
+
+def kept_advantages(cfg: Config, rounds: Sequence[Round], kept: list[tuple[int, int]]) -> torch.Tensor:
+    """The kept groups' advantages [K, G]: from the weighted totals, or (normalize_then_sum, GDPO)
+    from each reward function normalised on its own."""
+    if cfg.grpo.reward_aggregation == "normalize_then_sum":
+        values = torch.stack([rounds[r].per_function[g] for r, g in kept])  # type: ignore[index]  # [K, G, F]
+        weights = torch.tensor([spec.weight for spec in cfg.rewards.functions], dtype=torch.float32)
+        return decoupled_advantages(values, weights)[0]
+    return group_advantages(torch.stack([rounds[r].rewards[g] for r, g in kept]), cfg.grpo.scale_rewards)[0]
 
 
 def sample_records(
@@ -153,6 +177,7 @@ def sample_records(
                 "reward": total,
                 "advantage": float(groups.adv[i]),
                 "truncated": rollout.truncated,
+                **(groups.extras[i] if i < len(groups.extras) else {}),
                 **(describe(rollout) if describe is not None else {}),
             }
         )

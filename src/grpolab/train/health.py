@@ -4,6 +4,10 @@
   `health.max_unscored_steps` consecutive steps (a judge that cannot be reached, a reward that
   cannot parse anything, gold answers no correctness reward can match). Its part of the reward is
   missing, so the run optimises something else or nothing: it stops with UnscoredRunError.
+- **Never scored**: a weighted reward that returned None for every sample of every step of a run
+  too short for the count above (a 3-step smoke test against a judge that always fails). The run
+  ends `degraded` with that reason (exit code 3) instead of `finished` with reward NaN; on with the
+  unscored check (health.max_unscored_steps > 0).
 - **Flat**: `health.max_flat_steps` consecutive steps without a trainable signal (every group's
   rewards equal, so every advantage is 0, or nothing left to train on). The run goes on, but is
   marked `degraded` in status.json and the summary, and `grpolab train` exits with code 3.
@@ -32,6 +36,8 @@ class RunHealth:
     unscored_since: dict[str, int] = field(default_factory=dict)  # label -> first step of its None run
     flat_since: int | None = None
     degraded: str | None = None  # why the run is degraded, once it is
+    scored: set[str] = field(default_factory=set)  # weighted rewards that scored some sample, some step
+    steps: list[int] = field(default_factory=list)  # first and last step observed
 
     @classmethod
     def from_config(cls, cfg: Config) -> RunHealth:
@@ -41,7 +47,10 @@ class RunHealth:
     def observe(self, step: int, metrics: dict[str, float]) -> str | None:
         """Take step `step`'s metrics; raise UnscoredRunError, or return a warning the first time the
         run becomes degraded (None otherwise)."""
+        self.steps = [self.steps[0] if self.steps else step, step]
         for label in self.weighted_rewards:
+            if metrics.get(f"rewards/{label}/none_frac", 0.0) < 1.0:
+                self.scored.add(label)
             if metrics.get(f"rewards/{label}/none_frac", 0.0) >= 1.0:
                 first = self.unscored_since.setdefault(label, step)
                 if self.max_unscored_steps and step - first + 1 >= self.max_unscored_steps:
@@ -68,7 +77,15 @@ class RunHealth:
         return None
 
     def final_status(self, status: str) -> str:
-        """A finished or early-stopped run that was degraded reports `degraded` instead."""
+        """A finished or early-stopped run that was degraded reports `degraded` instead; a run in which
+        a weighted reward never scored is degraded from here on (`degraded` says which reward)."""
+        never = [label for label in self.weighted_rewards if label not in self.scored]
+        if self.steps and never and self.max_unscored_steps and self.degraded is None:
+            first, last = self.steps
+            self.degraded = (
+                f"reward '{never[0]}' returned None for every sample of every step ({first}-{last}): the run "
+                "learned nothing from it (an unreachable judge, an answer format no reward can read?)"
+            )
         return "degraded" if self.degraded and status in ("finished", "stopped_early") else status
 
     def status_fields(self) -> dict[str, Any]:

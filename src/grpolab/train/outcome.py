@@ -4,8 +4,9 @@
 1    an error (config, data, model, a reward that scored nothing, disk full, ...)
 2    bad command-line usage (argparse)
 3    degraded: ran to the end but had no trainable signal for too long (status.json says why)
-130  interrupted by SIGINT (Ctrl-C), checkpoint saved: 128 + 2, the shell convention
-143  interrupted by SIGTERM (a scheduler's stop), checkpoint saved: 128 + 15
+130  interrupted by SIGINT (Ctrl-C): 128 + 2, the shell convention; in any phase (train/signals.py),
+     the last finished step saved when there is one
+143  interrupted by SIGTERM (a scheduler's stop): 128 + 15, the same
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ instead of after minutes of loading (or, worse, finishes having learned nothing)
 - `--resume PATH` names a complete checkpoint (or a run directory that has one);
 - a local model directory has config.json and intact safetensors files;
 - the device exists (`train.device=cuda` on a machine without a GPU);
+- `model.attn_implementation` is one transformers knows (it checks only inside from_pretrained);
 - the output directory can be written (a read-only OUTPUT_DIR fails here, not at the first save);
 - a judge reward has its API key in the environment and its endpoint accepts connections;
 - prompts longer than `generation.max_prompt_length` are counted and reported once (after the
@@ -27,6 +28,7 @@ from grpolab.train.resume_check import resolve_resume_path
 log = logging.getLogger("grpolab")
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 class PreflightError(RuntimeError):
@@ -86,11 +88,21 @@ def check_judges(rewards: RewardsConfig, environ: dict[str, str] | None = None, 
             raise PreflightError(f"rewards: judge '{spec.label}' endpoint {url} is not reachable ({err})") from None
 
 
+def check_attention(name: str | None) -> None:
+    """A known attention implementation, or a hub kernel (`kernels-community/flash-attn`: org/name)."""
+    if name is not None and name not in ATTENTION and "/" not in name:
+        raise PreflightError(
+            f"model.attn_implementation: unknown attention '{name}'; use one of {', '.join(ATTENTION)} "
+            "or a hub kernel (org/name)"
+        )
+
+
 def preflight(cfg: Config) -> None:
     """Everything that can be checked before the model loads (see the module docstring)."""
     if cfg.train.resume not in (None, "", "auto"):
         resolve_resume_path(Path(cfg.train.resume))
     check_device(cfg.train.device)
+    check_attention(cfg.model.attn_implementation)
     if Path(cfg.model.name).expanduser().is_dir():  # seconds before transformers would guess what is wrong
         check_model_dir(Path(cfg.model.name).expanduser(), adapter=False, what="model.name")
     check_writable(Path(cfg.train.output_dir), "train.output_dir")

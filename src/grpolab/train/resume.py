@@ -1,4 +1,4 @@
-"""Where a run writes, and whether it may continue a checkpoint.
+"""Whether a run may continue a checkpoint, and which one (a new run's directory: train/run_lock.py).
 
 A resume is checked before anything is written: `check_resume` reads the checkpoint's config and
 refuses a run whose frozen keys changed, before the tracker touches the run directory, so a refused
@@ -7,7 +7,6 @@ resume leaves the old run byte-identical (status.json, config.yaml, report).
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import yaml
 
 from grpolab.config.load import config_to_yaml
 from grpolab.config.schema import Config
-from grpolab.train.checkpoint import CONFIG_FILE, latest_checkpoint, resolve_resume_path, resume_conflict
+from grpolab.train.checkpoint import CONFIG_FILE, resolve_resume_path, resume_conflict
+from grpolab.train.resume_check import auto_resume_point, check_resume_files
 
 # Allowed to change; the change is reported when the run resumes.
 NOTED_KEYS = ("optim.lr", "train.max_steps", "grpo.beta", "train.patience")
@@ -32,27 +32,12 @@ def _dotted(tree: dict[str, Any], key: str) -> Any:
     return node
 
 
-def new_run_dir(cfg: Config) -> Path:
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    run_dir = Path(cfg.train.output_dir) / cfg.train.run_name / stamp
-    suffix = 1
-    while run_dir.exists():  # two runs started in the same second (sweeps, tests)
-        run_dir = Path(cfg.train.output_dir) / cfg.train.run_name / f"{stamp}_{suffix}"
-        suffix += 1
-    return run_dir
-
-
 def find_resume_point(cfg: Config) -> Path | None:
     if cfg.train.resume in (None, ""):
         return None
     if cfg.train.resume != "auto":
         return resolve_resume_path(Path(cfg.train.resume))  # a clear line for a path that is no checkpoint
-    runs = sorted((Path(cfg.train.output_dir) / cfg.train.run_name).glob("*/checkpoints"))
-    for checkpoints in reversed(runs):
-        found = latest_checkpoint(checkpoints)
-        if found is not None:
-            return found
-    return None
+    return auto_resume_point(cfg.train.output_dir, cfg.train.run_name)
 
 
 def check_resume(cfg: Config, ckpt: Path) -> list[str]:
@@ -60,7 +45,13 @@ def check_resume(cfg: Config, ckpt: Path) -> list[str]:
     saved_file = Path(ckpt) / CONFIG_FILE
     if not saved_file.is_file():
         raise ResumeError(f"cannot resume: {ckpt} is not a grpolab checkpoint (no {CONFIG_FILE})")
-    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    check_resume_files(ckpt, cfg.train.max_steps)  # a damaged file: one line, before the model loads
+    try:
+        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ResumeError(f"cannot resume: {saved_file} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(saved, dict):
+        raise ResumeError(f"cannot resume: {saved_file} is not a config (a {type(saved).__name__}, not a mapping)")
     current = yaml.safe_load(config_to_yaml(cfg))
     conflict = resume_conflict(saved, current, ckpt)  # frozen keys: train/resume_check.py
     if conflict:

@@ -8,6 +8,8 @@ run exactly (CPU, same seed).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import statistics
 from dataclasses import dataclass, field
 from enum import Enum
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 
+from grpolab.algo.entropy import EntropyControl
 from grpolab.data.order import QuestionSampler
 from grpolab.eval.early_stopping import EarlyStopping
 
@@ -43,6 +46,7 @@ class RunState:
     epoch_count: int = 0
     last_reward: float | None = None
     num_tokens: float = 0.0  # prompt + completion tokens of every rollout so far (TRL's num_tokens)
+    entropy_control: EntropyControl | None = None  # the entropy bonus's coefficient (adaptive: it moves)
 
     @property
     def best_accuracy(self) -> float | None:
@@ -75,6 +79,14 @@ class RunState:
         self.epoch_sum, self.epoch_count = 0.0, 0
         return out
 
+    def trainer_state(self, max_steps: int) -> Any:
+        """What TRL passes its rewards as `trainer_state`: a transformers TrainerState of this moment
+        (global_step = optimizer steps done, epoch = the questions of those steps / the training set)."""
+        from transformers import TrainerState
+
+        epoch = self.step * self.sampler.batch_size / max(self.sampler.num_questions, 1)
+        return TrainerState(global_step=self.step, max_steps=max_steps, epoch=epoch)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
@@ -86,7 +98,21 @@ class RunState:
             "epoch_count": self.epoch_count,
             "last_reward": self.last_reward,
             "num_tokens": self.num_tokens,
+            "entropy_control": None if self.entropy_control is None else dataclasses.asdict(self.entropy_control),
         }
+
+    def snapshot(self) -> tuple[str, dict[str, Any]]:
+        """This state and the random streams, cheaply (no weights): a step cut by a signal before its
+        update is dropped by `rollback`, so the checkpoint then saved equals the previous step's."""
+        from grpolab.train.checkpoint import capture_rng_state
+
+        return json.dumps(self.state_dict()), capture_rng_state()
+
+    def rollback(self, snapshot: tuple[str, dict[str, Any]]) -> None:
+        from grpolab.train.checkpoint import restore_rng_state
+
+        self.load_state_dict(json.loads(snapshot[0]))
+        restore_rng_state(snapshot[1])
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
@@ -97,6 +123,8 @@ class RunState:
         self.epoch_sum, self.epoch_count = float(state["epoch_sum"]), int(state["epoch_count"])
         self.last_reward = state.get("last_reward")
         self.num_tokens = float(state.get("num_tokens", 0.0))  # checkpoints before the count: from 0
+        control = state.get("entropy_control")
+        self.entropy_control = None if control is None else EntropyControl(**control)
 
 
 @dataclass

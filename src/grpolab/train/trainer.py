@@ -27,11 +27,11 @@ from grpolab.data.base import Example
 from grpolab.data.order import QuestionSampler
 from grpolab.eval.early_stopping import Decision, EarlyStopping
 from grpolab.eval.evaluate import EvalResult, Evaluations, evaluate_examples
-from grpolab.models.loading import load_model, pick_device, prepare_model
+from grpolab.models.loading import pick_device
 from grpolab.observe import Tracker
 from grpolab.observe.null import NullTracker
 from grpolab.parallel.distributed import DistContext
-from grpolab.parallel.sharding import Shards, Unsharded, accelerate_fsdp_requested, fsdp_settings, shard_model
+from grpolab.parallel.sharding import Unsharded
 from grpolab.rewards import RewardScores
 from grpolab.rewards.inputs import reward_inputs
 from grpolab.rollout.backend import SamplingParams
@@ -43,8 +43,10 @@ from grpolab.train.export import write_model
 from grpolab.train.groups import merged_scores, sample_groups, sample_records
 from grpolab.train.health import RunHealth
 from grpolab.train.inputs import RunInputs, seed_everything
+from grpolab.train.placement import load_and_place
 from grpolab.train.preflight import preflight, report_long_prompts
-from grpolab.train.resume import check_resume, find_resume_point, new_run_dir
+from grpolab.train.resume import check_resume, find_resume_point
+from grpolab.train.run_lock import check_run_free, open_run_dir
 from grpolab.train.schedule import advance_schedule, build_optimizer, set_peak_lr
 from grpolab.train.signals import StopSignals, stop_signals
 from grpolab.train.state import RunState, RunSummary, StopReason
@@ -63,35 +65,16 @@ class Trainer:
         # a refused resume must not touch the run it names: check before anything is written
         self.resume_from = find_resume_point(cfg)
         self.resume_notes = check_resume(cfg, self.resume_from) if self.resume_from is not None else []
-        chosen = self.resume_from.parents[1] if self.resume_from else new_run_dir(cfg)
-        self.run_dir: Path = self.ctx.broadcast_object(chosen)  # clocks of ranks may differ by a second
+        check_run_free(self.resume_from, self.ctx)  # a run another process trains: refused before loading
         self.ctx.shard(list(range(cfg.train.questions_per_step)))  # fail now if B does not split evenly
         seed_everything(cfg.train.seed)
         self.rewards, self.eval_rewards, self.splits = inputs.rewards, inputs.eval_rewards, inputs.splits
         self.val = self.splits.val[: cfg.eval.size]
         self.device = self.ctx.device
         preflight(cfg)  # device, writable output, judge key and endpoint: before the model loads
-        if inputs.model is not None:  # after seeding: a fresh LoRA adapter is drawn from the run's seed
-            model = inputs.model.to(self.device)
-            self.loaded = prepare_model(
-                model, inputs.tokenizer, cfg.model, beta=cfg.grpo.beta, source=cfg.model.name, lora=inputs.lora
-            )
-        else:
-            self.loaded = load_model(
-                cfg.model, beta=cfg.grpo.beta, device=self.device, lora=inputs.lora, quiet=cfg.logging.quiet
-            )
+        # after seeding: a fresh LoRA adapter is drawn from the run's seed
+        self.loaded, self.shards, self.reference_shards = load_and_place(cfg, inputs, self.ctx)
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
-        self.ctx.sync_parameters(self.model)  # a fresh LoRA adapter is random: start every rank from rank 0's
-        reference = self.loaded.reference
-        if reference is not None:
-            self.ctx.sync_parameters(reference)
-        self.shards: Shards = Unsharded(self.model)
-        self.reference_shards: Shards = Unsharded(reference)
-        if self.ctx.enabled and (cfg.distributed.strategy == "fsdp" or accelerate_fsdp_requested()):
-            settings = fsdp_settings()
-            self.shards = shard_model(self.model, self.ctx, cfg.distributed, settings)
-            if reference is not None:
-                self.reference_shards = shard_model(reference, self.ctx, cfg.distributed, settings)
         # same questions on every rank (the sampler's own seed), different rollouts per rank
         torch.manual_seed(cfg.train.seed + self.ctx.rank)
         if self.ctx.is_main:
@@ -108,9 +91,12 @@ class Trainer:
             QuestionSampler(len(self.splits.train), t.questions_per_step, t.seed),
             EarlyStopping(t.early_stopping_metric, t.patience, t.min_delta),
         )
+        self.rewards.trainer_state = self.eval_rewards.trainer_state = lambda: self.state.trainer_state(t.max_steps)
+        self.run_dir, self.run_lock = open_run_dir(cfg, self.resume_from, self.ctx)  # a new one: created now
         self.checkpoints_dir = self.run_dir / "checkpoints"
         self.last_saved_step = -1
         self.evaluations = Evaluations()  # seeded: each (weights, split) once
+        self.signals = StopSignals(lambda message: self.tracker.warning(message))  # handlers: run()
         self.tracker: Tracker | NullTracker = NullTracker()  # the real one opens in run(): nothing written before
 
     # -- pieces of a step -------------------------------------------------------------------
@@ -166,12 +152,14 @@ class Trainer:
             batch.completion_mask[torch.tensor([r.truncated for r in groups.rollouts])] = 0.0
         metrics: dict[str, float] = {}
         # a global decision: every rank must enter the update (and its collectives) or none
+        self.signals.commit()  # the update changes the weights: from here on this step is finished
         if ctx.all_reduce_sum({"tokens": float(batch.completion_mask.sum())})["tokens"] > 0:
             reference = self.reference if cfg.grpo.beta > 0 else None
             result = policy_update(
                 self.model, self.optimizer, self.scheduler, batch.to(self.device), groups.adv.to(self.device),
-                cfg, reference, ctx, self.shards,
+                cfg, reference, ctx, self.shards, state.entropy_control,
             )  # fmt: skip
+            state.entropy_control = result.entropy_control
             metrics.update(result.metrics)
             metrics.update(sync_after_step(self.generator, self.model))  # vllm: engine = policy again
             if result.skipped_nonfinite:
@@ -185,7 +173,7 @@ class Trainer:
         metrics = ctx.reduce_metrics(
             metrics,
             float(batch.completion_mask.sum()),
-            {**{k: "sum" for k in ("loss", "loss/policy", "loss/kl")}, "mismatch/logp_abs_max": "max"},
+            {**{k: "sum" for k in ("loss", "loss/policy", "loss/kl", "loss/entropy")}, "mismatch/logp_abs_max": "max"},
         )
         local: dict[str, float] = {**merged_scores(groups.rounds).metrics(), **completion_statistics(sampled)}
         if cfg.agent.enabled:
@@ -300,14 +288,16 @@ class Trainer:
             self.tracker.info(f"FSDP: {self.shards.describe()} over {self.ctx.world_size} ranks")
         self.tracker.set_status("running", step=state.step, pid=os.getpid())
         try:
-            with stop_signals(self.tracker.warning) as signals:
-                self.start()
+            with stop_signals(self.signals) as signals:
+                with signals.phase(abortable=True):  # resume, or the before-training evaluation
+                    self.start()
                 stopped_by, why = self.loop(signals)
-                after = self.finish(stopped_by, why)
+                stopped_by, why, after = signals.final_or_stop(self.finish, stopped_by, why, self.save_step)
         except BaseException as err:
-            ended = "interrupted" if isinstance(err, KeyboardInterrupt) else "crashed"  # a second signal
-            self.tracker.set_status(ended, step=state.step, error=repr(err))
+            ended = "interrupted" if isinstance(err, KeyboardInterrupt) else "crashed"  # a signal
+            self.tracker.set_status(ended, step=state.step, error=repr(err), signal=getattr(err, "signum", None))
             self.tracker.close({"status": ended, "error": repr(err)})
+            self.run_lock.release()
             raise
         summary = RunSummary(
             self.run_dir, self.health.final_status(stopped_by.status), state.step, state.best_accuracy,
@@ -317,6 +307,7 @@ class Trainer:
         fields = {"best_accuracy": state.best_accuracy, "best_step": state.best_step, **self.health.status_fields()}
         self.tracker.set_status(summary.status, step=state.step, stop_reason=why, **fields)
         self.tracker.close({**summary.__dict__, "run_dir": str(self.run_dir), "stopped_by": stopped_by.value})
+        self.run_lock.release()  # after the last word in status.json: a --resume may lock it now
         return summary
 
     def start(self) -> None:
@@ -330,6 +321,8 @@ class Trainer:
             return
         if cfg.train.resume:
             self.tracker.warning("train.resume=auto: no checkpoint of this run name found, starting fresh")
+        if not self.val:
+            return self.tracker.info("no eval_dataset: training without evaluation or before/after report")
         split = cfg.eval.final_split
         state.before = self.evaluate(self.final_examples(), f"before training: evaluating {split}").metrics(split)
         self.tracker.info(f"before training: {split} accuracy {state.before[f'{split}/accuracy']:.1%}")
@@ -339,7 +332,10 @@ class Trainer:
         cfg, state = self.cfg, self.state
         max_steps, eval_every, save_every = cfg.train.max_steps, cfg.eval.every_steps, cfg.train.save_every
         while state.step < max_steps:
-            metrics = self.train_step()
+            metrics = signals.step_or_drop(self.train_step, state, abortable=not self.ctx.enabled)
+            if metrics is None:  # a signal before the step's update dropped it (state as before it)
+                self.save_step()
+                return StopReason.SIGNAL, f"{signals.received} in step {state.step + 1}: dropped, saved {state.step}"
             state.step += 1
             state.last_reward = metrics.get("reward", state.last_reward)
             if warning := self.health.observe(state.step, metrics):  # raises if a reward scored nothing
@@ -351,7 +347,7 @@ class Trainer:
                 self.tracker.warning(f"step {state.step}: loss is not finite ({metrics.get('loss')})")
             # validate before saving, so a checkpoint holds this step's evaluation and a run resumed
             # from it does not skip one; the last step's validation is finish()'s
-            if eval_every and state.step % eval_every == 0 and state.step < max_steps:
+            if eval_every and state.step % eval_every == 0 and state.step < max_steps and self.val:
                 decision = self.validate()
                 if decision.should_stop:
                     return StopReason.EARLY_STOPPING, decision.reason
@@ -371,7 +367,7 @@ class Trainer:
             # best checkpoint, and the resumed run would then differ from one never interrupted.
             self.tracker.info(f"interrupted at step {state.step}: `grpolab train ... --resume` continues it")
             return {}
-        if not state.history or state.history[-1]["step"] != state.step:
+        if self.val and (not state.history or state.history[-1]["step"] != state.step):
             self.validate()
         if keeps_end(self.cfg.train.end_checkpoint, self.model, self.tracker.info):
             self.save_step(again=True)
@@ -383,6 +379,8 @@ class Trainer:
             self.evaluations.loaded_step = state.best_step
             self.tracker.info(f"exporting the best model (step {state.best_step}), not the last")
         self.save_model(self.run_dir / "final")
+        if not self.val:
+            return {}
         split = self.cfg.eval.final_split
         after = self.evaluate(self.final_examples()).metrics(split)
         key = f"{split}/accuracy"

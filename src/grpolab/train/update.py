@@ -11,7 +11,10 @@ Order of operations, and why:
 4. Modes are set per pass, explicitly: no-grad passes run in eval mode, gradient passes in train
    mode (where gradient checkpointing acts; dropout is off unless model.dropout), and the model is
    left in eval mode. Generation sets its own mode.
-5. Under FSDP (`shards` is a ShardedModel), no-grad passes run on the gathered model, every rank runs the same number
+5. The objective's corrections (sampler IS modes, the off-policy mask, the entropy quantile and
+   bonus; train/objective.py) are per-row inside a micro-batch, or decided once per iteration over
+   the whole step: none depends on the micro-batch split (bnpo's normaliser aside).
+6. Under FSDP (`shards` is a ShardedModel), no-grad passes run on the gathered model, every rank runs the same number
    of training passes (zero-weighted dummies where it has fewer micro-batches), the backward loss is
    scaled by W because FSDP averages gradients, and the gradient is already reduced: no sum_gradients.
 """
@@ -26,7 +29,8 @@ from typing import Any
 
 import torch
 
-from grpolab.algo.importance import logprob_mismatch, truncated_is_weights
+from grpolab.algo.entropy import EntropyControl
+from grpolab.algo.importance import logprob_mismatch
 from grpolab.algo.logprobs import can_share_prompt, sequence_logprobs
 from grpolab.algo.loss import grpo_loss
 from grpolab.config.schema import Config
@@ -34,6 +38,14 @@ from grpolab.models.loading import trainable_parameters
 from grpolab.parallel.distributed import DistContext, global_step_totals
 from grpolab.parallel.sharding import Shards, Unsharded
 from grpolab.rollout.types import Batch
+from grpolab.train.objective import (
+    adapt_entropy,
+    bonus_on,
+    entropy_step,
+    micro_batch_weights,
+    needs_every_row,
+    objective_of,
+)
 from grpolab.train.schedule import advance_schedule
 
 
@@ -41,6 +53,7 @@ from grpolab.train.schedule import advance_schedule
 class UpdateResult:
     metrics: dict[str, float]
     skipped_nonfinite: bool  # the gradient was NaN/inf: the optimizer step was skipped
+    entropy_control: EntropyControl | None = None  # the entropy coefficient for the next step (bonus on)
 
 
 def completion_token_cap(cfg: Config) -> int:
@@ -133,9 +146,10 @@ def rows_with_signal(adv: torch.Tensor, cfg: Config, has_kl_term: bool) -> torch
     normalisers of grpo, dr_grpo and dapo come from whole-step totals, so leaving it out changes no
     other sequence's weight. Sparse rewards make this most of a batch (a real model early in
     training: 60-100% of the groups flat). Not skipped: bnpo (it divides by each micro-batch's own
-    token count, which the skip would change) and a KL term (it has a gradient at any advantage).
+    token count, which the skip would change), a KL term (it has a gradient at any advantage), and
+    the entropy bonus and quantile (a gradient at any advantage; a threshold over every token).
     """
-    if has_kl_term or cfg.grpo.loss_type == "bnpo" or not cfg.train.skip_zero_advantage:
+    if has_kl_term or cfg.grpo.loss_type == "bnpo" or not cfg.train.skip_zero_advantage or needs_every_row(cfg.grpo):
         return None
     rows = torch.nonzero(adv != 0).flatten()
     return None if len(rows) == len(adv) else rows
@@ -151,8 +165,11 @@ def policy_update(
     reference: Callable[[], AbstractContextManager[Any]] | None,
     ctx: DistContext | None = None,
     shards: Shards | None = None,
+    entropy_control: EntropyControl | None = None,
 ) -> UpdateResult:
     """batch of N sequences, adv [N] -> optimizer step(s); returns step metrics.
+
+    entropy_control: the entropy coefficient carried from the previous step (None: grpo.entropy_coef).
 
     The scheduler advances once per iteration even when a non-finite gradient skips the optimizer
     step, so the LR schedule stays aligned with the step counter (a skipped step still counts)."""
@@ -197,20 +214,28 @@ def policy_update(
         # collective, and other ranks may have rows to train)
         size = micro_batch_size(cfg, whole_batch, share_prompt)
         compared.append(_mismatch_sample(model, whole_batch, size, temperature, share_prompt))
-    model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
+    objective, bonus = objective_of(grpo), bonus_on(grpo)
+    control = entropy_control or EntropyControl(grpo.entropy_coef)
     for iteration in range(grpo.num_iterations):
+        # whole-step entropy decisions (threshold, bonus tokens), never per micro-batch (algo.entropy)
+        entropic = entropy_step(
+            grpo, control, model, batch, ctx, shards, temperature=temperature, share_prompt=share_prompt
+        )
+        model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
         optimizer.zero_grad(set_to_none=True)
         for index, part in enumerate(parts):
             sub = batch.select(part)
-            logp, entropy = sequence_logprobs(model, sub, temperature, share_prompt=share_prompt)  # [n, C]
+            logp, entropy = sequence_logprobs(
+                model, sub, temperature, share_prompt=share_prompt, entropy_grad=bonus
+            )  # [n, C] each
             old = old_logps[index] if old_logps is not None else logp.detach()
-            is_weights = None
-            if sub.sample_logp is not None:
-                pair = _against_sampler(old, sub)
-                if iteration == 0:
-                    compared.append(pair)
-                if correct:
-                    is_weights = truncated_is_weights(*pair, grpo.importance_sampling_cap)
+            pair = _against_sampler(old, sub) if sub.sample_logp is not None else None
+            if pair is not None and iteration == 0:
+                compared.append(pair)
+            corrections = micro_batch_weights(
+                grpo, logp, old, adv[part], sub.completion_mask, pair if correct else None,
+                entropic.token_mask(part),
+            )  # fmt: skip
             loss, metrics = grpo_loss(
                 logp,
                 old,
@@ -222,11 +247,16 @@ def policy_update(
                 beta=grpo.beta,
                 loss_type=grpo.loss_type,
                 totals=totals,
-                token_weights=is_weights,
+                token_weights=corrections.token,
+                is_weights=corrections.sampler,
+                objective=objective,
             )
+            if bonus:
+                bonus_share = entropic.bonus(entropy, sub.completion_mask, part)
+                loss, metrics["loss/entropy"] = loss + bonus_share, float(bonus_share.detach())
             (loss * shards.loss_scale).backward()
             tokens = float(sub.completion_mask.sum())
-            metrics["entropy"] = float((entropy * sub.completion_mask).sum() / max(tokens, 1.0))
+            metrics["entropy"] = float((entropy.detach() * sub.completion_mask).sum() / max(tokens, 1.0))
             for key, value in metrics.items():
                 # loss shares add up to the step loss; per-token statistics are token-weighted means
                 share = key.startswith("loss/")
@@ -240,6 +270,10 @@ def policy_update(
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
+        if bonus:  # the coefficient this iteration used, and the entropy it acted on (last iteration's)
+            control, step_metrics = adapt_entropy(control, grpo, ctx, entropic)
+            sums.update(step_metrics)
+            weights.update(dict.fromkeys(step_metrics, 1.0))
         shards.reduce_gradients(ctx, params)
         grad_norm = _clip(params, cfg.optim.max_grad_norm)
         if not math.isfinite(grad_norm):
@@ -253,11 +287,12 @@ def policy_update(
     out = {key: sums[key] / max(weights[key], 1e-12) for key in sums}
     if grpo.num_iterations > 1:
         out = {k: v / (grpo.num_iterations if k.startswith("loss/") else 1) for k, v in out.items()}
-    out["loss"] = out.get("loss/policy", 0.0) + out.get("loss/kl", 0.0)
+    out["loss"] = out.get("loss/policy", 0.0) + out.get("loss/kl", 0.0) + out.get("loss/entropy", 0.0)
     if compared:
         old_all, sample_all, mask_all = (torch.cat(pieces) for pieces in zip(*compared))
-        out.update(logprob_mismatch(old_all, sample_all, mask_all, grpo.importance_sampling_cap))
+        cap = grpo.importance_sampling_cap if grpo.importance_sampling_cap is not None else math.inf
+        out.update(logprob_mismatch(old_all, sample_all, mask_all, cap))
     out["train/sequences_trained"] = len(batch) / max(len(whole_batch), 1)
     out["grad_norm"] = grad_norm
     out["learning_rate"] = float(optimizer.param_groups[0]["lr"])
-    return UpdateResult(out, skipped)
+    return UpdateResult(out, skipped, control if bonus else None)

@@ -1,0 +1,35 @@
+"""The policy (and its reference) loaded and placed on this process's ranks: parameters synced from
+rank 0 (a fresh LoRA adapter is random), then sharded under FSDP or wrapped as unsharded, so the update
+never asks which one it has."""
+
+from __future__ import annotations
+
+from grpolab.config.schema import Config
+from grpolab.models.loading import LoadedModel, load_model, prepare_model
+from grpolab.parallel.distributed import DistContext
+from grpolab.parallel.sharding import Shards, Unsharded, accelerate_fsdp_requested, fsdp_settings, shard_model
+from grpolab.train.inputs import RunInputs
+
+
+def load_and_place(cfg: Config, inputs: RunInputs, ctx: DistContext) -> tuple[LoadedModel, Shards, Shards]:
+    """(loaded model, policy shards, reference shards). Call after seeding: a fresh LoRA adapter is
+    drawn from the run's seed."""
+    if inputs.model is not None:
+        model = inputs.model.to(ctx.device)
+        loaded = prepare_model(
+            model, inputs.tokenizer, cfg.model, beta=cfg.grpo.beta, source=cfg.model.name, lora=inputs.lora
+        )
+    else:
+        loaded = load_model(cfg.model, beta=cfg.grpo.beta, device=ctx.device, lora=inputs.lora, quiet=cfg.logging.quiet)
+    ctx.sync_parameters(loaded.model)  # start every rank from rank 0's weights
+    reference = loaded.reference
+    if reference is not None:
+        ctx.sync_parameters(reference)
+    shards: Shards = Unsharded(loaded.model)
+    reference_shards: Shards = Unsharded(reference)
+    if ctx.enabled and (cfg.distributed.strategy == "fsdp" or accelerate_fsdp_requested()):
+        settings = fsdp_settings()
+        shards = shard_model(loaded.model, ctx, cfg.distributed, settings)
+        if reference is not None:
+            reference_shards = shard_model(reference, ctx, cfg.distributed, settings)
+    return loaded, shards, reference_shards
