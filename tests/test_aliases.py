@@ -296,3 +296,22 @@ def test_journal_uses_the_wandb_run_id_when_wandb_ran(tmp_path):
     entry = format_entry(load(), "grpolab train", run_dir)
     assert "Run ID: a1b2c3d4" in entry and "test/accuracy 0.25 -> 0.5" in entry
     assert json.loads((run_dir / "status.json").read_text())["wandb_id"] == "a1b2c3d4"
+
+
+def test_openr1_names_are_rewritten_to_the_built_ins():
+    from grpolab.config.openr1 import openr1_reward
+
+    # a bare name keeps what was written as its metric label
+    assert openr1_reward("len_reward") == {"name": "length", "alias": "len_reward"}
+    # a param of another reward is left alone (it fails later, naming the param)
+    assert openr1_reward({"name": "cosine", "repetition_n_grams": 2}) == {
+        "name": "cosine_scaled",
+        "repetition_n_grams": 2,
+        "alias": "cosine",
+    }
+    assert openr1_reward("numeric") == "numeric" and openr1_reward({"fn": "m:f"}) == {"fn": "m:f"}
+    cfg = load_config("openr1_rewards", ["repetition_max_penalty=-0.25"])  # the preset's own entry
+    (rep,) = [spec for spec in cfg.rewards.functions if spec.name == "repetition_penalty"]
+    assert rep.params == {"ngram_size": 3, "max_penalty": -0.25}
+    cfg = load_config(None, ["rewards=[accuracy_reward]", "eval.correctness_reward=accuracy_reward"])
+    assert [spec.label for spec in cfg.rewards.functions] == ["accuracy_reward"]

@@ -1,8 +1,8 @@
 """Each seed's own command line, as its users wrote it, run for a couple of steps on the tiny model.
 
 The seeds (shared/reference): the agent trainer's .env (000), agent-tunix's Hydra keys (001), the
-canonical arithmetic script's flags (002), the eval config as a positional YAML (003). The open-r1
-reward mix (004) runs as `-c openr1_rewards` in test_reward_presets.py.
+canonical arithmetic script's flags (002), the eval config as a positional YAML (003), open-r1's
+reward and param names (004; its reward mix also runs as `-c openr1_rewards` in test_reward_presets.py).
 """
 
 from __future__ import annotations
@@ -178,3 +178,63 @@ def test_eval_config_yaml_as_a_positional_path(tmp_path):
     cfg = saved_config(only_run(tmp_path / "out"))
     assert (cfg["data"]["train_size"], cfg["optim"]["lr"], cfg["train"]["max_steps"]) == (20, 5e-5, 2)
     assert (cfg["grpo"]["beta"], cfg["generation"]["temperature"], cfg["eval"]["temperature"]) == (0.05, 0.9, 0.8)
+
+
+def test_canonical_script_small_numbers_with_its_batch_of_256(tmp_path):
+    """002's own line `-c arithmetic --dataset_type small_numbers --batch_size 256 --num_generations 16`:
+    the preset's 1000 training questions do not fit small_numbers' 400, so the type brings its preset's
+    split sizes (200 / 50 / 100); 256 completions = 16 questions x 16 in one pass, as in the script."""
+    argv = [
+        "train", "-c", "arithmetic", "--model_name", "tiny", "--dataset_type", "small_numbers",
+        "--batch_size", "256", "--num_generations", "16", "train.max_steps=1", "eval.every_steps=0",
+        "eval.pass_k=[]", "generation.max_new_tokens=8", "train.output_dir=out", "logging.quiet=true",
+        "train.torch_threads=1", "data.test_size=4", "eval.size=4",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    cfg = saved_config(only_run(tmp_path / "out"))
+    assert (cfg["data"]["task"], cfg["data"]["train_size"], cfg["data"]["val_size"]) == ("small_numbers", 200, 50)
+    assert cfg["data"]["test_size"] == 4  # the line's own key=value wins over the type's size
+    assert (cfg["train"]["questions_per_step"], cfg["grpo"]["num_generations"], cfg["grpo"]["beta"]) == (16, 16, 0.1)
+    assert cfg["train"]["micro_batch_size"] == 0
+
+
+def test_agent_tunix_full_training_experiment(tmp_path):
+    """001's production line `model=... +experiment=full_training`: the preset's length, checkpoints
+    every 200 steps, no early stop."""
+    argv = [
+        "train", "-c", "gsm8k_lora", "model=tiny", f"data.path={DATA}", "+experiment=full_training",
+        "training.num_batches=1", "data.train_size=20", "grpo.num_generations=2", "training.micro_batch_size=2",
+        "generation.max_generation_steps=8", "train.output_dir=out", *SMALL,
+    ]  # fmt: skip
+    assert main(argv) == 0
+    cfg = saved_config(only_run(tmp_path / "out"))
+    assert (cfg["train"]["save_every"], cfg["train"]["patience"], cfg["train"]["max_steps"]) == (200, 0, 1)
+    assert cfg["model"]["lora_rank"] == 32  # the rest is the preset's
+
+
+def test_openr1_reward_and_param_names(tmp_path):
+    """004: open-r1's function names in `reward_funcs`, its param names inside an entry and as
+    top-level keys; metrics keep the names written, the params reach the built-ins."""
+    rewards = [
+        "accuracy_reward", "format_reward", "tag_count_reward", "reasoning_steps_reward",
+        {"name": "cosine_scaled_reward", "cosine_min_value_wrong": 0.0, "cosine_max_value_wrong": -0.5},
+        "repetition_penalty_reward", "len_reward",
+    ]  # fmt: skip
+    argv = [
+        "train", "-c", "openr1_rewards", "model=tiny", f"data.path={DATA}", "+experiment=quick_test",
+        f"reward_funcs={json.dumps(rewards)}", "cosine_max_len=500", "repetition_n_grams=2",
+        "repetition_max_penalty=-0.5", "train.max_steps=1", "data.train_size=20", "generation.max_new_tokens=8",
+        "train.output_dir=out", *SMALL,
+    ]  # fmt: skip
+    assert main(argv) == 0
+    run_dir = only_run(tmp_path / "out")
+    specs = {spec["alias"]: spec for spec in saved_config(run_dir)["rewards"]["functions"]}
+    assert specs["len_reward"]["name"] == "length" and specs["accuracy_reward"]["name"] == "accuracy"
+    cosine = specs["cosine_scaled_reward"]
+    assert cosine["name"] == "cosine_scaled"
+    assert cosine["params"] == {"min_value_wrong": 0.0, "max_value_wrong": -0.5, "max_len": 500}
+    assert specs["repetition_penalty_reward"]["params"] == {"ngram_size": 2, "max_penalty": -0.5}
+    train_row = next(row for row in read_metrics(run_dir) if "loss" in row)
+    for label in specs:
+        assert f"rewards/{label}/mean" in train_row or f"rewards/{label}/none_frac" in train_row, label
+    assert main(["train", "-c", "quick_test", "cosine_max_len=500"]) == 2  # no cosine reward to set it on

@@ -14,7 +14,17 @@ def test_readme_config_table_is_current():
     assert result.returncode == 0, result.stdout
 
 
+def test_readme_presets_table_is_current():
+    """The presets table is generated from configs/*.yaml (it once said 0..99 / 128 tokens / 20 steps
+    for smollm2_cpu while the preset said 0..20 / 96 / 25)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "presets_table.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "make test" in readme and "make test" in ci.splitlines()[-1]
+    command = ci.strip().splitlines()[-1]
+    assert command.startswith("make test") and f"CI runs exactly `{command}`" in readme

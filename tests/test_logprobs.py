@@ -4,11 +4,13 @@ without ever saving [N, T, V] logits for backward; gradient checkpointing acts f
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
 
 from grpolab.algo.logprobs import (
+    cache_keyword,
     can_share_prompt,
     hidden_logprobs,
     sequence_logprobs,
@@ -207,7 +209,9 @@ def test_a_shared_prompt_gives_the_same_logprobs_and_gradients_from_fewer_positi
                     if "lora_B" in name:
                         p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
         positions = decoder_positions(model)
-        logp, entropy = sequence_logprobs(model, batch, 0.9, share_prompt=share)
+        with warnings.catch_warnings():  # newer transformers warn on every call with a deprecated keyword
+            warnings.simplefilter("error", FutureWarning)
+            logp, entropy = sequence_logprobs(model, batch, 0.9, share_prompt=share)
         (logp * weights).sum().backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
         results.append((logp, entropy, grads, sum(positions)))
@@ -221,6 +225,18 @@ def test_a_shared_prompt_gives_the_same_logprobs_and_gradients_from_fewer_positi
     prompt, completion = batch.prompt_length, batch.completion_mask.shape[1]
     assert ref_positions == 9 * (prompt + completion)
     assert positions == 3 * prompt + 9 * completion  # each prompt once (the test fails if sharing falls back)
+
+
+def test_the_prompt_cache_goes_in_under_the_decoders_own_keyword():
+    class Newer(torch.nn.Module):  # transformers >= 5.2x: `cache` (`past_key_values` warns FutureWarning)
+        def forward(self, input_ids=None, cache=None, use_cache=None):
+            return input_ids
+
+    class Older(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            return input_ids
+
+    assert (cache_keyword(Newer()), cache_keyword(Older())) == ("cache", "past_key_values")
 
 
 def test_no_sharing_under_gradient_checkpointing(tiny_tokenizer):

@@ -15,6 +15,7 @@ keys and values.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -193,6 +194,12 @@ def _cache_off(decoder: Any, training: bool) -> bool:
     return training and bool(getattr(decoder, "gradient_checkpointing", False))
 
 
+def cache_keyword(decoder: Any) -> str:
+    """The decoder's name for a KV cache passed in: `cache` in newer transformers, which warns on every
+    call (FutureWarning) that `past_key_values` goes away; `past_key_values` in older ones."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
 def _shared_prompt_hidden(decoder: Any, batch: Batch, rows: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | None:
     """Hidden states [N, C, H] that predict the completion tokens, with each distinct prompt run
     through the decoder once: its keys and values (and the hidden state of its last position) are
@@ -209,7 +216,8 @@ def _shared_prompt_hidden(decoder: Any, batch: Batch, rows: tuple[torch.Tensor, 
         position_ids=batch.position_ids[first, :length],
         use_cache=True,  # the model builds its own cache type; only a DynamicCache is reused below
     )
-    cache = prompt.past_key_values
+    cache = getattr(prompt, "cache", None)
+    cache = prompt.past_key_values if cache is None else cache  # `cache` since transformers 5.2x
     if not isinstance(cache, DynamicCache) or cache.get_seq_length() != length:
         return None
     cache.batch_select_indices(inverse.to(batch.input_ids.device))  # [U, ...] -> [N, ...]
@@ -217,8 +225,8 @@ def _shared_prompt_hidden(decoder: Any, batch: Batch, rows: tuple[torch.Tensor, 
         input_ids=batch.input_ids[:, length:],
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids[:, length:],
-        past_key_values=cache,
         use_cache=True,
+        **{cache_keyword(decoder): cache},
     ).last_hidden_state  # [N, C, H]
     last_prompt = prompt.last_hidden_state[inverse, -1:]  # [N, 1, H]: predicts the first completion token
     return torch.cat([last_prompt, completion[:, :-1]], dim=1)

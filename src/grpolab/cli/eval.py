@@ -45,6 +45,7 @@ def run_eval(cfg: Config, *, adapter: str | None, split: str) -> EvalResult:
     report_long_prompts(loaded.tokenizer, examples, cfg)  # left-truncated prompts: counted, said once
     generator = build_generator(cfg, model, loaded.tokenizer.pad_token_id, loaded.stop_ids, seed=cfg.train.seed)
     sampler = RolloutSampler(cfg, generator, loaded.tokenizer, loaded.stop_ids)
-    result = evaluate_examples(cfg, sampler, examples, evaluation_reward_set(cfg, build_rewards(cfg.rewards)))
+    rewards = evaluation_reward_set(cfg, build_rewards(cfg.rewards))
+    result = evaluate_examples(cfg, sampler, examples, rewards, status=f"evaluating {len(examples)} {split} questions")
     print_result(result, split)
     return result

@@ -45,18 +45,25 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
 def warn_tiny_settings(cfg: Config) -> None:
     """A real model on the tiny model's tuned settings: said once the run is about to start (after the
     checks, so a bad input is still one error line)."""
-    from grpolab.config.model_defaults import tiny_settings_warning
+    from grpolab.config.model_defaults import tiny_settings_warning, unused_lora_warning
 
-    warning = tiny_settings_warning(cfg)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    for warning in (tiny_settings_warning(cfg), unused_lora_warning(cfg)):
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from grpolab.cli.train_args import batch_size_overrides, flag_overrides, split_config_path, split_resume
+    from grpolab.cli.train_args import (
+        batch_size_overrides,
+        dataset_type_sizes,
+        flag_overrides,
+        split_config_path,
+        split_resume,
+    )
 
     resume, overrides = split_resume(args.resume, list(args.overrides))
     args.config, overrides = split_config_path(args.config, overrides)
+    overrides = [*dataset_type_sizes(args.dataset_type), *overrides]
     if args.mode:
         overrides.append(f"agent.mode={args.mode}")
     if resume is not None:
@@ -111,6 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if changed:  # a SEED or OUTPUT_DIR left in the shell must not change a run silently
         print(f"info: set from the environment: {', '.join(changed)}", file=sys.stderr)
     summary = journaled(cfg, args.command_line, run_training)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 says it, once
+        return exit_code(summary.status, summary.signal)
     print(f"run directory: {summary.run_dir}")
     if summary.degraded:
         print(f"warning: run degraded: {summary.degraded}", file=sys.stderr)
@@ -188,6 +197,14 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def help_with_presets(parser: argparse.ArgumentParser) -> str:
+    """`train --help` ends with the presets; built on demand (it resolves every preset: ~0.5 s)."""
+    from grpolab.config.presets import help_text
+
+    parser.epilog = help_text()
+    return argparse.ArgumentParser.format_help(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from grpolab import __version__
 
@@ -195,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"grpolab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="run GRPO training")
+    train = sub.add_parser("train", help="run GRPO training", formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.format_help = partial(help_with_presets, train)  # type: ignore[method-assign]
     train.add_argument("--config", "-c", help="preset name (configs/NAME.yaml) or YAML path")
     train.add_argument("--resume", nargs="?", const="auto", default=None, help="resume latest (or CKPT)")
     train.add_argument("--mode", choices=["masked", "full"], help="agent loss mode (agent.mode)")

@@ -57,9 +57,15 @@ def cmd_list(args: argparse.Namespace, console: Console | None = None) -> int:
     table.add_column("source", style="magenta")
     table.add_column("params (defaults)")
     table.add_column("description")
+    from grpolab.config.openr1 import OPENR1_PARAMS, OPENR1_REWARDS
+
     for name, info in reward_registry().items():
         params = "\n".join(f"{k}={_format_default(v)}" for k, v in info.params.items()) or "-"
-        table.add_row(name, info.source, params, info.description)
+        # open-r1's names for the same reward and params, accepted in configs as written
+        others = [alias for alias, target in OPENR1_REWARDS.items() if target == name]
+        others += [f"{flat} (= {param})" for flat, (reward, param) in OPENR1_PARAMS.items() if reward == name]
+        shown = "\n".join([name, *(f"  {other}" for other in others)])
+        table.add_row(shown, info.source, params, info.description)
     console.print(table)
     console.print("Columns (answer, question, category, ...) are passed by name; see docs/rewards.md.")
     return 0

@@ -58,6 +58,26 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     journal.add_argument("--tags", nargs="+", help="tags (journal.tags; W&B tags)")
 
 
+SPLIT_SIZES = ("train_size", "val_size", "test_size")
+
+
+def dataset_type_sizes(task: str | None) -> list[str]:
+    """`--dataset_type T` brings the split sizes of preset T, which fit T's question space.
+
+    The script drew `--n_samples` (default 100) unique questions of whichever type; a preset's sizes
+    are for its own task (arithmetic's 1000 + 100 + 200 do not fit in small_numbers' 400 questions).
+    They go before the line's `key=value` overrides and `--n_samples`, which still win.
+    """
+    if not task:
+        return []
+    from grpolab.config.load import load_yaml, resolve_preset
+
+    tree = load_yaml(resolve_preset(task))
+    data, evaluation = tree.get("data", {}), tree.get("eval", {})
+    out = [f"data.{key}={json.dumps(data[key])}" for key in ("operations", *SPLIT_SIZES) if key in data]
+    return out + ([f"eval.size={evaluation['size']}"] if "size" in evaluation else [])
+
+
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     out = [f"{key}={getattr(args, _dest(f))}" for f, (key, _) in SCRIPT_FLAGS.items() if getattr(args, _dest(f))]
     out += [

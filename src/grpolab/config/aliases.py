@@ -5,6 +5,9 @@
     seed=1  lr=1e-5                     short keys                -> train.seed=1  optim.lr=1e-5
     checkpoint_dir=DIR                  agent-tunix               -> train.resume=<latest step-N in DIR>
     training.num_batches=N training.num_epochs=E                  -> train.max_steps=N*E train.epochs=0
+    rewards: [accuracy_reward, len_reward]  open-r1 (004)     -> rewards: [accuracy, length], metrics keep
+                                                                 the names written (rewards/len_reward/mean)
+    cosine_max_len: 500                 open-r1 script args      -> max_len: 500 on the cosine_scaled reward
 
 Each alias keeps the meaning it had in its own tool (README, "Coming from ..."). Translation happens
 in one place (`translate_overrides`, called by `apply_overrides`), so command lines, sweeps, presets
@@ -20,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from grpolab.config.openr1 import OPENR1_PARAMS, openr1_reward
 from grpolab.config.schema import Config
 
 # foreign key -> our key, same meaning and unit.
@@ -43,10 +47,12 @@ ALIASES: dict[str, str] = {
     "temperature": "generation.temperature",
     "eval_temperature": "eval.temperature",
     "clip_eps": "grpo.epsilon",
+    # open-r1's script argument that lists the rewards (GRPOScriptArguments.reward_funcs)
+    "reward_funcs": "rewards",
 }
 
 # Keys load.apply_overrides understands as they are (model groups, shortcuts, additions).
-PASS_THROUGH = {"model", "mode", "wandb_disabled"}
+PASS_THROUGH = {"model", "mode", "wandb_disabled", *OPENR1_PARAMS}
 
 # Short keys whose leaf name appears in several sections but that users mean one way: `seed` is the
 # training seed (as SEED is), not data.seed (the split, kept fixed so seeds compare on one test set).
@@ -153,7 +159,7 @@ def pop_aliases(tree: dict[str, Any]) -> list[str]:
     """Remove foreign keys from a YAML tree (flat `train_samples: 200` or nested `optimizer:
     {learning_rate: ...}`) and return them as overrides for `apply_overrides`."""
     found: list[str] = []
-    foreign = [*ALIASES, NUM_BATCHES, NUM_EPOCHS, "checkpoint_dir", "model.model_size"]
+    foreign = [*ALIASES, NUM_BATCHES, NUM_EPOCHS, "checkpoint_dir", "model.model_size", *OPENR1_PARAMS]
     for dotted in foreign:
         *parents, leaf = dotted.split(".")
         node: Any = tree
@@ -170,3 +176,19 @@ def pop_aliases(tree: dict[str, Any]) -> list[str]:
 def is_config_path(item: str) -> bool:
     """A positional `grpolab train path/to/config.yaml` (the eval config's way to name its config)."""
     return "=" not in item and bool(re.search(r"\.ya?ml$", item))
+
+
+def set_reward_param(tree: dict[str, Any], key: str, value: Any) -> None:
+    """A top-level open-r1 parameter (`cosine_max_len=500`): set on every reward of its kind."""
+    reward, param = OPENR1_PARAMS[key]
+    section = tree.get("rewards")
+    entries = section.get("functions") if isinstance(section, dict) else section
+    entries = entries if isinstance(entries, list) else []
+    matched = False
+    for i, entry in enumerate(entries):
+        entry = openr1_reward({"name": entry} if isinstance(entry, str) else entry)
+        if isinstance(entry, dict) and entry.get("name") == reward:
+            entries[i] = {**entry, param: value}
+            matched = True
+    if not matched:
+        raise _config_error(f"{key}: sets '{param}' of the {reward} reward, which is not in rewards; add it first")

@@ -18,7 +18,8 @@ import yaml
 from dotenv import dotenv_values
 from pydantic import BaseModel, ValidationError
 
-from grpolab.config.aliases import pop_aliases, translate_overrides
+from grpolab.config.aliases import pop_aliases, set_reward_param, translate_overrides
+from grpolab.config.openr1 import OPENR1_PARAMS
 from grpolab.config.schema import Config
 from grpolab.config.yaml_strict import read_yaml_file
 
@@ -166,6 +167,9 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> None:
         key = key.lstrip("+")
         if key == "wandb_disabled":  # the switch Tunix users know
             set_dotted(tree, "logging.wandb", not bool(parse_value(text)))
+            continue
+        if key in OPENR1_PARAMS:  # open-r1's flat reward params: onto the rewards already configured
+            set_reward_param(tree, key, parse_value(text))
             continue
         if key == "mode":  # `--mode masked|full` shortcut of agent users
             set_dotted(tree, "agent.mode", text)

@@ -43,3 +43,17 @@ def tiny_settings_warning(cfg: Config) -> str | None:
         f"(model.finetune={cfg.model.finetune}); use a real-model preset (-c smollm2_cpu on CPU, "
         "-c qwen2.5_0.5b_gpu ... on GPU) or set these keys"
     )
+
+
+LORA_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
+
+
+def unused_lora_warning(cfg: Config) -> str | None:
+    """LoRA settings on a full fine-tuning run (`model.lora_rank=8` on a full-FT preset): they do
+    nothing, which the user should hear rather than find out from the run's size."""
+    if cfg.model.finetune != "full":
+        return None
+    given = [f"model.{key}" for key in LORA_KEYS if key in cfg.model.model_fields_set]
+    if not given:
+        return None
+    return f"{', '.join(given)}: no effect with model.finetune=full (all weights train); add model.finetune=lora"

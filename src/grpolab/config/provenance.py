@@ -20,7 +20,15 @@ from typing import Any
 import yaml
 from dotenv import dotenv_values
 
-from grpolab.config.load import apply_overrides, config_sources, load_config, load_yaml, redact, resolve_preset
+from grpolab.config.load import (
+    ConfigError,
+    apply_overrides,
+    config_sources,
+    load_config,
+    load_yaml,
+    redact,
+    resolve_preset,
+)
 from grpolab.config.schema import Config
 
 DERIVED = "derived from other fields"
@@ -72,7 +80,10 @@ def explain_config(
         layers.append((f"preset {preset}", flatten(load_yaml(resolve_preset(preset)))))
     for source, item in config_sources(overrides, env_file, environ):
         tree: dict[str, Any] = {}
-        apply_overrides(tree, [item])
+        try:
+            apply_overrides(tree, [item])
+        except ConfigError:  # one that acts on the layers below (cosine_max_len=500 sets a reward's param)
+            tree = {}
         label = f"{source}: {item}" if source == "command line" else f"{source}={item.split('=', 1)[1]}"
         if source.startswith("environment "):
             name = source.split(" ", 1)[1]

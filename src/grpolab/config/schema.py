@@ -172,6 +172,11 @@ class TrainConfig(Section):
     run_name: FolderName = Field("grpo", description="run directory is output_dir/run_name/<timestamp>")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps; 0 = only at the end")
     keep_last: int = Field(2, ge=1, description="periodic checkpoints kept besides best")
+    end_checkpoint: Literal["auto", "resumable", "none"] = Field(
+        "auto",
+        description="checkpoints/step-N at the end (optimizer state, to extend the run with --resume); "
+        "auto: unless that state is over 512 MiB (full FT of a real model); none: final/ only",
+    )
     patience: int = Field(5, ge=0, description="evaluations without improvement before stopping; 0 = off")
     min_delta: float = Field(0.0, ge=0.0, description="improvement smaller than this does not count")
     early_stopping_metric: str = Field("eval/accuracy", description="metric watched by early stopping")
@@ -231,6 +236,9 @@ class RewardSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _collect_params(cls, data: Any) -> Any:
+        from grpolab.config.openr1 import openr1_reward  # a leaf module: no import cycle
+
+        data = openr1_reward(data)  # open-r1's reward and param names (accuracy_reward, cosine_max_len)
         if isinstance(data, str):
             return {"name": data}
         if isinstance(data, dict):

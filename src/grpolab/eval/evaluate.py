@@ -25,6 +25,7 @@ import torch
 
 from grpolab.config.load import ConfigError
 from grpolab.data.base import Example
+from grpolab.observe.console import Working
 from grpolab.parallel.distributed import DistContext
 from grpolab.rewards import RewardInputs, RewardScores, RewardSet
 from grpolab.rewards.inputs import reward_inputs
@@ -35,6 +36,7 @@ from grpolab.rollout.types import Rollout
 if TYPE_CHECKING:
     from grpolab.config.schema import Config
     from grpolab.rollout.sampler import RolloutSampler
+    from grpolab.train.state import RunState
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -151,10 +153,14 @@ def _generate_and_score(
     batch_size: int,
     stop_ids: list[int],
     rollout_fn: RolloutFn | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> _Scored:
     scored = _Scored([], [], defaultdict(list), [])
     s = params.num_samples
+    what = "greedy" if params.greedy else f"{s} samples each"
     for start in range(0, len(examples), batch_size):
+        if progress is not None:
+            progress(f"{start}/{len(examples)} questions, {what}")
         chunk = list(examples[start : start + batch_size])
         if rollout_fn is not None:  # the run's RolloutSampler: agent episodes run with their tools
             rollouts = rollout_fn(chunk, params)
@@ -200,6 +206,7 @@ def evaluate(
     rollout_fn: RolloutFn | None = None,
     seed: int,
     ctx: DistContext | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Evaluate `examples`: greedy accuracy, format rate, mean reward, per category; pass@k sampled.
 
@@ -233,12 +240,13 @@ def evaluate(
             batch_size,
             stops,
             rollout_fn,
+            progress,
         )
         sampled = None
         if pass_k:
             params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, num_samples=n)
             sampled = _generate_and_score(
-                generator, tokenizer, local, prompt_ids, reward_set, params, batch_size, stops, rollout_fn
+                generator, tokenizer, local, prompt_ids, reward_set, params, batch_size, stops, rollout_fn, progress
             )
     if ctx.enabled:
         parts = ctx.gather_objects((greedy, sampled))  # rank order = question order (contiguous shards)
@@ -311,35 +319,46 @@ def _summarise(
 
 
 def evaluate_examples(
-    cfg: Config, sampler: RolloutSampler, examples: list[Example], reward_set: Scorer, ctx: DistContext | None = None
+    cfg: Config,
+    sampler: RolloutSampler,
+    examples: list[Example],
+    reward_set: Scorer,
+    ctx: DistContext | None = None,
+    status: str | None = None,
 ) -> EvalResult:
     """THE evaluation of a run: the trainer's validation, its before/after report and `grpolab eval`
-    all call this, with the run's own rollout sampler (so an agent is evaluated with its tools)."""
+    all call this, with the run's own rollout sampler (so an agent is evaluated with its tools).
+    status: a line that says what is evaluated and how far it got, for an evaluation that no
+    progress bar covers (the one before training)."""
     e = cfg.eval
-    return evaluate(
-        sampler.generator,
-        sampler.tokenizer,
-        examples,
-        sampler.prompt_ids,
-        reward_set,
-        max_new_tokens=cfg.generation.max_new_tokens,
-        batch_size=e.batch_size,
-        pass_k=e.pass_k,
-        num_samples=e.num_samples or max(e.pass_k, default=0),
-        temperature=e.temperature,
-        top_p=cfg.generation.top_p,
-        format_reward=e.format_reward,
-        correctness_reward=e.correctness_reward,
-        stop_ids=sampler.stop_ids,
-        rollout_fn=sampler.sample,
-        seed=cfg.train.seed,
-        ctx=ctx,
-    )
+    working = Working(status or "", quiet=cfg.logging.quiet or status is None)
+    with working:
+        return evaluate(
+            sampler.generator,
+            sampler.tokenizer,
+            examples,
+            sampler.prompt_ids,
+            reward_set,
+            max_new_tokens=cfg.generation.max_new_tokens,
+            batch_size=e.batch_size,
+            pass_k=e.pass_k,
+            num_samples=e.num_samples or max(e.pass_k, default=0),
+            temperature=e.temperature,
+            top_p=cfg.generation.top_p,
+            format_reward=e.format_reward,
+            correctness_reward=e.correctness_reward,
+            stop_ids=sampler.stop_ids,
+            rollout_fn=sampler.sample,
+            seed=cfg.train.seed,
+            ctx=ctx,
+            progress=working.update,
+        )
 
 
 def evaluation_reward_set(cfg: Config, training: RewardSet) -> RewardSet:
     """The training rewards, plus the correctness and format rewards that evaluation reads (built-ins
     at weight 0: they add to the breakdown but not to the reward being optimised)."""
+    from grpolab.config.openr1 import OPENR1_REWARDS
     from grpolab.config.schema import RewardSpec
     from grpolab.rewards.registry import build_one, reward_registry
 
@@ -349,7 +368,7 @@ def evaluation_reward_set(cfg: Config, training: RewardSet) -> RewardSet:
         name = getattr(cfg.eval, field_name)
         if not name or name in labels:
             continue
-        if name not in reward_registry():
+        if OPENR1_REWARDS.get(name, name) not in reward_registry():
             raise ConfigError(
                 f"eval.{field_name}: '{name}' is neither a built-in reward nor one of the run's rewards "
                 f"({', '.join(sorted(labels))})"
@@ -357,3 +376,22 @@ def evaluation_reward_set(cfg: Config, training: RewardSet) -> RewardSet:
         bound.append(build_one(RewardSpec(name=name, weight=0.0)))
         labels.add(name)
     return RewardSet(bound, on_error=training.on_error, timeout_s=training.timeout_s)
+
+
+class Evaluations:
+    """Each (weights, questions) pair of a run evaluated once: evaluation is seeded, so it would give
+    the same numbers. The exported model is often one already tested (the untrained one when no step
+    beat it; with eval.final_split=val the best step's, and at step 0 the first validation)."""
+
+    def __init__(self) -> None:
+        self.results: dict[tuple[int, str], EvalResult] = {}  # (step of the weights, split) -> result
+        self.loaded_step: int | None = None  # set once the model holds an earlier step's weights (best/)
+
+    def once(self, state: RunState, split: str, run: Callable[..., EvalResult], *args: Any) -> EvalResult:
+        """`run(*args)` for the weights of `state.step` (or loaded_step) on `split`, computed once."""
+        key = (state.step if self.loaded_step is None else self.loaded_step, split)
+        if key not in self.results:
+            # only the untrained and the best weights can be exported later: drop the rest (memory)
+            self.results = {k: v for k, v in self.results.items() if k[0] in (0, state.best_step)}
+            self.results[key] = run(*args)
+        return self.results[key]

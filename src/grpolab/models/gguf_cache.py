@@ -117,7 +117,10 @@ def cached_model_dir(alias: str, cache_dir: str | Path | None = None) -> Path:
             shutil.rmtree(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.tmp", dir=root))
         try:
-            convert_gguf(source, tmp)
+            from grpolab.observe.console import Working
+
+            with Working(f"converting {alias} from GGUF into {target} (once)"):
+                convert_gguf(source, tmp)
             tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like ~/.cache/huggingface
             tmp.rename(target)
         finally:

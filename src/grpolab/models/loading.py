@@ -170,9 +170,19 @@ def gradient_checkpointing_active(model: Any) -> bool:
     return bool(getattr(base, "is_gradient_checkpointing", False))
 
 
-def load_model(cfg: ModelConfig, *, beta: float, device: torch.device, lora: Any | None = None) -> LoadedModel:
+def load_model(
+    cfg: ModelConfig, *, beta: float, device: torch.device, lora: Any | None = None, quiet: bool = False
+) -> LoadedModel:
     """The policy comes back in eval mode: every pass sets its mode explicitly (train for the
-    gradient passes, where checkpointing and any dropout apply; eval for generation and no-grad)."""
+    gradient passes, where checkpointing and any dropout apply; eval for generation and no-grad).
+    A status line says what is loading (a real model takes a while; quiet: none)."""
+    from grpolab.observe.console import Working
+
+    with Working(f"loading model {cfg.name} ({cfg.finetune})", quiet=quiet):
+        return _load_model(cfg, beta=beta, device=device, lora=lora)
+
+
+def _load_model(cfg: ModelConfig, *, beta: float, device: torch.device, lora: Any | None) -> LoadedModel:
     source = resolve_source(cfg.name, cfg.cache_dir)
     ensure_reachable(source, cfg.revision)
     if Path(source).is_dir():  # a local directory: check its files before transformers guesses why not

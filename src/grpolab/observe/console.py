@@ -171,3 +171,57 @@ class ConsoleView:
         for name, value in rows:
             table.add_row(name, value)
         self.print(table, always=True)
+
+
+class Working:
+    """One line for a slow step that has no progress bar of its own (model load, conversion, an
+    evaluation): a spinner that redraws on a terminal, plain lines without one; `update` changes the
+    text (`evaluating test: 32/200 questions`). Silent when quiet, and on every rank but the first."""
+
+    _active: Working | None = None  # one live line at a time: a nested step (conversion inside a load) updates it
+
+    def __init__(self, message: str, *, quiet: bool = False, file: IO[str] | None = None) -> None:
+        import os
+
+        self.message = message
+        self.silent = quiet or os.environ.get("RANK", "0") != "0"
+        self.outer: Working | None = None
+        self.console = Console(file=file, stderr=file is None, highlight=False)
+        self._status: Any = None
+        self._started = time.monotonic()
+        self._last_line = self._started
+
+    def __enter__(self) -> Working:
+        if self.silent:
+            return self
+        self.outer, Working._active = Working._active, self
+        if self.outer is not None and self.outer._status is not None:
+            self._status = self.outer._status
+            self._status.update(self.message)
+        elif self.console.is_terminal:
+            self._status = self.console.status(self.message)
+            self._status.start()
+        else:
+            self.console.print(Text(f"{self.message} ..."))
+        return self
+
+    def update(self, text: str) -> None:
+        if self.silent:
+            return
+        if self._status is not None:
+            self._status.update(f"{self.message}: {text}")
+        elif time.monotonic() - self._last_line >= 30:  # a log file: a line every 30 s at most
+            self._last_line = time.monotonic()
+            self.console.print(Text(f"{self.message}: {text}"))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.silent:
+            return
+        Working._active = self.outer
+        borrowed = self.outer is not None and self._status is self.outer._status
+        if self._status is not None and borrowed:
+            self._status.update(self.outer.message)  # type: ignore[union-attr]
+        elif self._status is not None:
+            self._status.stop()
+        if exc[0] is None:
+            self.console.print(Text(f"{self.message}: done in {fmt_duration(time.monotonic() - self._started)}"))

@@ -5,7 +5,8 @@ Layout of `<run>/checkpoints/`:
               (config.json + model*.safetensors), optimizer.pt, scheduler.pt, rng_state.pt,
               trainer_state.json (step, sampler position, early stopping, metric history), config.yaml,
               tokenizer files when given
-    best/     the best step, saved in full (same layout) when an evaluation improves
+    best/     the best step's weights when an evaluation improves (same layout, without the optimizer,
+              scheduler and RNG files: it is loaded for its weights at the end, never resumed)
     .tmp-*    a save in progress (or one killed mid-way); never read, cleaned by `prune_checkpoints`
 
 Why it is safe to kill at any moment: a checkpoint is written into a hidden sibling directory, its
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,7 @@ def save_checkpoint(
     tokenizer: Any | None = None,
     model_state: dict[str, torch.Tensor] | None = None,
     optimizer_state: dict[str, Any] | None = None,
+    training_state: bool = True,
 ) -> Path:
     """Write a complete checkpoint to `ckpt_dir` atomically (replacing one that exists) and return it.
 
@@ -139,6 +142,9 @@ def save_checkpoint(
     trainer_state must be JSON-able. Call on the main process only, with the unwrapped model.
     model_state / optimizer_state: the full (gathered) states of a sharded model, written in place of
     the model's and optimizer's own (see sharding.ShardedModel), so the files do not depend on FSDP.
+    training_state=False: no optimizer, scheduler or RNG files (weights, config and trainer state
+    only): for `best/`, which is loaded for its weights and never resumed from; Adam's state is
+    twice the size of the weights it trains.
     """
     ckpt_dir = Path(ckpt_dir)
     if is_peft != _is_peft_model(model):
@@ -152,10 +158,12 @@ def save_checkpoint(
         model.save_pretrained(str(tmp), state_dict=model_state)  # None: the model's own
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        torch.save(optimizer_state if optimizer_state is not None else optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        if scheduler is not None:
-            torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
-        torch.save(capture_rng_state(), tmp / RNG_FILE)
+        if training_state:
+            state = optimizer_state if optimizer_state is not None else optimizer.state_dict()
+            torch.save(state, tmp / OPTIMIZER_FILE)
+            if scheduler is not None:
+                torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
+            torch.save(capture_rng_state(), tmp / RNG_FILE)
         (tmp / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
         (tmp / TRAINER_STATE_FILE).write_text(state_json, encoding="utf-8")
     return ckpt_dir
@@ -218,6 +226,12 @@ def load_checkpoint(
         _load_adapter(ckpt_dir, model, shards)
     else:
         _load_full(ckpt_dir, model, shards)
+    weights_only = not any((ckpt_dir / name).is_file() for name in (OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE))
+    if optimizer is not None and weights_only:
+        raise ModelFilesError(
+            f"{ckpt_dir} holds weights only, no optimizer state (best/ never keeps it): resume from a "
+            "checkpoints/step-N; `grpolab export` or `grpolab eval --model` read these weights"
+        )
     if optimizer is not None:
         # map_location cpu: Optimizer.load_state_dict moves each state tensor to its parameter's device.
         saved = _torch_load(ckpt_dir / OPTIMIZER_FILE, map_location="cpu")
@@ -248,6 +262,31 @@ def _torch_load(path: Path, map_location: str | None = None) -> Any:
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFilesError(f"{path}: truncated or not a torch file ({first})") from None
+
+
+# --- what is kept ---------------------------------------------------------------------------------
+
+END_CHECKPOINT_LIMIT = 512 * 2**20  # bytes of optimizer state above which train.end_checkpoint=auto keeps none
+
+
+def keeps_end(choice: str, model: Any, say: Callable[[str], None]) -> bool:
+    """Whether to write checkpoints/step-N at the end of the run (train.end_checkpoint); `say` gets
+    the line that explains a no.
+
+    The optimizer state is what makes a checkpoint resumable and large: Adam keeps two moments per
+    trained weight. A LoRA adapter's is megabytes; full fine-tuning of SmolLM2-135M in float32 makes
+    it 1 GiB (the step-N folder 1.6 GB beside final/'s 0.5 GB), so `auto` keeps it only under
+    END_CHECKPOINT_LIMIT, as TRL and Unsloth users expect: the model at the end, checkpoints when asked
+    (train.save_every). final/ holds the model either way."""
+    size = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    if choice == "resumable" or (choice == "auto" and size <= END_CHECKPOINT_LIMIT):
+        return True
+    why = f"its optimizer state would take {size / 2**30:.1f} GiB, " if choice == "auto" else ""
+    say(
+        f"no end-of-run checkpoint ({why}train.end_checkpoint={choice}): final/ holds the model; "
+        "train.end_checkpoint=resumable keeps one, to extend this run with --resume"
+    )
+    return False
 
 
 # --- listing, pruning, best -----------------------------------------------------------------------

@@ -20,7 +20,7 @@ def load_and_place(cfg: Config, inputs: RunInputs, ctx: DistContext) -> tuple[Lo
             model, inputs.tokenizer, cfg.model, beta=cfg.grpo.beta, source=cfg.model.name, lora=inputs.lora
         )
     else:
-        loaded = load_model(cfg.model, beta=cfg.grpo.beta, device=ctx.device, lora=inputs.lora)
+        loaded = load_model(cfg.model, beta=cfg.grpo.beta, device=ctx.device, lora=inputs.lora, quiet=cfg.logging.quiet)
     ctx.sync_parameters(loaded.model)  # start every rank from rank 0's weights
     reference = loaded.reference
     if reference is not None:

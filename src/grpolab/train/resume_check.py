@@ -194,6 +194,11 @@ def check_resume_files(ckpt: Path, max_steps: int) -> None:
         weights = sorted(ckpt.glob("model*.safetensors")) or [ckpt / "model.safetensors"]
     else:
         raise ModelFilesError(f"cannot resume: {ckpt} has no model (neither adapter_config.json nor config.json)")
+    if not any((ckpt / name).is_file() for name in RESUME_TORCH_FILES):  # saved so on purpose (best/)
+        raise ModelFilesError(
+            f"cannot resume: {ckpt} holds weights only, no optimizer state (best/ never keeps it): resume from "
+            "a checkpoints/step-N; `grpolab export` or `grpolab eval --model` read these weights"
+        )
     for path in [*weights, *(ckpt / name for name in RESUME_TORCH_FILES)]:
         if path.suffix == ".pt":
             _check_torch_file(path)

@@ -26,7 +26,7 @@ from grpolab.config.schema import Config
 from grpolab.data.base import Example
 from grpolab.data.order import QuestionSampler
 from grpolab.eval.early_stopping import Decision, EarlyStopping
-from grpolab.eval.evaluate import EvalResult, evaluate_examples
+from grpolab.eval.evaluate import EvalResult, Evaluations, evaluate_examples
 from grpolab.models.loading import pick_device
 from grpolab.observe import Tracker
 from grpolab.observe.null import NullTracker
@@ -38,7 +38,7 @@ from grpolab.rollout.backend import SamplingParams
 from grpolab.rollout.generators import build_generator, sync_after_step
 from grpolab.rollout.sampler import RolloutSampler
 from grpolab.rollout.types import Rollout, collate
-from grpolab.train.checkpoint import BEST, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
+from grpolab.train.checkpoint import BEST, keeps_end, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
 from grpolab.train.export import write_model
 from grpolab.train.groups import merged_scores, sample_groups, sample_records
 from grpolab.train.health import RunHealth
@@ -95,6 +95,7 @@ class Trainer:
         self.run_dir, self.run_lock = open_run_dir(cfg, self.resume_from, self.ctx)  # a new one: created now
         self.checkpoints_dir = self.run_dir / "checkpoints"
         self.last_saved_step = -1
+        self.evaluations = Evaluations()  # seeded: each (weights, split) once
         self.signals = StopSignals(lambda message: self.tracker.warning(message))  # handlers: run()
         self.tracker: Tracker | NullTracker = NullTracker()  # the real one opens in run(): nothing written before
 
@@ -217,9 +218,10 @@ class Trainer:
         )
 
     # -- evaluation and checkpoints -----------------------------------------------------------
-    def evaluate(self, examples: list[Example]) -> EvalResult:
-        with self.shards.gathered():
-            return evaluate_examples(self.cfg, self.rollouts, examples, self.eval_rewards, self.ctx)
+    def evaluate(self, examples: list[Example], status: str | None = None) -> EvalResult:
+        args = (evaluate_examples, self.cfg, self.rollouts, examples, self.eval_rewards, self.ctx, status)
+        with self.shards.gathered():  # a no-op when not sharded; on every rank alike under FSDP
+            return self.evaluations.once(self.state, "val" if examples is self.val else "final", *args)
 
     def final_examples(self) -> list[Example]:
         return self.splits.test if self.cfg.eval.final_split == "test" else self.val
@@ -235,20 +237,20 @@ class Trainer:
         state.record_validation(metrics)
         self.tracker.log_eval(metrics, state.step, f"validation at step {state.step}")
         if decision.improved:
-            self.save(self.checkpoints_dir / BEST)
+            self.save(self.checkpoints_dir / BEST, training_state=False)
         return decision
 
-    def save(self, target: Path) -> None:
+    def save(self, target: Path, training_state: bool = True) -> None:
         """Rank 0 writes (every rank holds the same weights and optimizer state); the others wait.
         Under FSDP every rank first helps gather the full weights and optimizer state onto rank 0."""
         model_state = self.shards.full_state_dict()
-        optimizer_state = self.shards.full_optimizer_state(self.optimizer)
+        optimizer_state = self.shards.full_optimizer_state(self.optimizer) if training_state else None
         if self.ctx.is_main:
             save_checkpoint(
                 target, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                 trainer_state=self.state.state_dict(), config_yaml=config_to_yaml(self.cfg),
                 is_peft=self.loaded.is_peft, tokenizer=self.tokenizer,
-                model_state=model_state, optimizer_state=optimizer_state,
+                model_state=model_state, optimizer_state=optimizer_state, training_state=training_state,
             )  # fmt: skip
         self.ctx.barrier()
 
@@ -322,7 +324,7 @@ class Trainer:
         if not self.val:
             return self.tracker.info("no eval_dataset: training without evaluation or before/after report")
         split = cfg.eval.final_split
-        state.before = self.evaluate(self.final_examples()).metrics(split)
+        state.before = self.evaluate(self.final_examples(), f"before training: evaluating {split}").metrics(split)
         self.tracker.info(f"before training: {split} accuracy {state.before[f'{split}/accuracy']:.1%}")
         self.validate()  # the step-0 baseline: the first best
 
@@ -367,12 +369,14 @@ class Trainer:
             return {}
         if self.val and (not state.history or state.history[-1]["step"] != state.step):
             self.validate()
-        self.save_step(again=True)
+        if keeps_end(self.cfg.train.end_checkpoint, self.model, self.tracker.info):
+            self.save_step(again=True)
         best = self.checkpoints_dir / BEST
         if best.is_dir() and state.best_step != state.step:
             load_checkpoint(
                 best, model=self.model, optimizer=None, scheduler=None, restore_rng=False, shards=self.shards
             )
+            self.evaluations.loaded_step = state.best_step
             self.tracker.info(f"exporting the best model (step {state.best_step}), not the last")
         self.save_model(self.run_dir / "final")
         if not self.val:
