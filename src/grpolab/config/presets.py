@@ -1,5 +1,5 @@
 """The shipped presets (configs/*.yaml) described from themselves: what each is for in words, and
-its numbers read from the resolved config. The README's presets table (scripts/presets_table.py)
+its numbers read from the resolved config. The README's presets table (scripts/config_reference.py)
 and `grpolab train --help` both print these rows, so neither can disagree with the presets.
 """
 
