@@ -30,3 +30,12 @@ def check_early_stopping_metric(cfg: Config) -> None:
             f"train.early_stopping_metric '{metric}' is not an eval metric"
             + (f"; did you mean '{hint[0]}'?" if hint else f"; choose from {', '.join(sorted(names))}")
         )
+
+
+def check_eval_size(cfg: Config) -> None:
+    """`eval.size` questions are drawn from the data.val_size held-out ones."""
+    if cfg.eval.size > cfg.data.val_size:
+        raise ValueError(
+            f"eval.size ({cfg.eval.size}) is larger than data.val_size ({cfg.data.val_size}); "
+            "raise data.val_size or lower eval.size"
+        )
