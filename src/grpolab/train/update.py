@@ -14,7 +14,13 @@ Order of operations, and why:
 5. The objective's corrections (sampler IS modes, the off-policy mask, the entropy quantile and
    bonus; train/objective.py) are per-row inside a micro-batch, or decided once per iteration over
    the whole step: none depends on the micro-batch split (bnpo's normaliser aside).
-6. Under FSDP (`shards` is a ShardedModel), no-grad passes run on the gathered model, every rank runs the same number
+6. Rows are ordered by length before they are cut into micro-batches (train.length_buckets), so
+   the columns sequence_logprobs cuts (padding in every row of a pass) are most of the padding.
+   Why not packing several sequences into one row (TRL's padding_free): exactness would need a
+   block-diagonal mask (a 4D mask on CPU/sdpa: memory) or flash-attention varlen (GPU only), and it
+   does not compose with the shared prompt's KV cache; ordering keeps every row's computation.
+   Not for bnpo, whose normaliser is per micro-batch.
+7. Under FSDP (`shards` is a ShardedModel), no-grad passes run on the gathered model, every rank runs the same number
    of training passes (zero-weighted dummies where it has fewer micro-batches), the backward loss is
    scaled by W because FSDP averages gradients, and the gradient is already reduced: no sum_gradients.
 """
