@@ -182,6 +182,21 @@ def shared_prompt_rows(batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None
     return first, inverse
 
 
+def pass_positions(batch: Batch, share_prompt: bool) -> tuple[int, int]:
+    """(positions the decoder computes, of which real tokens) for sequence_logprobs on this batch:
+    its columns that are not padding in every row, each shared prompt once with share_prompt (as
+    the decoder path does when the cache is reused). The difference is padding: the measure
+    train/padded_fraction reports, and what grouping rows by length (train/update.py) lowers."""
+    batch = without_padding_columns(batch)
+    rows = shared_prompt_rows(batch) if share_prompt else None
+    if rows is None:
+        return batch.attention_mask.numel(), int(batch.attention_mask.sum())
+    first = rows[0]
+    prompt = batch.attention_mask[first, : batch.prompt_length]  # [U, P']: each prompt once
+    completion = batch.attention_mask[:, batch.prompt_length :]  # [N, C']
+    return prompt.numel() + completion.numel(), int(prompt.sum() + completion.sum())
+
+
 def can_share_prompt(model: Any, training: bool) -> bool:
     """Whether sequence_logprobs(share_prompt=True) can reuse a prompt's keys and values for this
     model in a training (gradient) or scoring pass: the usual decoder layout (not FSDP), and not

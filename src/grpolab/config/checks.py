@@ -54,3 +54,12 @@ def check_mesh(dist: DistributedConfig) -> None:
         if "strategy" in dist.model_fields_set:  # an explicit choice that contradicts the mesh
             raise ValueError("distributed.mesh_shape has an fsdp axis > 1 but distributed.strategy is 'ddp'")
         dist.strategy = "fsdp"  # derived in one place: an fsdp axis means sharded parameters
+
+
+def check_eval_size(cfg: Config) -> None:
+    """`eval.size` questions are drawn from the data.val_size held-out ones."""
+    if cfg.eval.size > cfg.data.val_size:
+        raise ValueError(
+            f"eval.size ({cfg.eval.size}) is larger than data.val_size ({cfg.data.val_size}); "
+            "raise data.val_size or lower eval.size"
+        )

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from grpolab.config.checks import check_early_stopping_metric, check_mesh
+from grpolab.config.checks import check_early_stopping_metric, check_eval_size, check_mesh
 from grpolab.config.names import FolderName
 from grpolab.config.objectives import ObjectiveFields, check_objective_combinations
 
@@ -165,6 +165,7 @@ class TrainConfig(Section):
     micro_batch_size: int = Field(0, ge=0, description="sequences per forward/backward; 0 = auto (~512 positions)")
     skip_zero_advantage: bool = Field(True, description="skip passes of advantage-0 rows if beta=0, loss != bnpo")
     share_prompt: bool = Field(True, description="a group's prompt runs once per pass, its KV cache reused")
+    length_buckets: bool = Field(True, description="micro-batches of rows of similar length: less padding")
     max_steps: int = Field(100, gt=0, description="optimizer steps (MAX_STEPS); derived from epochs when set")
     epochs: int = Field(0, ge=0, description="passes over the training questions; 0 = use max_steps")
     seed: int = Field(42, description="seed for data, sampling and init (SEED)")
@@ -378,11 +379,7 @@ class Config(Section):
                     f" = {steps} steps); set only one of them"
                 )
             self.train.max_steps = steps
-        if self.eval.size > self.data.val_size:
-            raise ValueError(
-                f"eval.size ({self.eval.size}) is larger than data.val_size ({self.data.val_size}); "
-                "raise data.val_size or lower eval.size"
-            )
+        check_eval_size(self)
         check_early_stopping_metric(self)
         check_objective_combinations(self)
         return self

@@ -14,7 +14,13 @@ Order of operations, and why:
 5. The objective's corrections (sampler IS modes, the off-policy mask, the entropy quantile and
    bonus; train/objective.py) are per-row inside a micro-batch, or decided once per iteration over
    the whole step: none depends on the micro-batch split (bnpo's normaliser aside).
-6. Under FSDP (`shards` is a ShardedModel), no-grad passes run on the gathered model, every rank runs the same number
+6. Rows are ordered by length before they are cut into micro-batches (train.length_buckets), so
+   the columns sequence_logprobs cuts (padding in every row of a pass) are most of the padding.
+   Why not packing several sequences into one row (TRL's padding_free): exactness would need a
+   block-diagonal mask (a 4D mask on CPU/sdpa: memory) or flash-attention varlen (GPU only), and it
+   does not compose with the shared prompt's KV cache; ordering keeps every row's computation.
+   Not for bnpo, whose normaliser is per micro-batch.
+7. Under FSDP (`shards` is a ShardedModel), no-grad passes run on the gathered model, every rank runs the same number
    of training passes (zero-weighted dummies where it has fewer micro-batches), the backward loss is
    scaled by W because FSDP averages gradients, and the gradient is already reduced: no sum_gradients.
 """
@@ -31,7 +37,7 @@ import torch
 
 from grpolab.algo.entropy import EntropyControl
 from grpolab.algo.importance import logprob_mismatch
-from grpolab.algo.logprobs import can_share_prompt, sequence_logprobs
+from grpolab.algo.logprobs import can_share_prompt, pass_positions, sequence_logprobs, shared_prompt_rows
 from grpolab.algo.loss import grpo_loss
 from grpolab.config.schema import Config
 from grpolab.models.loading import trainable_parameters
@@ -97,6 +103,34 @@ def micro_batch_size(cfg: Config, batch: Batch, shares_prompt: bool = False) -> 
 
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def length_order(batch: Batch, share_prompt: bool) -> torch.Tensor:
+    """batch of N rows -> a permutation [N] that puts rows of similar length next to each other, so
+    a micro-batch's columns that are padding in every row (cut by sequence_logprobs) are most of
+    its padding. Completion length first, prompt length breaks ties. With share_prompt the rows
+    of a prompt stay together (its KV cache is reused within a pass), groups ordered by their
+    longest row. Only the order of the passes' rows changes: each row's log-probs are computed
+    as before, and the loss normalisers are whole-step totals (algo.loss.normalise)."""
+    completion = batch.attention_mask[:, batch.prompt_length :].sum(1)  # [N]
+    prompt = batch.attention_mask[:, : batch.prompt_length].sum(1)  # [N]
+    order = torch.sort(prompt, stable=True).indices
+    order = order[torch.sort(completion[order], stable=True).indices]
+    rows = shared_prompt_rows(batch) if share_prompt else None
+    if rows is None:
+        return order
+    group = rows[1]  # [N]: row -> its prompt
+    key = completion * (int(prompt.max()) + 1) + prompt  # [N]: the order above as one number
+    longest = key.new_zeros(len(rows[0])).scatter_reduce(0, group, key, reduce="amax")
+    order = order[torch.sort(group[order], stable=True).indices]  # groups contiguous, sorted inside
+    return order[torch.sort(longest[group[order]], stable=True).indices]
+
+
+def padded_fraction(batch: Batch, parts: list[slice], share_prompt: bool) -> float:
+    """Padded positions / positions computed, over the passes of `parts` (train/padded_fraction)."""
+    counts = [pass_positions(batch.select(part), share_prompt) for part in parts]
+    computed = sum(c for c, _ in counts)
+    return 1.0 - sum(r for _, r in counts) / computed if computed else 0.0
 
 
 @torch.no_grad()
@@ -192,6 +226,10 @@ def policy_update(
         batch, adv = batch.select(rows), adv[rows]
         parts = _chunks(len(batch), micro_batch_size(cfg, batch, share_prompt)) if len(batch) else []
     amp = autocast_for(cfg, model)  # train.precision: every forward below runs in it, no backward does
+    # same rows, fewer padded positions per pass; not bnpo, whose normaliser is per micro-batch
+    if cfg.train.length_buckets and grpo.loss_type != "bnpo" and len(batch) > 1:
+        order = length_order(batch, share_prompt)
+        batch, adv = batch.select(order), adv[order]
     ref_logps = None
     if grpo.beta > 0 and reference is not None:
         with reference() as ref_model, amp:
@@ -299,6 +337,7 @@ def policy_update(
         cap = grpo.importance_sampling_cap if grpo.importance_sampling_cap is not None else math.inf
         out.update(logprob_mismatch(old_all, sample_all, mask_all, cap))
     out["train/sequences_trained"] = len(batch) / max(len(whole_batch), 1)
+    out["train/padded_fraction"] = padded_fraction(batch, parts, share_prompt)
     out["grad_norm"] = grad_norm
     out["learning_rate"] = float(optimizer.param_groups[0]["lr"])
     return UpdateResult(out, skipped, control if bonus else None)
