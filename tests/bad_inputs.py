@@ -69,11 +69,11 @@ def _resumable(damage: str) -> Callable[[Path], None]:
         from grpolab.config.load import config_to_yaml, load_config
 
         ckpt = _tiny_copy(d, "run/checkpoints/step-2")
-        from grpolab.data.order import QuestionSampler
+        from grpolab.data.order import QuestionOrder
         from grpolab.eval.early_stopping import EarlyStopping
         from grpolab.train.state import RunState
 
-        state = RunState(QuestionSampler(100, 4, 42), EarlyStopping("eval/accuracy", 0, 0.0))
+        state = RunState(QuestionOrder(100, 4, 42), EarlyStopping("eval/accuracy", 0, 0.0))
         state.step = 2
         (ckpt / "trainer_state.json").write_text(json.dumps(state.state_dict()))
         (ckpt / "config.yaml").write_text(config_to_yaml(load_config("quick_test", [], env_file=None, environ={})))

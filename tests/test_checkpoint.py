@@ -69,7 +69,7 @@ def draw() -> tuple[float, float, list[float]]:
     return random.random(), float(np.random.rand()), torch.rand(3).tolist()
 
 
-STATE = {"step": 1, "epoch": 0, "sampler": {"position": 8}, "history": [{"step": 1, "reward": 0.5}]}
+STATE = {"step": 1, "epoch": 0, "question_order": {"position": 8}, "history": [{"step": 1, "reward": 0.5}]}
 
 
 def test_full_model_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_path: Path) -> None:

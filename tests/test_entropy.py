@@ -64,12 +64,12 @@ def test_adaptive_coefficient_moves_toward_the_target_and_gates_the_bonus():
 def test_the_adaptive_coefficient_is_saved_with_the_run_state():
     import json
 
-    from grpolab.data.order import QuestionSampler
+    from grpolab.data.order import QuestionOrder
     from grpolab.eval.early_stopping import EarlyStopping
     from grpolab.train.state import RunState
 
     def fresh() -> RunState:
-        return RunState(QuestionSampler(10, 2, seed=1), EarlyStopping("eval/accuracy", patience=2))
+        return RunState(QuestionOrder(10, 2, seed=1), EarlyStopping("eval/accuracy", patience=2))
 
     state = fresh()
     state.entropy_control = EntropyControl(coef=0.015, last_entropy=0.1)

@@ -13,7 +13,7 @@ import torch
 
 from grpolab.api import GRPOTrainer
 from grpolab.config.load import load_config
-from grpolab.data.order import QuestionSampler
+from grpolab.data.order import QuestionOrder
 from grpolab.eval.early_stopping import EarlyStopping
 from grpolab.train.groups import has_spread
 from grpolab.train.resume import ResumeError
@@ -47,16 +47,21 @@ def test_has_spread_ignores_unscored_samples():
 
 
 def test_run_state_round_trips_and_stop_reasons_map_to_statuses():
-    state = RunState(QuestionSampler(10, 2, seed=1), EarlyStopping("eval/accuracy", patience=2))
-    state.sampler.next_batch()
+    state = RunState(QuestionOrder(10, 2, seed=1), EarlyStopping("eval/accuracy", patience=2))
+    state.question_order.next_batch()
     state.stopper.update(0.5, 0)
     state.step, state.epoch_sum, state.epoch_count = 3, 2.5, 4
     state.record_validation({"eval/accuracy": 0.5})
     saved = json.loads(json.dumps(state.state_dict()))  # what trainer_state.json holds
-    other = RunState(QuestionSampler(10, 2, seed=1), EarlyStopping("eval/accuracy", patience=2))
+    other = RunState(QuestionOrder(10, 2, seed=1), EarlyStopping("eval/accuracy", patience=2))
     other.load_state_dict(saved)
     assert other.state_dict() == state.state_dict()
-    assert other.sampler.next_batch() == state.sampler.next_batch()
+    assert other.question_order.next_batch() == state.question_order.next_batch()
+    # a checkpoint written before the rename names the question order "sampler"
+    older = RunState(QuestionOrder(10, 2, seed=1), EarlyStopping("eval/accuracy", patience=2))
+    saved["sampler"] = saved.pop("question_order")
+    older.load_state_dict(saved)
+    assert older.question_order.state_dict() == saved["sampler"] == {"epoch": 0, "position": 2}
     assert [r.status for r in StopReason] == ["finished", "stopped_early", "interrupted"]
 
 

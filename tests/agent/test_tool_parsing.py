@@ -100,8 +100,7 @@ def test_a_rollout_binds_the_tokenizer_so_the_calculator_answers_the_models_form
         tokenizer,
         load_env("calculator", {}),
         [{"question": "Q0? What is 12*34?"}],
-        num_generations=2,
-        params=SamplingParams(max_new_tokens=200),
+        params=SamplingParams(max_new_tokens=200, num_samples=2),
         max_turns=3,
         max_total_tokens=5000,
     )

@@ -107,8 +107,8 @@ def call(name: str, **arguments: Any) -> str:
 def episodes(setup, scripts, rows, timeout_s=None):
     generator = ScriptedGenerator(QWEN, scripts)
     return run_agent_rollouts(
-        generator, QWEN, setup.env_factory, rows, num_generations=1,
-        params=SamplingParams(max_new_tokens=400), max_turns=4, max_total_tokens=20_000,
+        generator, QWEN, setup.env_factory, rows,
+        params=SamplingParams(max_new_tokens=400, num_samples=1), max_turns=4, max_total_tokens=20_000,
     )  # fmt: skip
 
 

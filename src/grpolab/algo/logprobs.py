@@ -24,7 +24,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 
-class Batch(Protocol):
+class ForwardInputs(Protocol):
     """What a forward pass needs of a collated batch (rollout/types.Batch has it); a protocol, so
     algo/ imports nothing from the rest of grpolab."""
 
@@ -37,7 +37,7 @@ class Batch(Protocol):
 
 @dataclass
 class _Columns:
-    """A batch restricted to some of its columns (satisfies Batch)."""
+    """A batch restricted to some of its columns (satisfies ForwardInputs)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -46,7 +46,7 @@ class _Columns:
     prompt_length: int
 
 
-def without_padding_columns(batch: Batch) -> Batch:
+def without_padding_columns(batch: ForwardInputs) -> ForwardInputs:
     """The batch without the columns that are padding in every row: leading prompt columns (a pass
     whose prompts are all shorter than the step's longest) and trailing completion columns (a pass
     whose completions all stopped early). Causal attention makes it exact: a trailing column is
@@ -168,7 +168,7 @@ def decoder_and_head(model: Any) -> tuple[Any, Callable[[torch.Tensor], torch.Te
     return decoder, head
 
 
-def shared_prompt_rows(batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+def shared_prompt_rows(batch: ForwardInputs) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The distinct prompts of a batch: (first row of each [U], row -> its prompt [N]), or None when
     no two rows share a prompt (nothing to reuse). A GRPO group's G rows share one."""
     prompt = batch.input_ids[:, : batch.prompt_length]
@@ -182,7 +182,7 @@ def shared_prompt_rows(batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None
     return first, inverse
 
 
-def pass_positions(batch: Batch, share_prompt: bool) -> tuple[int, int]:
+def pass_positions(batch: ForwardInputs, share_prompt: bool) -> tuple[int, int]:
     """(positions the decoder computes, of which real tokens) for sequence_logprobs on this batch:
     its columns that are not padding in every row, each shared prompt once with share_prompt (as
     the decoder path does when the cache is reused). The difference is padding: the measure
@@ -215,7 +215,9 @@ def cache_keyword(decoder: Any) -> str:
     return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
-def _shared_prompt_hidden(decoder: Any, batch: Batch, rows: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | None:
+def _shared_prompt_hidden(
+    decoder: Any, batch: ForwardInputs, rows: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor | None:
     """Hidden states [N, C, H] that predict the completion tokens, with each distinct prompt run
     through the decoder once: its keys and values (and the hidden state of its last position) are
     indexed out to every row that shares it, and the completions run on top of that cache.
@@ -249,7 +251,7 @@ def _shared_prompt_hidden(decoder: Any, batch: Batch, rows: tuple[torch.Tensor, 
 
 def sequence_logprobs(
     model: Any,
-    batch: Batch,
+    batch: ForwardInputs,
     temperature: float,
     chunk_tokens: int = CHUNK_TOKENS,
     share_prompt: bool = False,

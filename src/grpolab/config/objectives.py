@@ -1,6 +1,6 @@
 """The `grpo:` keys that choose the objective and its corrections (issue 21), TRL's names in brackets.
 
-GRPOConfig (config/schema.py) inherits these fields, so they are ordinary `grpo.*` keys. The math
+GRPOSection (config/schema.py: the `grpo:` section) inherits these fields, so they are `grpo.*` keys. The math
 lives in algo/ (objectives, importance, entropy, advantages); compat/trl_args.py maps TRL's names.
 """
 

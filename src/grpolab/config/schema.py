@@ -124,7 +124,7 @@ class GenerationConfig(Section):
         return value
 
 
-class GRPOConfig(Section, ObjectiveFields):  # the objective's keys: config/objectives.py
+class GRPOSection(Section, ObjectiveFields):  # the `grpo:` section; the objective's keys: config/objectives.py
     num_generations: int = Field(8, ge=2, description="G: completions per question (NUM_GENERATIONS)")
     beta: float = Field(0.04, ge=0.0, description="KL coefficient; 0 skips the reference model (BETA)")
     epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="lower clip range of the ratio")
@@ -341,7 +341,7 @@ class Config(Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     generation: GenerationConfig = GenerationConfig()
-    grpo: GRPOConfig = GRPOConfig()
+    grpo: GRPOSection = GRPOSection()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()

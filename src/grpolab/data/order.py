@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 
-class QuestionSampler:
+class QuestionOrder:
     def __init__(self, num_questions: int, batch_size: int, seed: int) -> None:
         if batch_size > num_questions:
             raise ValueError(

@@ -139,24 +139,25 @@ def run_agent_rollouts(
     tokenizer: Any,
     env_factory: EnvFactory,
     rows: list[dict[str, Any]],
-    num_generations: int,
     params: SamplingParams,
     max_turns: int,
     max_total_tokens: int,
     mode: Literal["masked", "full"] = "masked",
 ) -> list[Rollout]:
-    """G = num_generations trajectories per row; returns B*G rollouts, question-major (row i's
+    """G = params.num_samples trajectories per row; returns B*G rollouts, question-major (row i's
     trajectories are [i*G, (i+1)*G)), each with question_index = i.
 
     params.max_new_tokens caps each turn; `max_total_tokens` caps len(prompt_ids) + len(completion_ids).
-    params.num_samples is ignored (each trajectory is its own row of the batch).
+    Each turn asks the generator for one sample per live episode (a trajectory is its own row).
     """
     if mode not in ("masked", "full"):
         raise ValueError(f"mode must be 'masked' or 'full', got {mode!r}")
-    if max_turns < 1 or max_total_tokens < 1 or num_generations < 1:
-        raise ValueError("max_turns, max_total_tokens and num_generations must be >= 1")
+    if max_turns < 1 or max_total_tokens < 1 or params.num_samples < 1:
+        raise ValueError("max_turns, max_total_tokens and params.num_samples must be >= 1")
     episodes = [
-        _start(env_factory(), tokenizer, row, index) for index, row in enumerate(rows) for _ in range(num_generations)
+        _start(env_factory(), tokenizer, row, index)
+        for index, row in enumerate(rows)
+        for _ in range(params.num_samples)
     ]
     for episode in episodes:
         if episode.length >= max_total_tokens:  # no room for even one sampled token

@@ -55,7 +55,6 @@ class RolloutSampler:
             self.tokenizer,
             self.env_factory,
             [self.agent_row(e) for e in examples],
-            params.num_samples,
             params,
             max_turns=agent.max_turns,
             max_total_tokens=agent.max_total_tokens,

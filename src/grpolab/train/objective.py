@@ -19,7 +19,7 @@ from grpolab.algo.entropy import EntropyControl, entropy_bonus, entropy_threshol
 from grpolab.algo.importance import off_policy_sequence_mask, sampler_is_weights
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.algo.objectives import Objective
-from grpolab.config.schema import GRPOConfig
+from grpolab.config.schema import GRPOSection
 from grpolab.parallel.distributed import DistContext
 from grpolab.rollout.types import Batch
 
@@ -28,7 +28,7 @@ from grpolab.rollout.types import Batch
 ENTROPY_PASS_POSITIONS = 512
 
 
-def objective_of(grpo: GRPOConfig) -> Objective:
+def objective_of(grpo: GRPOSection) -> Objective:
     return Objective(
         level=grpo.ratio_level,
         sapo_temperature_pos=grpo.sapo_temperature_pos,
@@ -40,11 +40,11 @@ def objective_of(grpo: GRPOConfig) -> Objective:
     )
 
 
-def bonus_on(grpo: GRPOConfig) -> bool:
+def bonus_on(grpo: GRPOSection) -> bool:
     return grpo.entropy_coef > 0 or grpo.entropy_adaptive
 
 
-def needs_every_row(grpo: GRPOConfig) -> bool:
+def needs_every_row(grpo: GRPOSection) -> bool:
     """An advantage-0 row still matters: the bonus has a gradient there, the quantile counts its tokens."""
     return bonus_on(grpo) or grpo.entropy_top_quantile < 1.0
 
@@ -76,7 +76,7 @@ class TokenWeights:
 
 
 def micro_batch_weights(
-    grpo: GRPOConfig,
+    grpo: GRPOSection,
     logp: torch.Tensor,
     old: torch.Tensor,
     adv: torch.Tensor,
@@ -121,7 +121,7 @@ class EntropyStep:
 
 
 def entropy_step(
-    grpo: GRPOConfig, control: EntropyControl, model: Any, batch: Batch, ctx: DistContext, shards: Any, **forward: Any
+    grpo: GRPOSection, control: EntropyControl, model: Any, batch: Batch, ctx: DistContext, shards: Any, **forward: Any
 ) -> EntropyStep:
     """The keep mask (entropy_top_quantile < 1, one no-grad pass) and the bonus's coefficient and token count."""
     keep = None
@@ -136,7 +136,7 @@ def entropy_step(
 
 
 def adapt_entropy(
-    control: EntropyControl, grpo: GRPOConfig, ctx: DistContext, step: EntropyStep
+    control: EntropyControl, grpo: GRPOSection, ctx: DistContext, step: EntropyStep
 ) -> tuple[EntropyControl, dict[str, float]]:
     """After an optimizer step: the step's mean bonus-token entropy over every rank, the control
     updated from it (adaptive), and the metrics: the coefficient applied and that entropy."""

@@ -132,7 +132,7 @@ RESUME_TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pt")
 # key -> the type its value must have in trainer_state.json (what RunState.load_state_dict reads)
 _STATE_TYPES: dict[str, type | tuple[type, ...]] = {
     "step": int,
-    "sampler": dict,
+    "question_order": dict,
     "early_stopping": dict,
     "history": list,
     "before": dict,
@@ -167,7 +167,7 @@ def check_trainer_state(state: dict[str, Any], ckpt: Path, max_steps: int) -> No
     that matches the `step-N` directory and is within `train.max_steps`."""
     where = Path(ckpt) / TRAINER_STATE_FILE
     for key, kind in _STATE_TYPES.items():
-        value = state.get(key)
+        value = state.get(key, state.get("sampler") if key == "question_order" else None)  # the pre-rename name
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ModelFilesError(f"cannot resume: {where}: '{key}' is {value!r}, not a valid value")
     step = state["step"]

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from grpolab.algo.entropy import EntropyControl
-from grpolab.data.order import QuestionSampler
+from grpolab.data.order import QuestionOrder
 from grpolab.eval.early_stopping import EarlyStopping
 
 
@@ -37,7 +37,7 @@ class StopReason(Enum):
 
 @dataclass
 class RunState:
-    sampler: QuestionSampler  # which questions come next (epoch, position)
+    question_order: QuestionOrder  # which questions come next (epoch, position)
     stopper: EarlyStopping  # best value, its step, evaluations without improvement
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # every validation's metrics, with "step"
@@ -84,13 +84,13 @@ class RunState:
         (global_step = optimizer steps done, epoch = the questions of those steps / the training set)."""
         from transformers import TrainerState
 
-        epoch = self.step * self.sampler.batch_size / max(self.sampler.num_questions, 1)
+        epoch = self.step * self.question_order.batch_size / max(self.question_order.num_questions, 1)
         return TrainerState(global_step=self.step, max_steps=max_steps, epoch=epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
-            "sampler": self.sampler.state_dict(),
+            "question_order": self.question_order.state_dict(),
             "early_stopping": self.stopper.state_dict(),
             "history": self.history,
             "before": self.before,
@@ -116,7 +116,8 @@ class RunState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
-        self.sampler.load_state_dict(state["sampler"])
+        # checkpoints written before the rename call it "sampler"
+        self.question_order.load_state_dict(state["question_order"] if "question_order" in state else state["sampler"])
         self.stopper.load_state_dict(state["early_stopping"])
         self.history = list(state["history"])
         self.before = dict(state["before"])

@@ -24,7 +24,7 @@ from transformers.utils import logging as hf_logging
 from grpolab.config.load import config_to_yaml
 from grpolab.config.schema import Config
 from grpolab.data.base import Example
-from grpolab.data.order import QuestionSampler
+from grpolab.data.order import QuestionOrder
 from grpolab.eval.early_stopping import Decision, EarlyStopping
 from grpolab.eval.evaluate import EvalResult, Evaluations, evaluate_examples
 from grpolab.models.loading import pick_device
@@ -88,7 +88,7 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         t = cfg.train
         self.state = RunState(
-            QuestionSampler(len(self.splits.train), t.questions_per_step, t.seed),
+            QuestionOrder(len(self.splits.train), t.questions_per_step, t.seed),
             EarlyStopping(t.early_stopping_metric, t.patience, t.min_delta),
         )
         self.rewards.trainer_state = self.eval_rewards.trainer_state = lambda: self.state.trainer_state(t.max_steps)
@@ -126,7 +126,7 @@ class Trainer:
         seconds = {"generation": 0.0, "reward": 0.0}
 
         def next_questions() -> tuple[list[Example], bool]:
-            indices, epoch_ends = state.sampler.next_batch()
+            indices, epoch_ends = state.question_order.next_batch()
             return [self.splits.train[i] for i in indices], epoch_ends
 
         def rollout(examples: list[Example]) -> list[Rollout]:
@@ -192,7 +192,7 @@ class Trainer:
         metrics["time/generation"] = seconds["generation"]
         metrics["time/reward"] = seconds["reward"]
         metrics["time/train_step"] = updated - started
-        metrics["epoch"] = float(state.sampler.epoch)
+        metrics["epoch"] = float(state.question_order.epoch)
         state.add_rewards(groups.sampled_rewards)
         if groups.epoch_ends:
             self.log_epoch()
@@ -210,7 +210,7 @@ class Trainer:
         return {"messages": rollout.messages, "spans": trained_spans(rollout, self.tokenizer)}
 
     def log_epoch(self) -> None:
-        epoch, summary = self.state.sampler.epoch, self.state.close_epoch()
+        epoch, summary = self.state.question_order.epoch, self.state.close_epoch()
         self.tracker.log_metrics(summary, self.state.step + 1)
         self.tracker.info(
             f"epoch {epoch} done: accumulated reward {summary['epoch/accumulated_reward']:.1f}, "
