@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from grpolab.models.verify import ModelFilesError
+from grpolab.parallel.sharding import Unsharded
 from grpolab.train.checkpoint import (
     clean_stale,
     latest_checkpoint,
@@ -95,7 +96,7 @@ def test_full_model_round_trip_restores_weights_optimizer_scheduler_and_rng(tmp_
 
     train_step(model, optimizer, scheduler)  # drift further, and scramble every RNG
     seed_all(9)
-    state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+    state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, shards=Unsharded(model))
 
     assert state == STATE
     assert (ckpt / "config.yaml").read_text() == "model:\n  name: tiny\n"
@@ -126,7 +127,7 @@ def test_a_garbage_optimizer_file_is_one_line(tmp_path: Path, content: bytes | N
     else:
         (ckpt / "optimizer.pt").write_bytes(content)
     with pytest.raises(ModelFilesError, match=message) as caught:
-        load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+        load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, shards=Unsharded(model))
     assert "\n" not in str(caught.value)
 
 
@@ -167,7 +168,7 @@ def test_lora_round_trip_and_peft_auto_loading(tmp_path: Path) -> None:
             if "lora_" in name:
                 p.add_(1.0)
     train_step(model, optimizer, scheduler)
-    load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+    load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, shards=Unsharded(model))
     assert same(params(model), saved)  # LoRA weights restored, base weights never changed
 
     auto = AutoPeftModelForCausalLM.from_pretrained(ckpt)
@@ -330,12 +331,21 @@ def test_rng_is_restored_after_the_weights(tmp_path: Path) -> None:
     fake_save(tmp_path / "step-1", 1)
     expected = draw()
     seed_all(4)
-    load_checkpoint(tmp_path / "step-1", model=Loadable(), optimizer=None, scheduler=None)
+    loadable = Loadable()
+    load_checkpoint(tmp_path / "step-1", model=loadable, optimizer=None, scheduler=None, shards=Unsharded(loadable))
     assert draw() == expected  # Loadable.from_pretrained's draw did not leak into the restored stream
     seed_all(4)
     expected_python = random.random()
     seed_all(4)
-    load_checkpoint(tmp_path / "step-1", model=Loadable(), optimizer=None, scheduler=None, restore_rng=False)
+    loadable = Loadable()
+    load_checkpoint(
+        tmp_path / "step-1",
+        model=loadable,
+        optimizer=None,
+        scheduler=None,
+        shards=Unsharded(loadable),
+        restore_rng=False,
+    )
     assert random.random() == expected_python  # weights only: the stream was not rewound to step 1's
 
 
@@ -393,7 +403,9 @@ def test_save_killed_midway_leaves_previous_checkpoint_loadable(tmp_path: Path) 
         model.w.add_(1.0)
 
     restored = Loadable()
-    assert load_checkpoint(root / "step-1", model=restored, optimizer=None, scheduler=None) == {"step": 1}
+    assert load_checkpoint(
+        root / "step-1", model=restored, optimizer=None, scheduler=None, shards=Unsharded(restored)
+    ) == {"step": 1}
     assert torch.equal(restored.w, FakeModel().w)
     prune_checkpoints(root, keep_last=1)  # the killed save's temp dir is cleaned up
     assert sorted(p.name for p in root.iterdir()) == ["step-1"]

@@ -9,6 +9,7 @@ import torch
 
 from grpolab.api import GRPOTrainer
 from grpolab.cli.main import main
+from grpolab.parallel.sharding import Unsharded
 from run_helpers import QUICK, quick_config, read_metrics, without_time
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,10 @@ def test_full_finetune_run_changes_weights_and_writes_the_run_directory(tmp_path
     assert any(r["frac_reward_zero_std"] < 1 for r in train_rows)
     from grpolab.train.checkpoint import load_checkpoint
 
-    load_checkpoint(summary.run_dir / "checkpoints" / "step-3", model=trainer.model, optimizer=None, scheduler=None)
+    load_checkpoint(
+        summary.run_dir / "checkpoints" / "step-3", model=trainer.model, optimizer=None, scheduler=None,
+        shards=Unsharded(trainer.model),
+    )  # fmt: skip
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     assert json.loads((summary.run_dir / "status.json").read_text())["status"] == "finished"
     assert summary.before and summary.after and "test/accuracy" in summary.after

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from grpolab.config.schema import RewardsConfig
 from grpolab.data.base import Example
 from grpolab.eval.evaluate import evaluate, pass_at_k
+from grpolab.parallel.distributed import DistContext
 from grpolab.rewards import RewardInputs, RewardScores, RewardSet, build_rewards
 from grpolab.rewards.api import BoundReward
 from grpolab.rollout.backend import GenerationOutput, SamplingParams
@@ -145,6 +146,7 @@ def run(gen: ScriptedGenerator, rewards: Any = None, **overrides: Any) -> Any:
         format_reward="format",
         stop_ids=[EOS],
         seed=0,
+        ctx=DistContext.single(),
     )
     kwargs.update(overrides)
     examples = kwargs.pop("examples", EXAMPLES)
@@ -292,6 +294,7 @@ def test_with_hf_generator_on_a_tiny_model() -> None:
         top_p=1.0,
         format_reward=None,
         seed=3,
+        ctx=DistContext.single(),
     )
 
     def build(ex: Example) -> list[int]:

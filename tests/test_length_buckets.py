@@ -10,6 +10,8 @@ import torch
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.config.load import load_config
 from grpolab.models.loading import load_model
+from grpolab.parallel.distributed import DistContext
+from grpolab.parallel.sharding import Unsharded
 from grpolab.rollout.types import Rollout, collate
 from grpolab.train.schedule import build_optimizer
 from grpolab.train.update import _chunks, length_order, policy_update
@@ -44,7 +46,7 @@ def train_step(cfg, batch, finetune: str = "full"):
                     p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
     optimizer, scheduler = build_optimizer(model, cfg)
     adv = torch.linspace(-1, 1, len(batch))  # even length: no row has advantage 0
-    result = policy_update(model, optimizer, scheduler, batch, adv, cfg, None)
+    result = policy_update(model, optimizer, scheduler, batch, adv, cfg, None, DistContext.single(), Unsharded(model))
     return result.metrics, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 

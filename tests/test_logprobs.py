@@ -18,7 +18,9 @@ from grpolab.algo.logprobs import (
     token_logprobs,
 )
 from grpolab.config.schema import ModelConfig
-from grpolab.models.loading import gradient_checkpointing_active, load_model
+from grpolab.models.loading import load_model
+from grpolab.parallel.distributed import DistContext
+from grpolab.parallel.sharding import Unsharded
 from grpolab.rollout.types import Rollout, collate
 
 
@@ -126,7 +128,8 @@ def test_gradient_checkpointing_is_active_and_changes_no_gradient(tiny_tokenizer
             device=torch.device("cpu"),
         )
         model = loaded.model
-        assert gradient_checkpointing_active(model) is checkpointing
+        base = model.get_base_model() if finetune == "lora" else model  # the transformers model under LoRA
+        assert base.is_gradient_checkpointing is checkpointing
         assert not model.training  # loaded in eval mode; update.py sets train mode for gradient passes
         model.train()
 
@@ -170,7 +173,17 @@ def test_update_trains_in_train_mode_and_scores_in_eval_mode(tiny_tokenizer):
     loaded.model.model.register_forward_hook(lambda m, a, o: modes.append((m.training, torch.is_grad_enabled())))
     optimizer, scheduler = build_optimizer(loaded.model, cfg)
     batch = padded_batch(tiny_tokenizer.pad_token_id)
-    policy_update(loaded.model, optimizer, scheduler, batch, torch.linspace(-1, 1, 6), cfg, None)
+    policy_update(
+        loaded.model,
+        optimizer,
+        scheduler,
+        batch,
+        torch.linspace(-1, 1, 6),
+        cfg,
+        None,
+        DistContext.single(),
+        Unsharded(loaded.model),
+    )
     assert modes and {m for m in modes if m[1]} == {(True, True)}  # every gradient pass in train mode
     assert {m for m in modes if not m[1]} == {(False, False)}  # old log-probs: eval mode
     assert not loaded.model.training

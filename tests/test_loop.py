@@ -15,6 +15,8 @@ from grpolab.api import GRPOTrainer
 from grpolab.config.load import load_config
 from grpolab.data.order import QuestionOrder
 from grpolab.eval.early_stopping import EarlyStopping
+from grpolab.parallel.distributed import DistContext
+from grpolab.parallel.sharding import Unsharded
 from grpolab.train.groups import has_spread
 from grpolab.train.resume import ResumeError
 from grpolab.train.state import RunState, StopReason
@@ -116,7 +118,17 @@ def test_a_non_finite_gradient_still_advances_the_schedule():
     cfg = load_config(None, ["grpo.beta=0", "optim.scheduler=linear", "train.max_steps=4"], env_file=None, environ={})
     optimizer, scheduler = build_optimizer(model, cfg)
     rollouts = [Rollout(0, [1, 2], [3, 4], [1, 1], "", False) for _ in range(2)]
-    out = policy_update(model, optimizer, scheduler, collate(rollouts, 0), torch.tensor([float("nan"), 1.0]), cfg, None)
+    out = policy_update(
+        model,
+        optimizer,
+        scheduler,
+        collate(rollouts, 0),
+        torch.tensor([float("nan"), 1.0]),
+        cfg,
+        None,
+        DistContext.single(),
+        Unsharded(model),
+    )
     assert out.skipped_nonfinite
     assert scheduler.last_epoch == 1  # step 1 of 4 is over: the LR is already the second step's
     assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * 0.75)

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from grpolab.algo.logprobs import sequence_logprobs
+from grpolab.parallel.distributed import DistContext
+from grpolab.parallel.sharding import Unsharded
 from grpolab.train.precision import autocast_for, native_bf16, resolve_precision
 from grpolab.train.preflight import PreflightError, check_precision
 from grpolab.train.schedule import build_optimizer
@@ -85,7 +87,9 @@ def test_a_bf16_step_runs_in_bf16_and_keeps_float32_weights_and_state(tiny_llama
         optimizer, _ = build_optimizer(model, cfg)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         before = [p.detach().clone() for p in model.parameters()]
-        metrics = policy_update(model, optimizer, scheduler, batch, adv, cfg, reference=None).metrics
+        metrics = policy_update(
+            model, optimizer, scheduler, batch, adv, cfg, None, DistContext.single(), Unsharded(model)
+        ).metrics
         expected = torch.bfloat16 if precision == "bf16" else torch.float32
         assert seen and set(seen) == {expected}  # every forward of the update (backward recomputes too)
         assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights

@@ -17,6 +17,7 @@ from grpolab.data.base import DataError
 from grpolab.data.files import read_rows
 from grpolab.data.generic import row_maker
 from grpolab.models.verify import ModelFilesError, check_model_dir
+from grpolab.parallel.sharding import Unsharded
 from grpolab.train import atomic
 from grpolab.train.checkpoint import DiskFullError, load_checkpoint, resolve_resume_path, save_checkpoint
 from grpolab.train.export import export_model, write_model
@@ -97,8 +98,9 @@ def truncate(path: Path) -> None:
 def test_a_truncated_checkpoint_fails_to_resume_and_to_export(tmp_path: Path):
     ckpt = save(tmp_path / "step-1", 1)
     truncate(ckpt / "model.safetensors")
+    fake = FakeModel()
     with pytest.raises(ModelFilesError, match=r"model\.safetensors: truncated or not a safetensors file"):
-        load_checkpoint(ckpt, model=FakeModel(), optimizer=None, scheduler=None)
+        load_checkpoint(ckpt, model=fake, optimizer=None, scheduler=None, shards=Unsharded(fake))
     with pytest.raises(ModelFilesError, match=r"model\.safetensors: truncated"):
         export_model(ckpt, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing that looks like a model was written
@@ -109,7 +111,8 @@ def test_a_truncated_optimizer_state_names_the_file(tmp_path: Path):
     truncate(ckpt / "optimizer.pt")
     model = FakeModel()
     with pytest.raises(ModelFilesError, match=r"optimizer\.pt: truncated or not a torch file"):
-        load_checkpoint(ckpt, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=None, shards=Unsharded(model))
 
 
 def test_model_directories_are_checked_before_transformers_guesses(tmp_path: Path):

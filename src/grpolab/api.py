@@ -344,15 +344,7 @@ class GRPOTrainer:
 def run_training(cfg: Config) -> RunSummary:
     """`grpolab train`: the configured task's splits and rewards, through the same GRPOTrainer.
     Under torchrun / accelerate launch, one call per rank (see docs/distributed.md)."""
-    splits = build_splits(cfg.data, cfg.data.seed)
-    trainer = GRPOTrainer(
-        model=cfg.model.name,
-        reward_funcs=None,  # cfg.rewards
-        train_dataset=splits.train,
-        eval_dataset=splits.val,
-        test_dataset=splits.test,
-        args=cfg,
-    )
+    trainer = GRPOTrainer(model=cfg.model.name, reward_funcs=None, args=cfg)  # no datasets: cfg.data; cfg.rewards
     try:
         return trainer.train()
     finally:

@@ -163,7 +163,7 @@ def k3_term(
     logp: torch.Tensor, ref_logp: torch.Tensor | None, beta: float, diag: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     """logp, ref_logp [N, T] -> beta * k3 [N, T] (zeros without a reference); records diag["kl"]."""
-    if ref_logp is None or beta == 0.0:
+    if ref_logp is None:
         return torch.zeros_like(logp)
     delta = ref_logp - logp
     kl = torch.exp(delta) - delta - 1  # [N, T], k3 estimator: >= 0, unbiased for KL(pi || ref)

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.table import Table
 
+from grpolab.api import run_splits
 from grpolab.config.schema import Config
-from grpolab.data import build_splits
 from grpolab.eval.evaluate import EvalResult, evaluate_examples, evaluation_reward_set
-from grpolab.models.loading import load_model, pick_device
+from grpolab.models.loading import pick_device
+from grpolab.parallel.distributed import DistContext
 from grpolab.rewards import build_rewards
-from grpolab.rollout.generators import build_generator
-from grpolab.rollout.sampler import RolloutSampler
-from grpolab.train.inputs import seed_everything
-from grpolab.train.preflight import report_long_prompts
-
-
-def attach_adapter(model: Any, adapter: str) -> Any:
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, adapter).eval()
+from grpolab.train.build import build_parts
+from grpolab.train.inputs import RunInputs, seed_everything
 
 
 def print_result(result: EvalResult, split: str, console: Console | None = None) -> None:
@@ -34,18 +25,19 @@ def print_result(result: EvalResult, split: str, console: Console | None = None)
 
 
 def run_eval(cfg: Config, *, adapter: str | None, split: str) -> EvalResult:
-    """The evaluation a training run does (same function, same rollout sampler: an agent preset runs
-    its episodes with the tools), on the preset's model or another one, optionally with an adapter."""
+    """The evaluation a training run does (same builder, same function, same rollout sampler: an agent
+    preset runs its episodes with the tools), on the preset's model or another one, optionally with an
+    adapter. The model is loaded as full weights with no reference: nothing is trained."""
+    model = cfg.model.model_copy(update={"finetune": "full"})
+    cfg = cfg.model_copy(update={"model": model, "grpo": cfg.grpo.model_copy(update={"beta": 0.0})})
     seed_everything(cfg.train.seed)
-    device = pick_device(cfg.train.device)
-    loaded = load_model(cfg.model.model_copy(update={"finetune": "full"}), beta=0.0, device=device)
-    model = attach_adapter(loaded.model, adapter) if adapter else loaded.model
-    splits = build_splits(cfg.data, cfg.data.seed)
+    rewards = build_rewards(cfg.rewards)
+    splits = run_splits(cfg, None, None, None)  # the configured task's
     examples = splits.test if split == "test" else splits.val[: cfg.eval.size]
-    report_long_prompts(loaded.tokenizer, examples, cfg)  # left-truncated prompts: counted, said once
-    generator = build_generator(cfg, model, loaded.tokenizer.pad_token_id, loaded.stop_ids, seed=cfg.train.seed)
-    sampler = RolloutSampler(cfg, generator, loaded.tokenizer, loaded.stop_ids)
-    rewards = evaluation_reward_set(cfg, build_rewards(cfg.rewards))
-    result = evaluate_examples(cfg, sampler, examples, rewards, status=f"evaluating {len(examples)} {split} questions")
+    inputs = RunInputs(splits, rewards, evaluation_reward_set(cfg, rewards), adapter=adapter)
+    ctx = DistContext.single(pick_device(cfg.train.device))
+    parts = build_parts(cfg, inputs, ctx, prompts=examples)
+    status = f"evaluating {len(examples)} {split} questions"
+    result = evaluate_examples(cfg, parts.rollouts, examples, parts.eval_rewards, ctx, status=status)
     print_result(result, split)
     return result

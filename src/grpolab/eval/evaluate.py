@@ -36,7 +36,6 @@ from grpolab.rollout.types import Rollout
 if TYPE_CHECKING:
     from grpolab.config.schema import Config
     from grpolab.rollout.sampler import RolloutSampler
-    from grpolab.train.state import RunState
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -205,7 +204,7 @@ def evaluate(
     stop_ids: list[int] | None = None,
     rollout_fn: RolloutFn | None = None,
     seed: int,
-    ctx: DistContext | None = None,
+    ctx: DistContext,
     progress: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Evaluate `examples`: greedy accuracy, format rate, mean reward, per category; pass@k sampled.
@@ -224,7 +223,6 @@ def evaluate(
     n = num_samples or max(pass_k, default=0)
     if pass_k and n < max(pass_k):
         raise ValueError(f"evaluate: num_samples ({n}) must be >= the largest k ({max(pass_k)})")
-    ctx = ctx or DistContext.single()
     local = ctx.shard(examples, even=False, what="evaluation questions")
     prompt_ids = [build_prompt_ids(ex) for ex in local]
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
@@ -323,7 +321,7 @@ def evaluate_examples(
     sampler: RolloutSampler,
     examples: list[Example],
     reward_set: Scorer,
-    ctx: DistContext | None = None,
+    ctx: DistContext,
     status: str | None = None,
 ) -> EvalResult:
     """THE evaluation of a run: the trainer's validation, its before/after report and `grpolab eval`
@@ -387,11 +385,12 @@ class Evaluations:
         self.results: dict[tuple[int, str], EvalResult] = {}  # (step of the weights, split) -> result
         self.loaded_step: int | None = None  # set once the model holds an earlier step's weights (best/)
 
-    def once(self, state: RunState, split: str, run: Callable[..., EvalResult], *args: Any) -> EvalResult:
-        """`run(*args)` for the weights of `state.step` (or loaded_step) on `split`, computed once."""
-        key = (state.step if self.loaded_step is None else self.loaded_step, split)
+    def once(self, step: int, best_step: int, split: str, run: Callable[..., EvalResult], *args: Any) -> EvalResult:
+        """`run(*args)` for the weights of `step` (or loaded_step) on `split`, computed once; the run's
+        best step so far says which earlier results may still be asked for."""
+        key = (step if self.loaded_step is None else self.loaded_step, split)
         if key not in self.results:
             # only the untrained and the best weights can be exported later: drop the rest (memory)
-            self.results = {k: v for k, v in self.results.items() if k[0] in (0, state.best_step)}
+            self.results = {k: v for k, v in self.results.items() if k[0] in (0, best_step)}
             self.results[key] = run(*args)
         return self.results[key]

@@ -34,18 +34,21 @@ class LoadedModel:
     is_peft: bool
     stop_ids: list[int]
     source: str  # the resolved path or hub id
+    # decided here, once: a KL term needs a reference (beta > 0); LoRA's is the policy, adapter off.
+    # Everything downstream asks this (or whether it was handed a reference), never beta.
+    has_reference: bool
 
     @contextlib.contextmanager
     def as_reference(self) -> Iterator[Any]:
         """The model to score reference log-probs with (no gradients)."""
         with torch.no_grad():
+            if not self.has_reference:
+                raise RuntimeError("no reference model: beta is 0")
             if self.is_peft:
                 with self.model.disable_adapter():
                     yield self.model
-            elif self.reference is not None:
-                yield self.reference
             else:
-                raise RuntimeError("no reference model: beta is 0")
+                yield self.reference
 
 
 def resolve_source(name: str, cache_dir: str | None = None) -> str:
@@ -164,12 +167,6 @@ def disable_dropout(model: Any) -> None:
             module.attention_dropout = 0.0
 
 
-def gradient_checkpointing_active(model: Any) -> bool:
-    """True when a training-mode forward will recompute layer activations in backward."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return bool(getattr(base, "is_gradient_checkpointing", False))
-
-
 def load_model(
     cfg: ModelConfig, *, beta: float, device: torch.device, lora: Any | None = None, quiet: bool = False
 ) -> LoadedModel:
@@ -244,6 +241,7 @@ def prepare_model(
         is_peft=cfg.finetune == "lora",
         stop_ids=stop_token_ids(model, tokenizer),
         source=source,
+        has_reference=beta > 0,
     )
 
 
@@ -259,6 +257,13 @@ def _lora_problem(model: Any, lora: Any, err: ValueError, name: str) -> str:
         f"model.lora_target_modules: {targets} match no module of {name}; its linear layers are "
         f"{', '.join(linear) or 'none'} (or use all-linear)"
     )
+
+
+def attach_adapter(model: Any, adapter: str) -> Any:
+    """A trained LoRA adapter (a directory) on the loaded base model, in eval mode."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter).eval()
 
 
 def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:

@@ -113,6 +113,9 @@ class ShardedModel:
         """FSDP averages gradients over every rank (shard and replicate groups); x W turns that into a sum."""
         return float(self.world_size)
 
+    # a forward is a collective here (it gathers every layer): a rank may not run one on its own
+    forwards_alone = False
+
     def training_passes(self, ctx: DistContext, local_passes: int) -> int:
         """Every rank runs as many training passes as the rank with the most micro-batches (each pass
         gathers and reduce-scatters every layer: a rank that stopped early would hang the others)."""
@@ -198,6 +201,7 @@ class Unsharded:
         return "not sharded"
 
     loss_scale = 1.0
+    forwards_alone = True  # a forward involves no other rank
 
     @contextmanager
     def gathered(self) -> Iterator[Any]:

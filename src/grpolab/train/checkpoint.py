@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from grpolab.models.verify import ModelFilesError
-from grpolab.parallel.sharding import Shards, Unsharded, unsharded_class
+from grpolab.parallel.sharding import Shards, unsharded_class
 from grpolab.train.atomic import DiskFullError, atomic_dir, clean_stale, remove_dir
 from grpolab.train.resume_check import (
     FROZEN_KEYS,
@@ -204,16 +204,15 @@ def load_checkpoint(
     model: Any,
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any | None,
+    shards: Shards,
     restore_rng: bool = True,
-    shards: Shards | None = None,
 ) -> dict[str, Any]:
     """Restore weights (in place), optimizer, scheduler and RNG from `ckpt_dir`; return trainer_state.
 
     optimizer/scheduler None: not restored. restore_rng=False: weights only (loading the best model at
-    the end of a run should not rewind the random streams). shards: the model's sharding (default: not
-    sharded); under FSDP every rank calls this and keeps its shard of the full tensors read from disk."""
+    the end of a run should not rewind the random streams). shards: the model's sharding (`Unsharded(model)`
+    when it is not sharded); under FSDP every rank calls this and keeps its shard of the full tensors read from disk."""
     ckpt_dir = Path(ckpt_dir)
-    shards = shards or Unsharded(model)
     check_checkpoint_dir(ckpt_dir)  # one line for a truncated file, a temp dir, a run dir
     has_adapter = (ckpt_dir / ADAPTER_CONFIG).is_file()
     if has_adapter != _is_peft_model(model):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,13 @@ import torch
 from grpolab.algo.advantages import AdvantageStats, decoupled_advantages, group_advantages
 from grpolab.config.schema import Config
 from grpolab.data.base import Example
+from grpolab.data.order import QuestionOrder
 from grpolab.parallel.distributed import DistContext
-from grpolab.rewards import RewardScores
+from grpolab.parallel.sharding import Shards
+from grpolab.rewards import RewardScores, RewardSet
+from grpolab.rewards.inputs import reward_inputs
+from grpolab.rollout.backend import SamplingParams
+from grpolab.rollout.sampler import RolloutSampler
 from grpolab.rollout.types import Rollout
 from grpolab.train.step_metrics import reward_tensor
 
@@ -93,41 +99,65 @@ def merged_scores(rounds: Sequence[Round]) -> RewardScores:
     )
 
 
-def sample_groups(
-    cfg: Config,
-    ctx: DistContext,
-    next_questions: Callable[[], tuple[list[Example], bool]],
-    rollout: Callable[[list[Example]], list[Rollout]],
-    score: Callable[[list[Example], list[Rollout]], RewardScores],
-) -> StepGroups:
-    """Sample rounds of B questions until B groups are kept (one round when filtering is off).
+@dataclass
+class RoundSource:
+    """Where a step's rounds come from: the question order over the training questions, the rollout
+    sampler with its sampling parameters, the reward set, and the policy's shards (gathered while
+    generating). `seconds` adds up the time spent generating and scoring."""
 
-    next_questions: the next B questions (the same on every rank) and whether the epoch ends with them.
-    """
-    group = cfg.grpo.num_generations
-    batch = cfg.train.questions_per_step
-    local = batch // ctx.world_size
+    order: QuestionOrder
+    questions: list[Example]  # the training split
+    rollouts: RolloutSampler
+    params: SamplingParams
+    rewards: RewardSet
+    shards: Shards
+    seconds: dict[str, float] = dataclasses.field(default_factory=lambda: {"generation": 0.0, "reward": 0.0})
+
+    def sample_round(self, ctx: DistContext, group: int, aggregation: str) -> Round:
+        """The next B questions (the same on every rank), this rank's share sampled and scored."""
+        indices, epoch_ends = self.order.next_batch()
+        examples = ctx.shard([self.questions[i] for i in indices])  # whole groups per rank
+        started = time.perf_counter()
+        with self.shards.gathered():
+            rollouts = self.rollouts.sample(examples, self.params)
+        scored = time.perf_counter()
+        scores = self.rewards.score(reward_inputs(examples, rollouts))
+        self.seconds["generation"] += scored - started
+        self.seconds["reward"] += time.perf_counter() - scored
+        rewards = torch.cat(ctx.gather_objects(reward_tensor(scores, len(examples), group)))  # [B, G]
+        per_function = None
+        if aggregation == "normalize_then_sum":
+            per_function = torch.cat(ctx.gather_objects(function_rewards(scores, len(examples), group)))
+        return Round(examples, rollouts, scores, rewards, epoch_ends, per_function)
+
+
+def sample_groups(cfg: Config, ctx: DistContext, source: RoundSource) -> StepGroups:
+    """Sample rounds of B questions until B groups are kept (one round when filtering is off)."""
+    group, batch = cfg.grpo.num_generations, cfg.train.questions_per_step
     rounds: list[Round] = []
     kept: list[tuple[int, int]] = []  # (round, group index in the round's B), in sampling order
     while True:
-        questions, epoch_ends = next_questions()
-        examples = ctx.shard(questions)  # whole groups per rank
-        rollouts = rollout(examples)
-        scores = score(examples, rollouts)
-        rewards = torch.cat(ctx.gather_objects(reward_tensor(scores, len(examples), group)))  # [B, G]
-        per_function = None
-        if cfg.grpo.reward_aggregation == "normalize_then_sum":
-            per_function = torch.cat(ctx.gather_objects(function_rewards(scores, len(examples), group)))
-        rounds.append(Round(examples, rollouts, scores, rewards, epoch_ends, per_function))
+        rounds.append(source.sample_round(ctx, group, cfg.grpo.reward_aggregation))
+        rewards = rounds[-1].rewards
         keep = has_spread(rewards) if cfg.grpo.filter_zero_std_groups else torch.ones(batch, dtype=torch.bool)
         kept += [(len(rounds) - 1, int(g)) for g in keep.nonzero().flatten()][: batch - len(kept)]
         if len(kept) == batch or len(rounds) > cfg.grpo.dynamic_sampling_rounds:
             break
-
-    adv = torch.zeros(0, group)
-    if kept:
-        adv = kept_advantages(cfg, rounds, kept)  # [K, G]
+    adv = kept_advantages(cfg, rounds, kept) if kept else torch.zeros(0, group)  # [K, G]
     _, stats = group_advantages(torch.cat([r.rewards for r in rounds]), cfg.grpo.scale_rewards)
+    return this_ranks_groups(ctx, rounds, kept, adv, stats, group, batch // ctx.world_size)
+
+
+def this_ranks_groups(
+    ctx: DistContext,
+    rounds: list[Round],
+    kept: list[tuple[int, int]],
+    adv: torch.Tensor,
+    stats: AdvantageStats,
+    group: int,
+    local: int,
+) -> StepGroups:
+    """The kept groups this rank sampled (local: questions per rank per round), adv [K, G] of all kept."""
     out = StepGroups([], [], torch.zeros(0), [], rounds, len(kept), stats)
     mine = [(p, r, g - ctx.rank * local) for p, (r, g) in enumerate(kept) if g // local == ctx.rank]
     for _, r, g in mine:

@@ -27,6 +27,7 @@ class RunInputs:
     tokenizer: Any | None = None  # its tokenizer (with `model`)
     lora: Any | None = None  # a peft LoraConfig; None = built from model.lora_* when finetune=lora
     env_factory: EnvFactory | None = None  # agents: one environment per episode; None = cfg.agent.env
+    adapter: str | None = None  # a trained LoRA adapter directory put on the loaded model (`grpolab eval`)
 
 
 def seed_everything(seed: int) -> None:

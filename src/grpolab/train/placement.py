@@ -4,8 +4,10 @@ never asks which one it has."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from grpolab.config.schema import Config
-from grpolab.models.loading import LoadedModel, load_model, prepare_model
+from grpolab.models.loading import LoadedModel, attach_adapter, load_model, prepare_model
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Shards, Unsharded, accelerate_fsdp_requested, fsdp_settings, shard_model
 from grpolab.train.inputs import RunInputs
@@ -21,6 +23,8 @@ def load_and_place(cfg: Config, inputs: RunInputs, ctx: DistContext) -> tuple[Lo
         )
     else:
         loaded = load_model(cfg.model, beta=cfg.grpo.beta, device=ctx.device, lora=inputs.lora, quiet=cfg.logging.quiet)
+    if inputs.adapter is not None:
+        loaded = dataclasses.replace(loaded, model=attach_adapter(loaded.model, inputs.adapter))
     ctx.sync_parameters(loaded.model)  # start every rank from rank 0's weights
     reference = loaded.reference
     if reference is not None:

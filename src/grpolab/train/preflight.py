@@ -110,8 +110,17 @@ def check_precision(cfg: Config) -> None:
         raise PreflightError(str(err)) from None
 
 
+# the configs that passed in this process: `grpolab train` checks before the training stack is
+# imported, and the API call it then makes (the Python API's own entry) finds its config checked
+_passed: set[str] = set()
+
+
 def preflight(cfg: Config) -> None:
-    """Everything that can be checked before the model loads (see the module docstring)."""
+    """Everything that can be checked before the model loads (see the module docstring); once per
+    config and process, so each entry path (command line or Python API) checks it once."""
+    key = cfg.model_dump_json()
+    if key in _passed:
+        return
     if cfg.train.resume not in (None, "", "auto"):
         resolve_resume_path(Path(cfg.train.resume))
     check_device(cfg.train.device)
@@ -121,6 +130,7 @@ def preflight(cfg: Config) -> None:
         check_model_dir(Path(cfg.model.name).expanduser(), adapter=False, what="model.name")
     check_writable(Path(cfg.train.output_dir), "train.output_dir")
     check_judges(cfg.rewards)
+    _passed.add(key)
 
 
 def report_long_prompts(tokenizer: Any, examples: list[Any], cfg: Config, warn: Any = log.warning) -> int:

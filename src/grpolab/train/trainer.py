@@ -27,24 +27,20 @@ from grpolab.data.base import Example
 from grpolab.data.order import QuestionOrder
 from grpolab.eval.early_stopping import Decision, EarlyStopping
 from grpolab.eval.evaluate import EvalResult, Evaluations, evaluate_examples
-from grpolab.models.loading import pick_device
 from grpolab.observe import Tracker
 from grpolab.observe.null import NullTracker
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Unsharded
-from grpolab.rewards import RewardScores
-from grpolab.rewards.inputs import reward_inputs
 from grpolab.rollout.backend import SamplingParams
-from grpolab.rollout.generators import build_generator, sync_after_step
-from grpolab.rollout.sampler import RolloutSampler
+from grpolab.rollout.generators import sync_after_step
 from grpolab.rollout.types import Rollout, collate
+from grpolab.train.build import build_parts
 from grpolab.train.checkpoint import BEST, keeps_end, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
 from grpolab.train.export import write_model
-from grpolab.train.groups import merged_scores, sample_groups, sample_records
+from grpolab.train.groups import RoundSource, StepGroups, merged_scores, sample_groups, sample_records
 from grpolab.train.health import RunHealth
 from grpolab.train.inputs import RunInputs, seed_everything
-from grpolab.train.placement import load_and_place
-from grpolab.train.preflight import preflight, report_long_prompts
+from grpolab.train.preflight import preflight
 from grpolab.train.resume import check_resume, find_resume_point
 from grpolab.train.run_lock import check_run_free, open_run_dir
 from grpolab.train.schedule import advance_schedule, build_optimizer, set_peak_lr
@@ -55,9 +51,9 @@ from grpolab.train.update import policy_update
 
 
 class Trainer:
-    def __init__(self, cfg: Config, inputs: RunInputs, ctx: DistContext | None = None) -> None:
+    def __init__(self, cfg: Config, inputs: RunInputs, ctx: DistContext) -> None:
         self.cfg = cfg
-        self.ctx = ctx or DistContext.single(pick_device(cfg.train.device))
+        self.ctx = ctx
         # transformers 5 draws a progress bar on every save/load; checkpoints happen often here
         hf_logging.disable_progress_bar()
         if cfg.train.torch_threads:
@@ -68,23 +64,21 @@ class Trainer:
         check_run_free(self.resume_from, self.ctx)  # a run another process trains: refused before loading
         self.ctx.shard(list(range(cfg.train.questions_per_step)))  # fail now if B does not split evenly
         seed_everything(cfg.train.seed)
-        self.rewards, self.eval_rewards, self.splits = inputs.rewards, inputs.eval_rewards, inputs.splits
+        self.splits = inputs.splits
         self.val = self.splits.val[: cfg.eval.size]
         self.device = self.ctx.device
         preflight(cfg)  # device, writable output, judge key and endpoint: before the model loads
         # after seeding: a fresh LoRA adapter is drawn from the run's seed
-        self.loaded, self.shards, self.reference_shards = load_and_place(cfg, inputs, self.ctx)
+        self.parts = build_parts(cfg, inputs, self.ctx, prompts=[*self.splits.train, *self.val])
+        self.rewards, self.eval_rewards = self.parts.rewards, self.parts.eval_rewards
+        self.loaded, self.shards, self.reference_shards = (
+            self.parts.loaded,
+            self.parts.shards,
+            self.parts.reference_shards,
+        )
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
-        # same questions on every rank (the sampler's own seed), different rollouts per rank
-        torch.manual_seed(cfg.train.seed + self.ctx.rank)
-        if self.ctx.is_main:
-            report_long_prompts(self.tokenizer, [*self.splits.train, *self.val], cfg)
+        self.generator, self.rollouts = self.parts.generator, self.parts.rollouts
         self.health = RunHealth.from_config(cfg)
-        self.generator = build_generator(
-            cfg, self.model, self.tokenizer.pad_token_id, self.loaded.stop_ids, seed=cfg.train.seed + self.ctx.rank,
-            rank=self.ctx.rank, barrier=self.ctx.barrier,
-        )  # fmt: skip
-        self.rollouts = RolloutSampler(cfg, self.generator, self.tokenizer, self.loaded.stop_ids, inputs.env_factory)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         t = cfg.train
         self.state = RunState(
@@ -118,35 +112,38 @@ class Trainer:
             repetition_penalty=g.repetition_penalty,
         )
 
-    def score(self, examples: list[Example], rollouts: list[Rollout]) -> RewardScores:
-        return self.rewards.score(reward_inputs(examples, rollouts))
-
     def train_step(self) -> dict[str, float]:
-        cfg, ctx, state = self.cfg, self.ctx, self.state
-        seconds = {"generation": 0.0, "reward": 0.0}
-
-        def next_questions() -> tuple[list[Example], bool]:
-            indices, epoch_ends = state.question_order.next_batch()
-            return [self.splits.train[i] for i in indices], epoch_ends
-
-        def rollout(examples: list[Example]) -> list[Rollout]:
-            started = time.perf_counter()
-            with self.shards.gathered():
-                out = self.rollouts.sample(examples, self.sampling_params())
-            seconds["generation"] += time.perf_counter() - started
-            return out
-
-        def score(examples: list[Example], rollouts: list[Rollout]) -> RewardScores:
-            started = time.perf_counter()
-            out = self.score(examples, rollouts)
-            seconds["reward"] += time.perf_counter() - started
-            return out
-
-        groups = sample_groups(cfg, ctx, next_questions, rollout, score)
+        """Sample and score the step's groups, update the policy on them; returns the step's metrics."""
+        cfg, state = self.cfg, self.state
+        source = RoundSource(
+            state.question_order, self.splits.train, self.rollouts, self.sampling_params(), self.rewards, self.shards
+        )
+        groups = sample_groups(cfg, self.ctx, source)
         started = time.perf_counter()
-        sampled = groups.sampled_rollouts
+        metrics = self.update(groups)
+        updating = time.perf_counter() - started
+        metrics.update(self.sampling_metrics(groups))
+        state.num_tokens += metrics["tokens/total"]
+        metrics["num_tokens"] = state.num_tokens  # cumulative, as TRL
+        metrics["time/generation"] = source.seconds["generation"]
+        metrics["time/reward"] = source.seconds["reward"]
+        metrics["time/train_step"] = updating
+        metrics["epoch"] = float(state.question_order.epoch)
+        state.add_rewards(groups.sampled_rewards)
+        if groups.epoch_ends:
+            self.log_epoch()
+        every = cfg.logging.sample_every
+        if every and ((state.step + 1) % every == 0 or state.step == 0):
+            records = sample_records(groups, cfg.logging.samples_per_step, self.describe_episode)
+            self.tracker.log_samples(records, state.step + 1)
+        return metrics
+
+    def update(self, groups: StepGroups) -> dict[str, float]:
+        """The policy update on the kept groups (every rank enters it, or none); its metrics over ranks."""
+        cfg, ctx, state = self.cfg, self.ctx, self.state
         # every group dropped on this rank: an empty batch of the right shape (this rank must still
         # join the update's collectives when another rank has something to train)
+        sampled = groups.sampled_rollouts
         batch = collate(groups.rollouts or sampled[:1], self.tokenizer.pad_token_id).select(slice(len(groups.rollouts)))
         if cfg.grpo.mask_truncated_completions and groups.rollouts:
             batch.completion_mask[torch.tensor([r.truncated for r in groups.rollouts])] = 0.0
@@ -154,7 +151,7 @@ class Trainer:
         # a global decision: every rank must enter the update (and its collectives) or none
         self.signals.commit()  # the update changes the weights: from here on this step is finished
         if ctx.all_reduce_sum({"tokens": float(batch.completion_mask.sum())})["tokens"] > 0:
-            reference = self.reference if cfg.grpo.beta > 0 else None
+            reference = self.reference if self.loaded.has_reference else None  # None: no KL term
             result = policy_update(
                 self.model, self.optimizer, self.scheduler, batch.to(self.device), groups.adv.to(self.device),
                 cfg, reference, ctx, self.shards, state.entropy_control,
@@ -168,38 +165,26 @@ class Trainer:
         else:
             metrics["train/skipped_empty"] = 1.0
             advance_schedule(self.scheduler, cfg.grpo.num_iterations)  # the step still counts
-        updated = time.perf_counter()
-
-        metrics = ctx.reduce_metrics(
-            metrics,
-            float(batch.completion_mask.sum()),
-            {**{k: "sum" for k in ("loss", "loss/policy", "loss/kl", "loss/entropy")}, "mismatch/logp_abs_max": "max"},
+        summed = {**{k: "sum" for k in ("loss", "loss/policy", "loss/kl", "loss/entropy")}}
+        return ctx.reduce_metrics(
+            metrics, float(batch.completion_mask.sum()), {**summed, "mismatch/logp_abs_max": "max"}
         )
+
+    def sampling_metrics(self, groups: StepGroups) -> dict[str, float]:
+        """What was sampled: rewards, completions (and agent episodes) over every rank, group spread."""
+        cfg, sampled = self.cfg, groups.sampled_rollouts
         local: dict[str, float] = {**merged_scores(groups.rounds).metrics(), **completion_statistics(sampled)}
         if cfg.agent.enabled:
             from grpolab.rollout.agent_metrics import agent_metrics
 
             local.update(agent_metrics(sampled))
-        metrics.update(ctx.reduce_metrics(local, float(len(sampled)), LOCAL_METRIC_OPS))
+        metrics = self.ctx.reduce_metrics(local, float(len(sampled)), LOCAL_METRIC_OPS)
         metrics.update(reward_statistics(groups.sampled_rewards))
         metrics["reward/mean_group_std"] = groups.stats.mean_group_std
         metrics["frac_reward_zero_std"] = groups.stats.frac_reward_zero_std
         if cfg.grpo.filter_zero_std_groups:
             metrics["sampling/rounds"] = float(len(groups.rounds))
             metrics["sampling/kept_groups"] = float(groups.kept_groups)
-        state.num_tokens += metrics["tokens/total"]
-        metrics["num_tokens"] = state.num_tokens  # cumulative, as TRL
-        metrics["time/generation"] = seconds["generation"]
-        metrics["time/reward"] = seconds["reward"]
-        metrics["time/train_step"] = updated - started
-        metrics["epoch"] = float(state.question_order.epoch)
-        state.add_rewards(groups.sampled_rewards)
-        if groups.epoch_ends:
-            self.log_epoch()
-        every = cfg.logging.sample_every
-        if every and ((state.step + 1) % every == 0 or state.step == 0):
-            records = sample_records(groups, cfg.logging.samples_per_step, self.describe_episode)
-            self.tracker.log_samples(records, state.step + 1)
         return metrics
 
     def describe_episode(self, rollout: Rollout) -> dict[str, Any]:
@@ -221,7 +206,8 @@ class Trainer:
     def evaluate(self, examples: list[Example], status: str | None = None) -> EvalResult:
         args = (evaluate_examples, self.cfg, self.rollouts, examples, self.eval_rewards, self.ctx, status)
         with self.shards.gathered():  # a no-op when not sharded; on every rank alike under FSDP
-            return self.evaluations.once(self.state, "val" if examples is self.val else "final", *args)
+            split = "val" if examples is self.val else "final"
+            return self.evaluations.once(self.state.step, self.state.best_step, split, *args)
 
     def final_examples(self) -> list[Example]:
         return self.splits.test if self.cfg.eval.final_split == "test" else self.val

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,13 +38,14 @@ import torch
 from grpolab.algo.entropy import EntropyControl
 from grpolab.algo.importance import logprob_mismatch
 from grpolab.algo.logprobs import can_share_prompt, pass_positions, sequence_logprobs, shared_prompt_rows
-from grpolab.algo.loss import grpo_loss
-from grpolab.config.schema import Config
+from grpolab.algo.loss import StepTotals, grpo_loss
+from grpolab.config.schema import Config, GRPOSection
 from grpolab.models.loading import trainable_parameters
 from grpolab.parallel.distributed import DistContext, global_step_totals
-from grpolab.parallel.sharding import Shards, Unsharded
+from grpolab.parallel.sharding import Shards
 from grpolab.rollout.types import Batch
 from grpolab.train.objective import (
+    EntropyStep,
     adapt_entropy,
     bonus_on,
     entropy_step,
@@ -191,6 +192,189 @@ def rows_with_signal(adv: torch.Tensor, cfg: Config, has_kl_term: bool) -> torch
     return None if len(rows) == len(adv) else rows
 
 
+@dataclass
+class UpdatePlan:
+    """What one update trains: the rows that can change the gradient, in pass order, in micro-batches."""
+
+    batch: Batch  # the rows trained (ordered by length with train.length_buckets)
+    adv: torch.Tensor  # [len(batch)]
+    parts: list[slice]  # the micro-batches, as rows of `batch`
+    totals: StepTotals  # whole-step counts over every rank and every row (the loss normalisers)
+    whole_batch: Batch  # every row of this rank's step, trained or not
+    share_prompt: bool  # a group's prompt runs once per pass (its KV cache reused by the group's rows)
+    temperature: float
+
+
+def plan_update(model: Any, batch: Batch, adv: torch.Tensor, cfg: Config, ctx: DistContext, kl: bool) -> UpdatePlan:
+    """batch of N sequences, adv [N] -> the plan; kl: the loss has a KL term (a reference is given).
+
+    The totals count every row on every rank: each rank's loss is then its share of the global loss,
+    and summing gradients over ranks gives exactly the single-process gradient. Rows left out by
+    `rows_with_signal` keep their place in the totals, so the gradient is unchanged."""
+    share_prompt = cfg.train.share_prompt and can_share_prompt(model, training=True)
+    parts = _chunks(len(batch), micro_batch_size(cfg, batch, share_prompt))
+    cap = completion_token_cap(cfg)
+    totals = global_step_totals(ctx, len(batch), float(batch.completion_mask.sum()), cap, len(parts))
+    whole_batch = batch
+    rows = rows_with_signal(adv, cfg, has_kl_term=kl)
+    if rows is not None:
+        batch, adv = batch.select(rows), adv[rows]
+        parts = _chunks(len(batch), micro_batch_size(cfg, batch, share_prompt)) if len(batch) else []
+    # same rows, fewer padded positions per pass; not bnpo, whose normaliser is per micro-batch
+    if cfg.train.length_buckets and cfg.grpo.loss_type != "bnpo" and len(batch) > 1:
+        order = length_order(batch, share_prompt)
+        batch, adv = batch.select(order), adv[order]
+    temperature = cfg.generation.temperature
+    return UpdatePlan(batch, adv, parts, totals, whole_batch, share_prompt, temperature)
+
+
+@dataclass
+class FixedLogprobs:
+    """Log-probs computed once per update, before the policy moves: one [n, C] tensor per micro-batch."""
+
+    ref: list[torch.Tensor] | None  # the reference's (None: no KL term)
+    old: list[torch.Tensor] | None  # the policy's before the update (None: num_iterations = 1, old = logp)
+
+
+def fixed_logprobs(
+    model: Any,
+    plan: UpdatePlan,
+    reference: Callable[[], AbstractContextManager[Any]] | None,
+    shards: Shards,
+    num_iterations: int,
+    amp: AbstractContextManager[Any],
+) -> FixedLogprobs:
+    forward = (plan.batch, plan.parts, plan.temperature, plan.share_prompt)
+    ref = old = None
+    if reference is not None:
+        with reference() as ref_model, amp:
+            ref = _forward_logprobs(ref_model, *forward)
+    if num_iterations > 1:
+        with shards.gathered(), amp:
+            old = _forward_logprobs(model, *forward)
+    return FixedLogprobs(ref, old)
+
+
+def idle_mismatch(
+    model: Any, plan: UpdatePlan, cfg: Config, shards: Shards, amp: AbstractContextManager[Any]
+) -> list[Compared]:
+    """Nothing to train on this rank, but the sampler-vs-trainer mismatch is logged every step:
+    measured now, before the optimizer step moves the policy. Not where a forward is a collective
+    (FSDP): other ranks may have rows to train."""
+    whole = plan.whole_batch
+    if plan.parts or whole.sample_logp is None or not len(whole) or not shards.forwards_alone:
+        return []
+    size = micro_batch_size(cfg, whole, plan.share_prompt)
+    with amp:
+        return [_mismatch_sample(model, whole, size, plan.temperature, plan.share_prompt)]
+
+
+@dataclass
+class Tally:
+    """The update's metrics as they accumulate over micro-batches and iterations."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    compared: list[Compared] = field(default_factory=list)  # trained tokens against the sampler's
+
+    def add(self, metrics: dict[str, float], tokens: float) -> None:
+        """Loss shares add up to the step loss; per-token statistics are token-weighted means."""
+        for key, value in metrics.items():
+            share = key.startswith("loss/")
+            self.sums[key] = self.sums.get(key, 0.0) + (value if share else value * tokens)
+            self.weights[key] = 1.0 if share else self.weights.get(key, 0.0) + tokens
+
+    def set(self, metrics: dict[str, float]) -> None:
+        self.sums.update(metrics)
+        self.weights.update(dict.fromkeys(metrics, 1.0))
+
+
+def accumulate(
+    model: Any,
+    plan: UpdatePlan,
+    fixed: FixedLogprobs,
+    cfg: Config,
+    entropic: EntropyStep,
+    shards: Shards,
+    amp: AbstractContextManager[Any],
+    tally: Tally,
+    first_iteration: bool,
+) -> None:
+    """One iteration's gradient passes: each micro-batch's loss (its share of the step loss) backward."""
+    grpo, bonus = cfg.grpo, bonus_on(cfg.grpo)
+    # sampler-vs-trainer mismatch: measured on every backend that kept its log-probs, corrected for vLLM
+    correct = grpo.importance_sampling_correction and cfg.generation.backend != "hf"
+    for index, part in enumerate(plan.parts):
+        sub = plan.batch.select(part)
+        with amp:
+            logp, entropy = sequence_logprobs(
+                model, sub, plan.temperature, share_prompt=plan.share_prompt, entropy_grad=bonus
+            )  # [n, C] each
+        old = fixed.old[index] if fixed.old is not None else logp.detach()
+        pair = _against_sampler(old, sub) if sub.sample_logp is not None else None
+        if pair is not None and first_iteration:
+            tally.compared.append(pair)
+        ref = fixed.ref[index] if fixed.ref is not None else None
+        weights = micro_batch_weights(
+            grpo, logp, old, plan.adv[part], sub.completion_mask, pair if correct else None, entropic.token_mask(part)
+        )
+        loss, metrics = grpo_loss(
+            logp, old, ref, plan.adv[part], sub.completion_mask, epsilon=grpo.epsilon, epsilon_high=grpo.epsilon_high,
+            beta=grpo.beta, loss_type=grpo.loss_type, totals=plan.totals, token_weights=weights.token,
+            is_weights=weights.sampler, objective=objective_of(grpo),
+        )  # fmt: skip
+        if bonus:
+            bonus_share = entropic.bonus(entropy, sub.completion_mask, part)
+            loss, metrics["loss/entropy"] = loss + bonus_share, float(bonus_share.detach())
+        (loss * shards.loss_scale).backward()
+        tokens = float(sub.completion_mask.sum())
+        metrics["entropy"] = float((entropy.detach() * sub.completion_mask).sum() / max(tokens, 1.0))
+        tally.add(metrics, tokens)
+
+
+def dummy_passes(model: Any, plan: UpdatePlan, passes: int, amp: AbstractContextManager[Any]) -> None:
+    """FSDP: every rank runs `passes` training passes; a rank with fewer micro-batches pads with
+    passes that add zero to every gradient (each pass gathers and reduce-scatters every layer)."""
+    for _ in range(passes - len(plan.parts)):
+        _dummy_pass(model, plan.batch, amp)
+
+
+def fill_zero_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Nothing trained here: the zero gradient the skipped passes would have produced, so AdamW still
+    applies its momentum (a None gradient would make it skip the parameter)."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+
+
+def step_unless_nonfinite(optimizer: torch.optim.Optimizer, scheduler: Any, grad_norm: float) -> bool:
+    """The optimizer step, skipped when the gradient is NaN/inf (False). The scheduler advances
+    either way, so the LR schedule stays aligned with the step counter (a skipped step still counts)."""
+    if not math.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        advance_schedule(scheduler)
+        return False
+    optimizer.step()
+    scheduler.step()
+    return True
+
+
+def update_metrics(tally: Tally, plan: UpdatePlan, grpo: GRPOSection, grad_norm: float, lr: float) -> dict[str, float]:
+    out = {key: tally.sums[key] / max(tally.weights[key], 1e-12) for key in tally.sums}
+    if grpo.num_iterations > 1:  # loss shares were summed over the iterations
+        out = {k: v / (grpo.num_iterations if k.startswith("loss/") else 1) for k, v in out.items()}
+    out["loss"] = out.get("loss/policy", 0.0) + out.get("loss/kl", 0.0) + out.get("loss/entropy", 0.0)
+    if tally.compared:
+        old_all, sample_all, mask_all = (torch.cat(pieces) for pieces in zip(*tally.compared))
+        cap = grpo.importance_sampling_cap if grpo.importance_sampling_cap is not None else math.inf
+        out.update(logprob_mismatch(old_all, sample_all, mask_all, cap))
+    out["train/sequences_trained"] = len(plan.batch) / max(len(plan.whole_batch), 1)
+    out["train/padded_fraction"] = padded_fraction(plan.batch, plan.parts, plan.share_prompt)
+    out["grad_norm"] = grad_norm
+    out["learning_rate"] = lr
+    return out
+
+
 def policy_update(
     model: Any,
     optimizer: torch.optim.Optimizer,
@@ -199,145 +383,43 @@ def policy_update(
     adv: torch.Tensor,
     cfg: Config,
     reference: Callable[[], AbstractContextManager[Any]] | None,
-    ctx: DistContext | None = None,
-    shards: Shards | None = None,
+    ctx: DistContext,
+    shards: Shards,
     entropy_control: EntropyControl | None = None,
 ) -> UpdateResult:
     """batch of N sequences, adv [N] -> optimizer step(s); returns step metrics.
 
-    entropy_control: the entropy coefficient carried from the previous step (None: grpo.entropy_coef).
-
-    The scheduler advances once per iteration even when a non-finite gradient skips the optimizer
-    step, so the LR schedule stays aligned with the step counter (a skipped step still counts)."""
-    shards = shards or Unsharded(model)
+    reference: the frozen reference model's context, or None: the loss has no KL term (the trainer
+    passes one exactly when a reference was loaded, i.e. grpo.beta > 0).
+    entropy_control: the entropy coefficient carried from the previous step (None: grpo.entropy_coef)."""
     grpo = cfg.grpo
-    temperature = cfg.generation.temperature
-    mask = batch.completion_mask
-    ctx = ctx or DistContext.single()
-    # a group's prompt runs once per pass (its KV cache reused by the group's rows), not once per row
-    share_prompt = cfg.train.share_prompt and can_share_prompt(model, training=True)
-    # whole-step counts over all ranks: each rank's loss is then its share of the global loss, and
-    # summing gradients over ranks gives exactly the single-process gradient
-    parts = _chunks(len(batch), micro_batch_size(cfg, batch, share_prompt))
-    totals = global_step_totals(ctx, len(batch), float(mask.sum()), completion_token_cap(cfg), len(parts))
-    rows = rows_with_signal(adv, cfg, has_kl_term=grpo.beta > 0 and reference is not None)
-    whole_batch = batch
-    if rows is not None:  # the totals above stay those of the whole batch: the gradient is unchanged
-        batch, adv = batch.select(rows), adv[rows]
-        parts = _chunks(len(batch), micro_batch_size(cfg, batch, share_prompt)) if len(batch) else []
+    plan = plan_update(model, batch, adv, cfg, ctx, kl=reference is not None)
     amp = autocast_for(cfg, model)  # train.precision: every forward below runs in it, no backward does
-    # same rows, fewer padded positions per pass; not bnpo, whose normaliser is per micro-batch
-    if cfg.train.length_buckets and grpo.loss_type != "bnpo" and len(batch) > 1:
-        order = length_order(batch, share_prompt)
-        batch, adv = batch.select(order), adv[order]
-    ref_logps = None
-    if grpo.beta > 0 and reference is not None:
-        with reference() as ref_model, amp:
-            ref_logps = _forward_logprobs(ref_model, batch, parts, temperature, share_prompt)
-    old_logps = None
-    if grpo.num_iterations > 1:
-        with shards.gathered(), amp:
-            old_logps = _forward_logprobs(model, batch, parts, temperature, share_prompt)
-    # FSDP: every rank runs as many training passes as the rank with the most micro-batches
-    passes = shards.training_passes(ctx, len(parts))
-
+    fixed = fixed_logprobs(model, plan, reference, shards, grpo.num_iterations, amp)
+    passes = shards.training_passes(ctx, len(plan.parts))  # FSDP: the most micro-batches of any rank
     params = trainable_parameters(model)
-    sums: dict[str, float] = {}
-    weights: dict[str, float] = {}
-    skipped = False
-    grad_norm = 0.0
-    # sampler-vs-trainer mismatch: measured on every backend that kept its log-probs, corrected for vLLM
-    correct = grpo.importance_sampling_correction and cfg.generation.backend != "hf"
-    compared: list[Compared] = []
-    if not parts and whole_batch.sample_logp is not None and len(whole_batch) and isinstance(shards, Unsharded):
-        # nothing to train here, but the sampler-vs-trainer mismatch is logged every step: measured
-        # now, before the optimizer step moves the policy (not under FSDP: a forward there is a
-        # collective, and other ranks may have rows to train)
-        size = micro_batch_size(cfg, whole_batch, share_prompt)
-        with amp:
-            compared.append(_mismatch_sample(model, whole_batch, size, temperature, share_prompt))
-    objective, bonus = objective_of(grpo), bonus_on(grpo)
-    control = entropy_control or EntropyControl(grpo.entropy_coef)
+    tally = Tally(compared=idle_mismatch(model, plan, cfg, shards, amp))
+    control, bonus = entropy_control or EntropyControl(grpo.entropy_coef), bonus_on(grpo)
+    skipped, grad_norm = False, 0.0
     for iteration in range(grpo.num_iterations):
         # whole-step entropy decisions (threshold, bonus tokens), never per micro-batch (algo.entropy)
         with amp:
             entropic = entropy_step(
-                grpo, control, model, batch, ctx, shards, temperature=temperature, share_prompt=share_prompt
-            )
+                grpo, control, model, plan.batch, ctx, shards, temperature=plan.temperature,
+                share_prompt=plan.share_prompt,
+            )  # fmt: skip
         model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
         optimizer.zero_grad(set_to_none=True)
-        for index, part in enumerate(parts):
-            sub = batch.select(part)
-            with amp:
-                logp, entropy = sequence_logprobs(
-                    model, sub, temperature, share_prompt=share_prompt, entropy_grad=bonus
-                )  # [n, C] each
-            old = old_logps[index] if old_logps is not None else logp.detach()
-            pair = _against_sampler(old, sub) if sub.sample_logp is not None else None
-            if pair is not None and iteration == 0:
-                compared.append(pair)
-            corrections = micro_batch_weights(
-                grpo, logp, old, adv[part], sub.completion_mask, pair if correct else None,
-                entropic.token_mask(part),
-            )  # fmt: skip
-            loss, metrics = grpo_loss(
-                logp,
-                old,
-                ref_logps[index] if ref_logps is not None else None,
-                adv[part],
-                sub.completion_mask,
-                epsilon=grpo.epsilon,
-                epsilon_high=grpo.epsilon_high,
-                beta=grpo.beta,
-                loss_type=grpo.loss_type,
-                totals=totals,
-                token_weights=corrections.token,
-                is_weights=corrections.sampler,
-                objective=objective,
-            )
-            if bonus:
-                bonus_share = entropic.bonus(entropy, sub.completion_mask, part)
-                loss, metrics["loss/entropy"] = loss + bonus_share, float(bonus_share.detach())
-            (loss * shards.loss_scale).backward()
-            tokens = float(sub.completion_mask.sum())
-            metrics["entropy"] = float((entropy.detach() * sub.completion_mask).sum() / max(tokens, 1.0))
-            for key, value in metrics.items():
-                # loss shares add up to the step loss; per-token statistics are token-weighted means
-                share = key.startswith("loss/")
-                sums[key] = sums.get(key, 0.0) + (value if share else value * tokens)
-                weights[key] = 1.0 if share else weights.get(key, 0.0) + tokens
-        for _ in range(passes - len(parts)):
-            _dummy_pass(model, batch, amp)
-        if not parts:
-            # nothing to train here: the zero gradient the skipped passes would have produced, so
-            # AdamW still applies its momentum (a None gradient would make it skip the parameter)
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
+        accumulate(model, plan, fixed, cfg, entropic, shards, amp, tally, first_iteration=iteration == 0)
+        dummy_passes(model, plan, passes, amp)
+        if not plan.parts:
+            fill_zero_gradients(params)
         if bonus:  # the coefficient this iteration used, and the entropy it acted on (last iteration's)
             control, step_metrics = adapt_entropy(control, grpo, ctx, entropic)
-            sums.update(step_metrics)
-            weights.update(dict.fromkeys(step_metrics, 1.0))
+            tally.set(step_metrics)
         shards.reduce_gradients(ctx, params)
         grad_norm = _clip(params, cfg.optim.max_grad_norm)
-        if not math.isfinite(grad_norm):
-            optimizer.zero_grad(set_to_none=True)
-            skipped = True
-            advance_schedule(scheduler)
-            continue
-        optimizer.step()
-        scheduler.step()
+        skipped |= not step_unless_nonfinite(optimizer, scheduler, grad_norm)
     model.eval()
-    out = {key: sums[key] / max(weights[key], 1e-12) for key in sums}
-    if grpo.num_iterations > 1:
-        out = {k: v / (grpo.num_iterations if k.startswith("loss/") else 1) for k, v in out.items()}
-    out["loss"] = out.get("loss/policy", 0.0) + out.get("loss/kl", 0.0) + out.get("loss/entropy", 0.0)
-    if compared:
-        old_all, sample_all, mask_all = (torch.cat(pieces) for pieces in zip(*compared))
-        cap = grpo.importance_sampling_cap if grpo.importance_sampling_cap is not None else math.inf
-        out.update(logprob_mismatch(old_all, sample_all, mask_all, cap))
-    out["train/sequences_trained"] = len(batch) / max(len(whole_batch), 1)
-    out["train/padded_fraction"] = padded_fraction(batch, parts, share_prompt)
-    out["grad_norm"] = grad_norm
-    out["learning_rate"] = float(optimizer.param_groups[0]["lr"])
+    out = update_metrics(tally, plan, grpo, grad_norm, float(optimizer.param_groups[0]["lr"]))
     return UpdateResult(out, skipped, control if bonus else None)
