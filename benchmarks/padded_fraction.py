@@ -15,7 +15,8 @@ from typing import Any
 import grpolab.train.trainer as trainer_module
 from grpolab.algo.logprobs import can_share_prompt
 from grpolab.config.load import load_config
-from grpolab.train.update import _chunks, length_order, micro_batch_size, padded_fraction, policy_update
+from grpolab.train.update import policy_update
+from grpolab.train.update_plan import length_order, micro_batch_size, micro_batches, padded_fraction
 
 WORKLOAD = [
     "model.name=smollm2-135m-instruct",
@@ -39,7 +40,7 @@ def plans(model: Any, batch: Any, cfg: Any) -> dict[str, float]:
     out = {}
     for share in (True, False):
         shared = share and can_share_prompt(model, training=True)
-        parts = _chunks(len(batch), micro_batch_size(cfg, batch, shared))
+        parts = micro_batches(len(batch), micro_batch_size(cfg, batch, shared))
         for buckets in (False, True):
             rows = batch.select(length_order(batch, shared)) if buckets else batch
             out[f"share_prompt={share} length_buckets={buckets}"] = padded_fraction(rows, parts, shared)

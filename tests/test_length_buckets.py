@@ -13,8 +13,9 @@ from grpolab.models.loading import load_model
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Unsharded
 from grpolab.rollout.types import Rollout, collate
-from grpolab.train.schedule import build_optimizer
-from grpolab.train.update import _chunks, length_order, policy_update
+from grpolab.train.optimizer import build_optimizer
+from grpolab.train.update import policy_update
+from grpolab.train.update_plan import length_order, micro_batches
 
 
 def config(share: bool, buckets: bool, questions: int, micro: int, *extra: str):
@@ -84,7 +85,7 @@ def test_bucketed_passes_give_each_row_the_same_logprobs(tiny_llama, tiny_tokeni
         groups = (order // 2).tolist()
         assert all(groups[i] == groups[i + 1] for i in range(0, len(groups), 2))
     tiny_llama.eval()
-    parts = _chunks(len(batch), 4)
+    parts = micro_batches(len(batch), 4)
 
     def passes(rows):
         with torch.no_grad():

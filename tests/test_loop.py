@@ -110,7 +110,7 @@ def test_every_group_filtered_skips_the_update_and_keeps_the_schedule_in_step(tm
 
 def test_a_non_finite_gradient_still_advances_the_schedule():
     from grpolab.rollout.types import Rollout, collate
-    from grpolab.train.schedule import build_optimizer
+    from grpolab.train.optimizer import build_optimizer
     from grpolab.train.update import policy_update
     from run_helpers import micro_llama
 

@@ -10,7 +10,7 @@ from transformers.trainer_utils import SchedulerType
 
 from grpolab.config.load import ConfigError
 from grpolab.config.schema import OptimConfig
-from grpolab.train.lr_schedule import build_scheduler, check_scheduler, schedule_steps
+from grpolab.train.optimizer import build_scheduler, check_scheduler, schedule_steps
 
 
 def trajectory(steps: int, **optim: object) -> list[float]:

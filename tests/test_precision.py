@@ -11,9 +11,9 @@ import torch
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Unsharded
+from grpolab.train.optimizer import build_optimizer
 from grpolab.train.precision import autocast_for, native_bf16, resolve_precision
 from grpolab.train.preflight import PreflightError, check_precision
-from grpolab.train.schedule import build_optimizer
 from grpolab.train.update import policy_update
 from run_helpers import quick_config, read_metrics
 from test_update import config, make_batch

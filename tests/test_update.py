@@ -16,8 +16,9 @@ from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Unsharded
 from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.rollout.types import Rollout, collate
-from grpolab.train.schedule import build_optimizer
-from grpolab.train.update import policy_update, rows_with_signal
+from grpolab.train.optimizer import build_optimizer
+from grpolab.train.update import policy_update
+from grpolab.train.update_plan import rows_with_signal
 
 
 def make_batch(pad_id: int, n: int = 8, seed: int = 0):
@@ -345,7 +346,7 @@ def test_second_iteration_is_off_policy_and_clipped(tiny_llama, tiny_tokenizer):
 
 
 def test_auto_passes_hold_whole_groups_when_the_prompt_is_shared():
-    from grpolab.train.update import micro_batch_size
+    from grpolab.train.update_plan import micro_batch_size
 
     cfg = config(**{"train.questions_per_step": 4, "grpo.num_generations": 8})
 

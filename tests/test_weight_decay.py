@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from grpolab.config.load import load_config
-from grpolab.train.schedule import build_optimizer
+from grpolab.train.optimizer import build_optimizer
 
 
 def step_with_zero_gradients(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], float]:

@@ -186,7 +186,7 @@ def pass_positions(batch: ForwardInputs, share_prompt: bool) -> tuple[int, int]:
     """(positions the decoder computes, of which real tokens) for sequence_logprobs on this batch:
     its columns that are not padding in every row, each shared prompt once with share_prompt (as
     the decoder path does when the cache is reused). The difference is padding: the measure
-    train/padded_fraction reports, and what grouping rows by length (train/update.py) lowers."""
+    train/padded_fraction reports, and what grouping rows by length (train/update_plan.py) lowers."""
     batch = without_padding_columns(batch)
     rows = shared_prompt_rows(batch) if share_prompt else None
     if rows is None:

@@ -33,7 +33,7 @@ def resolve_config(preset: str | None, overrides: list[str]) -> Config:
     """Load and fully validate a config (rewards, data) before anything heavy is imported or loaded."""
     from grpolab.data import validate_data
     from grpolab.rewards import build_rewards
-    from grpolab.train.lr_schedule import check_scheduler
+    from grpolab.train.optimizer import check_scheduler
 
     cfg = load_config(preset, overrides)
     build_rewards(cfg.rewards)

@@ -40,10 +40,10 @@ from grpolab.train.export import write_model
 from grpolab.train.groups import RoundSource, StepGroups, merged_scores, sample_groups, sample_records
 from grpolab.train.health import RunHealth
 from grpolab.train.inputs import RunInputs, seed_everything
+from grpolab.train.optimizer import advance_schedule, build_optimizer, set_peak_lr
 from grpolab.train.preflight import preflight
 from grpolab.train.resume import check_resume, find_resume_point
 from grpolab.train.run_lock import check_run_free, open_run_dir
-from grpolab.train.schedule import advance_schedule, build_optimizer, set_peak_lr
 from grpolab.train.signals import StopSignals, stop_signals
 from grpolab.train.state import RunState, RunSummary, StopReason
 from grpolab.train.step_metrics import LOCAL_METRIC_OPS, completion_statistics, reward_statistics
