@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from grpolab.algo.objectives import Objective, loss_spec
+from grpolab.algo.objectives import Objective, SurrogateInputs, loss_spec
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"]
 Normaliser = Literal["grpo", "bnpo", "dr_grpo", "dapo", "luspo"]
@@ -128,15 +128,12 @@ def grpo_loss(
     """
     spec = loss_spec(loss_type)
     policy, diag = spec.surrogate(
-        logp,
-        old_logp,
-        adv,
-        mask,
-        epsilon=epsilon,
-        epsilon_high=epsilon if epsilon_high is None else epsilon_high,
-        objective=objective or Objective(),
-        is_weights=is_weights.detach() if is_weights is not None and spec.weights_inside else None,
-    )
+        SurrogateInputs(
+            logp, old_logp, adv, mask, epsilon=epsilon,
+            epsilon_high=epsilon if epsilon_high is None else epsilon_high, objective=objective or Objective(),
+            is_weights=is_weights.detach() if is_weights is not None and spec.weights_inside else None,
+        )
+    )  # fmt: skip
     kl_term = k3_term(logp, ref_logp, beta, diag)
     for weights in (token_weights, None if spec.weights_inside else is_weights):
         if weights is not None:

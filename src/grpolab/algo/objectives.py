@@ -1,6 +1,6 @@
 """The per-token surrogates of every loss_type: what multiplies the advantage, before normalising.
 
-Each surrogate maps (logp, old_logp, adv, mask) to a policy loss per token [N, T]; algo.loss then
+Each surrogate maps SurrogateInputs (logp, old_logp, adv, mask, ...) to a policy loss per token [N, T]; algo.loss then
 normalises it. A loss_type is a (surrogate, normaliser) pair, chosen once from the table LOSS_TYPES:
 
     loss_type  surrogate  normaliser   source
@@ -48,6 +48,25 @@ class Objective:
     vespo_lambda_neg: float = 2.0  # [vespo_lambda_neg]
 
 
+@dataclass(frozen=True)
+class SurrogateInputs:
+    """What every surrogate reads: logp, old_logp, mask [N, T]; adv [N]; the clip range; is_weights
+    [N, T] (the sampler's IS weights), given only to a surrogate that folds them in (vespo)."""
+
+    logp: torch.Tensor
+    old_logp: torch.Tensor
+    adv: torch.Tensor
+    mask: torch.Tensor
+    epsilon: float
+    epsilon_high: float
+    objective: Objective
+    is_weights: torch.Tensor | None = None
+
+    def ratio(self) -> torch.Tensor:
+        """r = pi_theta / pi_old: [N, T] (token level) or [N, 1] (sequence level)."""
+        return torch.exp(log_ratio(self.logp, self.old_logp, self.mask, self.objective.level))
+
+
 def log_ratio(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor, level: Level) -> torch.Tensor:
     """logp, old_logp, mask [N, T] -> log r: [N, T] (token) or [N, 1] (sequence: masked mean, GSPO).
 
@@ -59,81 +78,49 @@ def log_ratio(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor, le
     return ((delta * mask).sum(-1) / mask.sum(-1).clamp(min=1.0))[:, None]  # [N, 1]
 
 
-def clip_surrogate(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    adv: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    epsilon: float,
-    epsilon_high: float,
-    objective: Objective,
-    is_weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, Diagnostics]:
+def clip_surrogate(x: SurrogateInputs) -> tuple[torch.Tensor, Diagnostics]:
     """PPO's clipped ratio: -min(r * A, clip(r, 1 - eps, 1 + eps_high) * A). adv [N] -> loss [N, T].
 
     Example: r = e (log r = 1), A = +1, eps 0.2 -> -min(2.718, 1.2) = -1.2, gradient 0 (clipped).
     """
-    ratio = torch.exp(log_ratio(logp, old_logp, mask, objective.level))  # [N, T] or [N, 1]
-    a = adv[:, None]  # [N, 1]
-    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon_high)
+    ratio, a, logp = x.ratio(), x.adv[:, None], x.logp  # [N, T] or [N, 1]; [N, 1]; [N, T]
+    clipped = torch.clamp(ratio, 1 - x.epsilon, 1 + x.epsilon_high)
     policy = -torch.min(ratio * a, clipped * a).expand_as(logp)  # [N, T]
     diag = {
         "ratio": ratio.detach().expand_as(logp),
-        "low_clipped": ((ratio < 1 - epsilon) & (a < 0)).float().expand_as(logp),
-        "high_clipped": ((ratio > 1 + epsilon_high) & (a > 0)).float().expand_as(logp),
+        "low_clipped": ((ratio < 1 - x.epsilon) & (a < 0)).float().expand_as(logp),
+        "high_clipped": ((ratio > 1 + x.epsilon_high) & (a > 0)).float().expand_as(logp),
     }
     return policy, diag
 
 
-def cispo_surrogate(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    adv: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    epsilon: float,
-    epsilon_high: float,
-    objective: Objective,
-    is_weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, Diagnostics]:
+def cispo_surrogate(x: SurrogateInputs) -> tuple[torch.Tensor, Diagnostics]:
     """CISPO: clip the importance weight, not the update: -sg(min(r, eps_high)) * A * logp.
 
     Every token keeps a gradient (none is dropped by clipping), weighted by at most eps_high; TRL
     caps at epsilon_high itself (not 1 + epsilon_high), ScaleRL recommends 5.0.
     Example: r = e, eps_high 2, A = +1, logp = -1 -> weight 2 -> loss -2 * 1 * -1 = 2; d loss / d logp = -2.
     """
-    ratio = torch.exp(log_ratio(logp, old_logp, mask, objective.level)).detach()
-    weight = torch.clamp(ratio, max=epsilon_high)  # [N, T] or [N, 1]
-    policy = -weight * adv[:, None] * logp  # [N, T]
-    cut = ((ratio > epsilon_high) & (adv[:, None] > 0)).float().expand_as(logp)
-    return policy, {"ratio": ratio.expand_as(logp), "cispo_clip_ratio": cut}
+    ratio = x.ratio().detach()
+    weight = torch.clamp(ratio, max=x.epsilon_high)  # [N, T] or [N, 1]
+    policy = -weight * x.adv[:, None] * x.logp  # [N, T]
+    cut = ((ratio > x.epsilon_high) & (x.adv[:, None] > 0)).float().expand_as(x.logp)
+    return policy, {"ratio": ratio.expand_as(x.logp), "cispo_clip_ratio": cut}
 
 
-def sapo_surrogate(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    adv: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    epsilon: float,
-    epsilon_high: float,
-    objective: Objective,
-    is_weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, Diagnostics]:
+def sapo_surrogate(x: SurrogateInputs) -> tuple[torch.Tensor, Diagnostics]:
     """SAPO: a soft gate instead of a hard clip: -(4 / tau) * sigmoid(tau * (r - 1)) * A.
 
     tau = sapo_temperature_pos where A > 0, sapo_temperature_neg elsewhere. At r = 1 the gate's
     slope is 4/tau * tau/4 = 1, so the on-policy gradient equals plain GRPO's; far from 1 it fades.
     Example: r = 1, tau 1, A = +1 -> -(4 / 1) * 0.5 = -2, gradient d/dr = -1 (as the unclipped -r * A).
     """
-    ratio = torch.exp(log_ratio(logp, old_logp, mask, objective.level))  # [N, T] or [N, 1]
-    a = adv[:, None]  # [N, 1]
+    ratio, a, objective = x.ratio(), x.adv[:, None], x.objective  # [N, T] or [N, 1]; [N, 1]
     tau = torch.where(
         a > 0, torch.full_like(a, objective.sapo_temperature_pos), torch.full_like(a, objective.sapo_temperature_neg)
     )
-    policy = -(torch.sigmoid(tau * (ratio - 1)) * 4 / tau * a).expand_as(logp)
-    return policy, {"ratio": ratio.detach().expand_as(logp)}
+    policy = -(torch.sigmoid(tau * (ratio - 1)) * 4 / tau * a).expand_as(x.logp)
+    return policy, {"ratio": ratio.detach().expand_as(x.logp)}
 
 
 VESPO_LOG_FLOOR = math.log(1e-8)  # lower clamp of log w (TRL's, from the reference implementation)
@@ -167,28 +154,18 @@ def vespo_weights(
         return phi.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)  # [N, 1]
 
 
-def vespo_surrogate(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    adv: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    epsilon: float,
-    epsilon_high: float,
-    objective: Objective,
-    is_weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, Diagnostics]:
+def vespo_surrogate(x: SurrogateInputs) -> tuple[torch.Tensor, Diagnostics]:
     """VESPO: -phi(w) * A * logp with the sequence's smooth Gamma weight phi (see vespo_weights).
 
     The sampler's IS weights enter w (not the loss), so they are passed here and not multiplied after.
     """
-    phi = vespo_weights(adv, (logp - old_logp).detach(), mask, objective, is_weights)  # [N, 1]
-    policy = -phi * adv[:, None] * logp  # [N, T]
-    ratio = torch.exp((logp - old_logp).detach())
-    return policy, {"ratio": ratio, "vespo/phi_seq_mean": phi.expand_as(logp)}
+    delta = (x.logp - x.old_logp).detach()  # [N, T]
+    phi = vespo_weights(x.adv, delta, x.mask, x.objective, x.is_weights)  # [N, 1]
+    policy = -phi * x.adv[:, None] * x.logp  # [N, T]
+    return policy, {"ratio": torch.exp(delta), "vespo/phi_seq_mean": phi.expand_as(x.logp)}
 
 
-Surrogate = Callable[..., tuple[torch.Tensor, Diagnostics]]
+Surrogate = Callable[[SurrogateInputs], tuple[torch.Tensor, Diagnostics]]
 
 
 @dataclass(frozen=True)

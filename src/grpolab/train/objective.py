@@ -10,6 +10,7 @@ Two kinds of correction, and where each is decided:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,15 +30,9 @@ ENTROPY_PASS_POSITIONS = 512
 
 
 def objective_of(grpo: GRPOSection) -> Objective:
-    return Objective(
-        level=grpo.ratio_level,
-        sapo_temperature_pos=grpo.sapo_temperature_pos,
-        sapo_temperature_neg=grpo.sapo_temperature_neg,
-        vespo_k_pos=grpo.vespo_k_pos,
-        vespo_lambda_pos=grpo.vespo_lambda_pos,
-        vespo_k_neg=grpo.vespo_k_neg,
-        vespo_lambda_neg=grpo.vespo_lambda_neg,
-    )
+    """The surrogates' settings from the grpo section: the same names there (the level is ratio_level)."""
+    settings = {f.name: getattr(grpo, f.name) for f in dataclasses.fields(Objective) if f.name != "level"}
+    return Objective(level=grpo.ratio_level, **settings)
 
 
 def bonus_on(grpo: GRPOSection) -> bool:
