@@ -103,10 +103,12 @@ class ShardedModel:
         self.reshard_layers = reshard_layers  # the layers' reshard_after_forward outside `gathered` (root: False)
         self.world_size = world_size
 
-    def describe(self) -> str:
+    def describe(self, strategy: str) -> str | None:
+        """The line a run logs about its sharding."""
         layers = {unsharded_class(unit).__name__ for unit in self.units[1:]}
         shard = "FULL_SHARD" if self.reshard_layers else "SHARD_GRAD_OP"
-        return f"{len(self.units)} shard units (root + {len(self.units) - 1} x {', '.join(sorted(layers))}), {shard}"
+        units = f"{len(self.units)} shard units (root + {len(self.units) - 1} x {', '.join(sorted(layers))}), {shard}"
+        return f"FSDP: {units} over {self.world_size} ranks"
 
     @property
     def loss_scale(self) -> float:
@@ -197,8 +199,11 @@ class Unsharded:
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    def describe(self) -> str:
-        return "not sharded"
+    def describe(self, strategy: str) -> str | None:
+        """A line only when FSDP was asked for and there is nothing to shard (one process)."""
+        if strategy == "fsdp":
+            return "distributed.strategy=fsdp with one process: nothing to shard, training unsharded"
+        return None
 
     loss_scale = 1.0
     forwards_alone = True  # a forward involves no other rank

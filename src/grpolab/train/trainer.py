@@ -30,7 +30,6 @@ from grpolab.eval.evaluate import EvalResult, Evaluations, evaluate_examples
 from grpolab.observe import Tracker
 from grpolab.observe.null import NullTracker
 from grpolab.parallel.distributed import DistContext
-from grpolab.parallel.sharding import Unsharded
 from grpolab.rollout.backend import SamplingParams
 from grpolab.rollout.generators import sync_after_step
 from grpolab.rollout.types import Rollout, collate
@@ -268,10 +267,8 @@ class Trainer:
         cfg, state = self.cfg, self.state
         if self.ctx.is_main:
             self.tracker = Tracker(self.run_dir, cfg, total_steps=cfg.train.max_steps)
-        if isinstance(self.shards, Unsharded) and cfg.distributed.strategy == "fsdp":
-            self.tracker.info("distributed.strategy=fsdp with one process: nothing to shard, training unsharded")
-        elif not isinstance(self.shards, Unsharded):
-            self.tracker.info(f"FSDP: {self.shards.describe()} over {self.ctx.world_size} ranks")
+        if sharding := self.shards.describe(cfg.distributed.strategy):
+            self.tracker.info(sharding)
         self.tracker.set_status("running", step=state.step, pid=os.getpid())
         try:
             with stop_signals(self.signals) as signals:
