@@ -245,7 +245,7 @@ def write_reductions(ctx: DistContext, out: Path) -> None:
     (out / f"rank{r}.json").write_text(json.dumps(result))
 
 
-def write_evaluation(ctx: DistContext | None, out: Path | None = None) -> dict:
+def write_evaluation(ctx: DistContext, out: Path | None = None) -> dict:
     """The scripted evaluation of tests/test_evaluate.py (5 questions, greedy + pass@k) under `ctx`;
     what this rank generated for, and the result every rank must agree on."""
     from test_evaluate import EXAMPLES, GREEDY, FakeRewards, ScriptedGenerator, run
@@ -253,7 +253,7 @@ def write_evaluation(ctx: DistContext | None, out: Path | None = None) -> dict:
     examples = [*EXAMPLES, EXAMPLES[0]]  # 5 questions: 3 on rank 0, 2 on rank 1
     gen = ScriptedGenerator(GREEDY, {q: ["A:2", "x"] for q in GREEDY})
     result = run(gen, FakeRewards(), pass_k=[1, 2], num_samples=2, examples=examples, ctx=ctx)
-    rank = ctx.rank if ctx is not None else 0
+    rank = ctx.rank
     written = {"generated": [size for size, _ in gen.calls], "result": json.loads(result.to_json())}
     if out is not None:
         (out / f"rank{rank}.json").write_text(json.dumps(written))

@@ -87,7 +87,7 @@ def test_evaluation_is_split_across_ranks_and_gathered(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     # batch_size 3: rank 0 generates its 3 questions in one call per pass (greedy, sampled), rank 1 its 2
     assert ranks[0]["generated"] == [3, 3] and ranks[1]["generated"] == [2, 2]
-    single = write_evaluation(None)
+    single = write_evaluation(DistContext.single())
     assert single["generated"] == [3, 2, 3, 2]  # one process: all 5 questions, in batches of 3
     for rank in ranks:  # every rank reports the single-process result: metrics, records, question order
         assert rank["result"] == single["result"]
