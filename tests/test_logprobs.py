@@ -117,6 +117,21 @@ def tiny_config(**fields) -> ModelConfig:
 
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_a_reference_exists_exactly_when_beta_is_positive(finetune):
+    # the one decision about a KL term, made at load: full fine-tuning copies the model, LoRA turns
+    # its adapter off; without one, asking for the reference is an error, not a silent policy
+    cpu = torch.device("cpu")
+    with_kl = load_model(tiny_config(finetune=finetune), beta=0.04, device=cpu)
+    without = load_model(tiny_config(finetune=finetune), beta=0.0, device=cpu)
+    assert (with_kl.has_reference, without.has_reference) == (True, False)
+    assert (with_kl.reference is not None) == (finetune == "full") and without.reference is None
+    with with_kl.as_reference() as reference:
+        assert reference is (with_kl.model if finetune == "lora" else with_kl.reference)
+    with pytest.raises(RuntimeError, match="no reference model"), without.as_reference():
+        pass
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_gradient_checkpointing_is_active_and_changes_no_gradient(tiny_tokenizer, finetune):
     batch = padded_batch(tiny_tokenizer.pad_token_id)
     grads, saved = [], []

@@ -141,6 +141,21 @@ def test_a_judge_without_its_key_or_endpoint_fails_before_the_model_loads():
         server.close()
 
 
+def test_preflight_checks_a_config_once_per_process(tmp_path: Path, monkeypatch):
+    # `grpolab train` checks before importing the training stack, then the trainer it builds would
+    # check again (a second judge connection): the same config passes once, a changed one is checked
+    from grpolab.train import preflight as module
+
+    calls: list[str] = []
+    monkeypatch.setattr(module, "check_judges", lambda rewards: calls.append("judges"))
+    first = cfg(f"train.output_dir={tmp_path / 'a'}")
+    module.preflight(first)
+    module.preflight(first)
+    assert calls == ["judges"]
+    module.preflight(cfg(f"train.output_dir={tmp_path / 'b'}"))
+    assert calls == ["judges", "judges"]
+
+
 def test_long_prompts_are_counted_and_reported_once(tiny_tokenizer):
     from grpolab.rollout.single_turn import full_prompt_ids
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,8 +19,8 @@ from grpolab.parallel.sharding import Unsharded
 from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.rollout.types import Rollout, collate
 from grpolab.train.optimizer import build_optimizer
-from grpolab.train.update import policy_update
-from grpolab.train.update_plan import rows_with_signal
+from grpolab.train.update import idle_mismatch, policy_update
+from grpolab.train.update_plan import plan_update, rows_with_signal
 
 
 def make_batch(pad_id: int, n: int = 8, seed: int = 0):
@@ -201,6 +203,12 @@ def test_a_step_with_no_signal_still_logs_the_sampler_mismatch(tiny_llama, tiny_
     ).metrics
     assert metrics["train/sequences_trained"] == 0.0
     assert metrics["mismatch/logp_abs_mean"] == pytest.approx(0.01, abs=1e-4)  # the policy that sampled
+    # where a forward is a collective (FSDP), a rank with nothing to train runs none: the sharding says so
+    plan = plan_update(model, batch, torch.zeros(len(batch)), cfg, DistContext.single(), kl=False)
+    assert plan.parts == []
+    assert len(idle_mismatch(model, plan, cfg, Unsharded(model), contextlib.nullcontext())) == 1
+    collective = SimpleNamespace(forwards_alone=False)
+    assert idle_mismatch(model, plan, cfg, collective, contextlib.nullcontext()) == []
 
 
 def test_zero_advantage_rows_are_kept_where_they_change_the_gradient():

@@ -213,6 +213,7 @@ def prepare_model(
         # Non-reentrant: gradients reach LoRA weights even though the frozen embeddings' output
         # does not require grad (the reentrant variant would silently drop them).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    has_reference = beta > 0  # the one place that asks: a KL term needs a reference
     reference = None
     if cfg.finetune == "lora":
         from peft import LoraConfig, get_peft_model
@@ -230,7 +231,7 @@ def prepare_model(
             raise ModelLoadError(_lora_problem(model, lora, err, cfg.name)) from None
         if not cfg.dropout:
             disable_dropout(model)  # the LoRA branch's dropout too
-    elif beta > 0:
+    elif has_reference:
         reference = copy.deepcopy(model).eval()
         reference.requires_grad_(False)
     model.eval()
@@ -241,7 +242,7 @@ def prepare_model(
         is_peft=cfg.finetune == "lora",
         stop_ids=stop_token_ids(model, tokenizer),
         source=source,
-        has_reference=beta > 0,
+        has_reference=has_reference,
     )
 
 
