@@ -23,6 +23,13 @@ from grpolab.train.update import idle_mismatch, policy_update
 from grpolab.train.update_plan import plan_update, rows_with_signal
 
 
+def update(model, optimizer, scheduler, batch, adv, cfg, reference=None):
+    """policy_update in one process on an unsharded model."""
+    return policy_update(
+        model, optimizer, scheduler, batch, adv, cfg, reference, DistContext.single(), Unsharded(model)
+    )
+
+
 def make_batch(pad_id: int, n: int = 8, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     rollouts = []
@@ -87,7 +94,7 @@ def sgd_update(model, batch, adv, loss_type: str, micro: int, **overrides):
     cfg = config(**{"train.micro_batch_size": micro, "grpo.loss_type": loss_type, "grpo.beta": 0.0, **overrides})
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    out = policy_update(model, optimizer, scheduler, batch, adv, cfg, None, DistContext.single(), Unsharded(model))
+    out = update(model, optimizer, scheduler, batch, adv, cfg, None)
     return out.metrics, [p.detach().clone() for p in model.parameters()]
 
 
@@ -147,29 +154,9 @@ def test_a_step_with_no_signal_still_applies_adam_momentum(tiny_llama, tiny_toke
         cfg = config(**{"grpo.beta": 0.0, "grpo.loss_type": "dapo", "train.skip_zero_advantage": skip})
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-        policy_update(
-            model,
-            optimizer,
-            scheduler,
-            batch,
-            torch.linspace(-1, 1, len(batch)),
-            cfg,
-            None,
-            DistContext.single(),
-            Unsharded(model),
-        )
+        update(model, optimizer, scheduler, batch, torch.linspace(-1, 1, len(batch)), cfg, None)
         after_first = [p.detach().clone() for p in model.parameters()]
-        out = policy_update(
-            model,
-            optimizer,
-            scheduler,
-            batch,
-            torch.zeros(len(batch)),
-            cfg,
-            None,
-            DistContext.single(),
-            Unsharded(model),
-        )
+        out = update(model, optimizer, scheduler, batch, torch.zeros(len(batch)), cfg, None)
         assert out.metrics["train/sequences_trained"] == (0.0 if skip == "true" else 1.0)
         moved = [not torch.equal(a, b) for a, b in zip(after_first, model.parameters())]
         assert all(moved)  # momentum moved every parameter on the step without signal
@@ -198,9 +185,7 @@ def test_a_step_with_no_signal_still_logs_the_sampler_mismatch(tiny_llama, tiny_
     # weight decay moves the weights even at a zero gradient: the mismatch must be measured before
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0, weight_decay=0.5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    metrics = policy_update(
-        model, optimizer, scheduler, batch, torch.zeros(len(batch)), cfg, None, DistContext.single(), Unsharded(model)
-    ).metrics
+    metrics = update(model, optimizer, scheduler, batch, torch.zeros(len(batch)), cfg, None).metrics
     assert metrics["train/sequences_trained"] == 0.0
     assert metrics["mismatch/logp_abs_mean"] == pytest.approx(0.01, abs=1e-4)  # the policy that sampled
     # where a forward is a collective (FSDP), a rank with nothing to train runs none: the sharding says so
@@ -286,9 +271,7 @@ def test_first_step_is_on_policy_and_moves_along_the_sampled_tokens_logprobs_at_
     optimizer = torch.optim.SGD(tiny_llama.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     batch = collate(rollouts, tiny_tokenizer.pad_token_id)
-    metrics = policy_update(
-        tiny_llama, optimizer, scheduler, batch, adv, cfg, None, DistContext.single(), Unsharded(tiny_llama)
-    ).metrics
+    metrics = update(tiny_llama, optimizer, scheduler, batch, adv, cfg, None).metrics
     assert metrics["loss"] == pytest.approx(-0.25, rel=1e-5)  # -mean(adv)
     assert float(objective.detach()) == pytest.approx(-0.25, rel=1e-5)
     moved = max(float((a - b.detach()).abs().max()) for a, b in zip(expected, reference.parameters()))
@@ -310,17 +293,7 @@ def test_lora_changes_only_the_adapter_and_reference_is_the_base(tiny_llama, tin
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer, scheduler = build_optimizer(model, cfg)
     for _ in range(2):  # LoRA B starts at 0: the second step is the first to move the output
-        policy_update(
-            model,
-            optimizer,
-            scheduler,
-            batch,
-            torch.linspace(-1, 1, len(batch)),
-            cfg,
-            loaded.as_reference,
-            DistContext.single(),
-            Unsharded(model),
-        )
+        update(model, optimizer, scheduler, batch, torch.linspace(-1, 1, len(batch)), cfg, loaded.as_reference)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n for n in changed)
     with loaded.as_reference() as ref:
@@ -337,17 +310,7 @@ def test_second_iteration_is_off_policy_and_clipped(tiny_llama, tiny_tokenizer):
     batch = make_batch(tiny_tokenizer.pad_token_id)
     cfg = config(**{"grpo.num_iterations": 2, "grpo.beta": 0.0, "optim.lr": 0.05, "grpo.epsilon": 0.01})
     optimizer, scheduler = build_optimizer(tiny_llama, cfg)
-    out = policy_update(
-        tiny_llama,
-        optimizer,
-        scheduler,
-        batch,
-        torch.linspace(-1, 1, len(batch)),
-        cfg,
-        None,
-        DistContext.single(),
-        Unsharded(tiny_llama),
-    )
+    out = update(tiny_llama, optimizer, scheduler, batch, torch.linspace(-1, 1, len(batch)), cfg, None)
     assert out.metrics["ratio_mean"] != 1.0
     assert out.metrics["clip_ratio/region_mean"] > 0.0
     assert scheduler.last_epoch == 2  # one scheduler step per optimizer step
