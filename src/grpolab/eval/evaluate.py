@@ -385,7 +385,9 @@ class Evaluations:
         self.results: dict[tuple[int, str], EvalResult] = {}  # (step of the weights, split) -> result
         self.loaded_step: int | None = None  # set once the model holds an earlier step's weights (best/)
 
-    def once(self, step: int, best_step: int, split: str, run: Callable[..., EvalResult], *args: Any) -> EvalResult:
+    def once(
+        self, step: int, best_step: int | None, split: str, run: Callable[..., EvalResult], *args: Any
+    ) -> EvalResult:
         """`run(*args)` for the weights of `step` (or loaded_step) on `split`, computed once; the run's
         best step so far says which earlier results may still be asked for."""
         key = (step if self.loaded_step is None else self.loaded_step, split)

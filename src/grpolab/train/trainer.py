@@ -164,9 +164,10 @@ class Trainer:
         else:
             metrics["train/skipped_empty"] = 1.0
             advance_schedule(self.scheduler, cfg.grpo.num_iterations)  # the step still counts
-        summed = {**{k: "sum" for k in ("loss", "loss/policy", "loss/kl", "loss/entropy")}}
         return ctx.reduce_metrics(
-            metrics, float(batch.completion_mask.sum()), {**summed, "mismatch/logp_abs_max": "max"}
+            metrics,
+            float(batch.completion_mask.sum()),
+            {**{k: "sum" for k in ("loss", "loss/policy", "loss/kl", "loss/entropy")}, "mismatch/logp_abs_max": "max"},
         )
 
     def sampling_metrics(self, groups: StepGroups) -> dict[str, float]:
