@@ -26,7 +26,6 @@ import warnings
 from typing import Any
 
 import torch
-from transformers.trainer_pt_utils import get_parameter_names
 
 from grpolab.config.load import ConfigError
 from grpolab.config.schema import Config, OptimConfig
@@ -37,6 +36,9 @@ NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)",
 
 def decay_parameter_names(model: torch.nn.Module) -> set[str]:
     """Names (as in model.named_parameters()) of the parameters weight decay applies to."""
+    # imported here: the command line checks the schedule (check_scheduler) before transformers loads
+    from transformers.trainer_pt_utils import get_parameter_names
+
     return set(get_parameter_names(model, [torch.nn.LayerNorm], NO_DECAY_PATTERNS))
 
 
