@@ -289,7 +289,7 @@ class GRPOTrainer:
                 build_rewards(cfg.rewards) if reward_funcs is None else reward_set(cfg, reward_funcs, reward_weights)
             )
             if trl_env is not None:
-                from grpolab.envs.trl_tools import with_environment_rewards
+                from grpolab.rewards.environment import with_environment_rewards
 
                 rewards = with_environment_rewards(rewards, trl_env, reward_funcs is not None)
             splits = run_splits(cfg, train_dataset, eval_dataset, test_dataset)

@@ -22,6 +22,7 @@ from dotenv import load_dotenv
 
 from grpolab.config.load import ConfigError, load_config
 from grpolab.config.schema import Config
+from grpolab.errors import UserError
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -288,33 +289,7 @@ def run_command(argv: list[str] | None) -> int:
             return fail(str(err))
     try:
         return int(args.func(args))
-    except ConfigError as err:
-        return fail(str(err))
+    except (UserError, FileExistsError) as err:  # FileExistsError: export's --out is taken
+        return fail(str(err), getattr(err, "exit_code", 1))
     except KeyboardInterrupt as err:  # a signal before the run could save, or a second one
         return fail("interrupted", 128 + getattr(err, "signum", signal.SIGINT))
-    except Exception as err:
-        if isinstance(err, user_errors()):
-            return fail(str(err), 1)
-        raise
-
-
-# Exceptions that describe a problem the user can fix, in one line: printed without a traceback.
-USER_ERRORS = {
-    "grpolab.data.base": "DataError",
-    "grpolab.models.loading": "ModelLoadError",
-    "grpolab.models.verify": "ModelFilesError",
-    "grpolab.rewards.api": "RewardError",
-    "grpolab.train.atomic": "DiskFullError",
-    "grpolab.train.resume": "ResumeError",
-    "grpolab.train.export": "ExportError",
-    "grpolab.train.health": "UnscoredRunError",
-    "grpolab.train.preflight": "PreflightError",
-    "grpolab.train.run_lock": "RunBusyError",
-}
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    # only from modules already imported: an exception cannot be of a class never loaded, and importing
-    # models.loading here would cost seconds of transformers import on the way to an error line
-    loaded = [getattr(sys.modules[module], name) for module, name in USER_ERRORS.items() if module in sys.modules]
-    return (*loaded, FileExistsError)

@@ -22,6 +22,7 @@ from grpolab.config.aliases import pop_aliases, set_reward_param, translate_over
 from grpolab.config.openr1 import OPENR1_PARAMS
 from grpolab.config.schema import Config
 from grpolab.config.yaml_strict import read_yaml_file
+from grpolab.errors import UserError
 
 # Names users already know from the agent GRPO scripts they come from.
 ENV_VARS: dict[str, str] = {
@@ -45,8 +46,10 @@ ENV_PREFIX = "GRPOLAB_"  # GRPOLAB_SEED=7 means SEED=7, and wins over it when bo
 SECRET_MARKERS = ("key", "token", "secret", "password")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config problem, phrased as one line that names the field."""
+
+    exit_code = 2  # a usage error, as argparse's own
 
 
 def configs_dir() -> Path:

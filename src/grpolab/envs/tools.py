@@ -102,10 +102,6 @@ def parse_tool_calls(text: str) -> list[ParsedCall]:
     return parsed
 
 
-def has_tool_call(text: str) -> bool:
-    return TOOL_CALL_OPEN in text
-
-
 def _parse_body(body: str) -> ParsedCall:
     if len(body) > MAX_CALL_CHARS:
         return ParsedCall(raw=body[:200], error=f"malformed tool call: longer than {MAX_CALL_CHARS} characters")

