@@ -14,7 +14,7 @@ from typing import Any
 
 import grpolab.train.trainer as trainer_module
 from grpolab.algo.logprobs import can_share_prompt
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.train.update import _chunks, length_order, micro_batch_size, padded_fraction, policy_update
 
 WORKLOAD = [

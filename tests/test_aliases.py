@@ -11,9 +11,10 @@ import textwrap
 import pytest
 
 from grpolab.cli.main import main
-from grpolab.config.aliases import pop_aliases, translate_overrides
-from grpolab.config.load import ConfigError, configs_dir, load_config
-from grpolab.config.provenance import environment_changes, explain_config
+from grpolab.compat.load import load_config
+from grpolab.compat.provenance import environment_changes, explain_config
+from grpolab.compat.seeds import pop_aliases, translate_overrides
+from grpolab.config.load import ConfigError, configs_dir
 from grpolab.observe.files import write_status
 from grpolab.observe.journal import format_entry, journaled
 
@@ -25,7 +26,7 @@ def load(*overrides: str, preset: str | None = None, environ: dict[str, str] | N
 @pytest.fixture(autouse=True)
 def no_user_environment(monkeypatch, tmp_path):
     """main() reads os.environ and ./.env: a SEED in the shell running the tests must not leak in."""
-    from grpolab.config.load import ENV_PREFIX, ENV_VARS
+    from grpolab.compat.env_vars import ENV_PREFIX, ENV_VARS
 
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
@@ -113,7 +114,7 @@ def test_multirun_with_a_short_fixed_key(monkeypatch):
         cfg = load_config(preset, overrides, env_file=None, environ={})
         return {"status": "finished", "best_accuracy": cfg.optim.lr, "run_dir": str(out_dir)}
 
-    monkeypatch.setattr("grpolab.observe.sweep.default_run_one", fake_run)
+    monkeypatch.setattr("grpolab.cli.sweep.default_run_one", fake_run)
     assert main(["train", "-c", "quick_test", "--multirun", "lr=1e-6,3e-6", "seed=1", "train.output_dir=out"]) == 0
     assert [o[-1] for o in seen] == ["optim.lr=1e-6", "optim.lr=3e-6"] and all("seed=1" in o for o in seen)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from grpolab.compat.load import load_config
 from grpolab.config import vllm_install
-from grpolab.config.load import load_config
 
 
 def load(*overrides: str):

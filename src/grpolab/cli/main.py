@@ -20,7 +20,8 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-from grpolab.config.load import ConfigError, load_config
+from grpolab.compat.load import load_config
+from grpolab.config.load import ConfigError
 from grpolab.config.schema import Config
 from grpolab.errors import UserError
 
@@ -54,12 +55,12 @@ def warn_tiny_settings(cfg: Config) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from grpolab.cli.train_args import (
+    from grpolab.cli.train_args import split_resume
+    from grpolab.compat.script_flags import (
         batch_size_overrides,
         dataset_type_sizes,
         flag_overrides,
         split_config_path,
-        split_resume,
     )
 
     resume, overrides = split_resume(args.resume, list(args.overrides))
@@ -75,10 +76,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.batch_size, args.config or "default", overrides, bool(args.num_generations)
         )
     if args.print_config:
-        from grpolab.config.provenance import explain_config, format_config
+        from grpolab.compat.provenance import explain_config, format_config
 
         if args.multirun:  # the first combination of the grid stands for all of them
-            from grpolab.observe.sweep import combo_overrides, parse_grid, split_grid_overrides
+            from grpolab.cli.sweep import combo_overrides, parse_grid, split_grid_overrides
 
             fixed, grid = split_grid_overrides(overrides)
             combos = parse_grid(grid)
@@ -87,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(format_config(*explain_config(args.config or "default", overrides)), end="")
         return 0
     if args.multirun:
-        from grpolab.observe.sweep import default_run_one, default_sweep_dir, run_sweep, split_grid_overrides
+        from grpolab.cli.sweep import default_run_one, default_sweep_dir, run_sweep, split_grid_overrides
 
         preset = args.config or "default"
         fixed, grid = split_grid_overrides(overrides)
@@ -111,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for stop in (signal.SIGINT, signal.SIGTERM):  # imports, model load: stop at once (the run has its own)
         signal.signal(stop, interrupt_at_once)
     from grpolab.api import run_training
-    from grpolab.config.provenance import environment_changes, explain_config
+    from grpolab.compat.provenance import environment_changes, explain_config
     from grpolab.observe.journal import journaled
     from grpolab.train.outcome import exit_code
 
@@ -281,7 +282,7 @@ def run_command(argv: list[str] | None) -> int:
     try:
         load_dotenv(".env", override=False)  # API keys for the judge live in the environment only
     except UnicodeDecodeError:
-        from grpolab.config.load import read_env_file
+        from grpolab.compat.env_vars import read_env_file
 
         try:
             read_env_file(Path(".env"))
