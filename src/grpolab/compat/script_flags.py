@@ -15,27 +15,35 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from typing import NamedTuple
 
 from grpolab.compat.load import load_config, load_yaml
 from grpolab.config.load import ConfigError, resolve_preset
 
-# flag -> (config key, help). Values pass through verbatim; the config validates them with the key's name.
-SCRIPT_FLAGS: dict[str, tuple[str, str]] = {
-    "--dataset_type": ("data.task", "arithmetic | mixed | small_numbers"),
-    "--n_samples": ("data.train_size", "number of training questions"),
-    "--min_num": ("data.min_num", "smallest operand"),
-    "--max_num": ("data.max_num", "largest operand"),
-    "--num_generations": ("grpo.num_generations", "completions per question"),
-    "--learning_rate": ("optim.lr", "peak learning rate"),
-    "--temperature": ("generation.temperature", "sampling temperature of training rollouts"),
-    "--epochs": ("train.epochs", "passes over the training questions"),
-    "--beta": ("grpo.beta", "KL coefficient"),
-    "--model_name": ("model.name", "model id, directory or 'tiny'"),
-    "--seed": ("train.seed", "training seed"),
+
+class Flag(NamedTuple):
+    """Where a flag's value lands. Values pass through verbatim; the config validates them with the key's name."""
+
+    key: str
+    help: str
+
+
+SCRIPT_FLAGS: dict[str, Flag] = {
+    "--dataset_type": Flag("data.task", "arithmetic | mixed | small_numbers"),
+    "--n_samples": Flag("data.train_size", "number of training questions"),
+    "--min_num": Flag("data.min_num", "smallest operand"),
+    "--max_num": Flag("data.max_num", "largest operand"),
+    "--num_generations": Flag("grpo.num_generations", "completions per question"),
+    "--learning_rate": Flag("optim.lr", "peak learning rate"),
+    "--temperature": Flag("generation.temperature", "sampling temperature of training rollouts"),
+    "--epochs": Flag("train.epochs", "passes over the training questions"),
+    "--beta": Flag("grpo.beta", "KL coefficient"),
+    "--model_name": Flag("model.name", "model id, directory or 'tiny'"),
+    "--seed": Flag("train.seed", "training seed"),
 }
-TEXT_FLAGS: dict[str, tuple[str, str]] = {  # free text: quoted, so `a: b` stays a string
-    "--exp_name": ("journal.exp_name", "experiment name (journal, W&B run name)"),
-    "--hypothesis": ("journal.hypothesis", "what this run tests (journal, W&B notes)"),
+TEXT_FLAGS: dict[str, Flag] = {  # free text: quoted, so `a: b` stays a string
+    "--exp_name": Flag("journal.exp_name", "experiment name (journal, W&B run name)"),
+    "--hypothesis": Flag("journal.hypothesis", "what this run tests (journal, W&B notes)"),
 }
 
 
