@@ -316,3 +316,18 @@ def test_openr1_names_are_rewritten_to_the_built_ins():
     assert rep.params == {"ngram_size": 3, "max_penalty": -0.25}
     cfg = load_config(None, ["rewards=[accuracy_reward]", "eval.correctness_reward=accuracy_reward"])
     assert [spec.label for spec in cfg.rewards.functions] == ["accuracy_reward"]
+
+
+# --- where the translation lives ----------------------------------------------------------------------
+
+
+def test_config_alone_reads_only_our_names_and_compat_adds_the_others(monkeypatch):
+    """config/load.py knows no foreign name (compat/ binds them in), so nothing below compat/ needs it."""
+    from grpolab.config import load as native
+
+    with pytest.raises(ConfigError, match="unknown config key 'optimizer'"):
+        native.load_config(None, ["optimizer.learning_rate=3e-6"])
+    monkeypatch.setenv("SEED", "7")
+    assert native.load_config(None, ["optim.lr=3e-6"]).train.seed == native.load_config().train.seed
+    cfg = load_config(None, ["optimizer.learning_rate=3e-6", "wandb_disabled=true"], env_file=None)
+    assert (cfg.optim.lr, cfg.logging.wandb, cfg.train.seed) == (3e-6, False, 7)
