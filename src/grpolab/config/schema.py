@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from grpolab.config import vllm_install
-from grpolab.config.checks import check_early_stopping_metric, check_eval_size, check_mesh
+from grpolab.config.checks import check_early_stopping_metric, check_eval_size, check_mesh, check_weight_sync
 from grpolab.config.names import FolderName
 from grpolab.config.objectives import ObjectiveFields, check_objective_combinations
 
@@ -113,6 +113,9 @@ class GenerationConfig(Section):
     vllm_kv_cache_gib: float = Field(2.0, gt=0.0, description="vLLM on CPU: KV cache size in GiB")
     vllm_gpu_memory_utilization: float = Field(
         0.3, gt=0.0, le=1.0, description="vLLM on GPU: share of GPU memory for the engine (training keeps the rest)"
+    )
+    vllm_weight_sync: Literal["auto", "merged", "adapter"] = Field(
+        "auto", description="LoRA with backend=vllm: merged weights, or the adapter only; auto: adapter on GPU"
     )
 
     @field_validator("backend")
@@ -390,6 +393,7 @@ class Config(Section):
                 )
             self.train.max_steps = steps
         check_eval_size(self)
+        check_weight_sync(self)
         check_early_stopping_metric(self)
         check_objective_combinations(self)
         return self
