@@ -9,15 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidatorFunctionWrapHandler,
-    field_validator,
-    model_validator,
-)
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grpolab.config import vllm_install
 from grpolab.config.checks import check_early_stopping_metric, check_eval_size, check_mesh, check_weight_sync
@@ -127,7 +120,7 @@ class GenerationConfig(Section):
 
     @field_validator("temperature", mode="wrap")
     @classmethod
-    def _positive_temperature(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> float:
+    def _positive_temperature(cls, value: Any, handler: pydantic.ValidatorFunctionWrapHandler) -> float:
         """The field's gt=0 check, with the reason in its message."""
         try:
             return float(handler(value))
