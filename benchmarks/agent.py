@@ -14,7 +14,7 @@ import json
 import time
 
 from grpolab.api import run_training
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 
 
 def tool_rates(run_dir) -> tuple[float, float]:

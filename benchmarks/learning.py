@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from grpolab.api import run_training
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.observe.files import METRICS_FILE, read_jsonl
 
 

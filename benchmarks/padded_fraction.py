@@ -14,7 +14,7 @@ from typing import Any
 
 import grpolab.train.trainer as trainer_module
 from grpolab.algo.logprobs import can_share_prompt
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.train.update import policy_update
 from grpolab.train.update_plan import length_order, micro_batch_size, micro_batches, padded_fraction
 

@@ -20,7 +20,7 @@ import time
 import torch
 
 from grpolab.algo.logprobs import sequence_logprobs
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.models.loading import load_model
 from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.rollout.types import Rollout, collate

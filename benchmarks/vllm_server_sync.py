@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.models.loading import load_model, load_tokenizer, resolve_source, stop_token_ids
 from grpolab.rollout.backend import SamplingParams
 from grpolab.rollout.vllm_server import VLLMServerClient

@@ -43,7 +43,7 @@ import sys
 import time
 from typing import Any
 
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.config.schema import Config
 
 

@@ -66,7 +66,8 @@ def _resumable(damage: str) -> Callable[[Path], None]:
     `damage` (config.yaml, the model's config.json, or one of the .pt files) replaced by garbage."""
 
     def setup(d: Path) -> None:
-        from grpolab.config.load import config_to_yaml, load_config
+        from grpolab.compat.load import load_config
+        from grpolab.config.load import config_to_yaml
 
         ckpt = _tiny_copy(d, "run/checkpoints/step-2")
         from grpolab.data.order import QuestionOrder

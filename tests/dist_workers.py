@@ -146,7 +146,7 @@ def trainer_step(
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from grpolab.config.load import load_config
+    from grpolab.compat.load import load_config
     from grpolab.parallel.sharding import Unsharded, shard_model
     from grpolab.rollout.types import collate
     from grpolab.train.update import policy_update

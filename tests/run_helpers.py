@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 
 QUICK = [
     "train.max_steps=3",

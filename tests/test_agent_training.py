@@ -7,7 +7,7 @@ import json
 import pytest
 
 from grpolab.api import GRPOTrainer
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from run_helpers import QUICK, read_metrics
 
 pytestmark = pytest.mark.slow

@@ -11,9 +11,10 @@ import textwrap
 import pytest
 
 from grpolab.cli.main import main
-from grpolab.config.aliases import pop_aliases, translate_overrides
-from grpolab.config.load import ConfigError, configs_dir, load_config
-from grpolab.config.provenance import environment_changes, explain_config
+from grpolab.compat.load import load_config
+from grpolab.compat.provenance import environment_changes, explain_config
+from grpolab.compat.seeds import pop_aliases, translate_overrides
+from grpolab.config.load import ConfigError, configs_dir
 from grpolab.observe.files import write_status
 from grpolab.observe.journal import format_entry, journaled
 
@@ -25,7 +26,7 @@ def load(*overrides: str, preset: str | None = None, environ: dict[str, str] | N
 @pytest.fixture(autouse=True)
 def no_user_environment(monkeypatch, tmp_path):
     """main() reads os.environ and ./.env: a SEED in the shell running the tests must not leak in."""
-    from grpolab.config.load import ENV_PREFIX, ENV_VARS
+    from grpolab.compat.env_vars import ENV_PREFIX, ENV_VARS
 
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
@@ -113,7 +114,7 @@ def test_multirun_with_a_short_fixed_key(monkeypatch):
         cfg = load_config(preset, overrides, env_file=None, environ={})
         return {"status": "finished", "best_accuracy": cfg.optim.lr, "run_dir": str(out_dir)}
 
-    monkeypatch.setattr("grpolab.observe.sweep.default_run_one", fake_run)
+    monkeypatch.setattr("grpolab.cli.sweep.default_run_one", fake_run)
     assert main(["train", "-c", "quick_test", "--multirun", "lr=1e-6,3e-6", "seed=1", "train.output_dir=out"]) == 0
     assert [o[-1] for o in seen] == ["optim.lr=1e-6", "optim.lr=3e-6"] and all("seed=1" in o for o in seen)
 
@@ -315,3 +316,18 @@ def test_openr1_names_are_rewritten_to_the_built_ins():
     assert rep.params == {"ngram_size": 3, "max_penalty": -0.25}
     cfg = load_config(None, ["rewards=[accuracy_reward]", "eval.correctness_reward=accuracy_reward"])
     assert [spec.label for spec in cfg.rewards.functions] == ["accuracy_reward"]
+
+
+# --- where the translation lives ----------------------------------------------------------------------
+
+
+def test_config_alone_reads_only_our_names_and_compat_adds_the_others(monkeypatch):
+    """config/load.py knows no foreign name (compat/ binds them in), so nothing below compat/ needs it."""
+    from grpolab.config import load as native
+
+    with pytest.raises(ConfigError, match="unknown config key 'optimizer'"):
+        native.load_config(None, ["optimizer.learning_rate=3e-6"])
+    monkeypatch.setenv("SEED", "7")
+    assert native.load_config(None, ["optim.lr=3e-6"]).train.seed == native.load_config().train.seed
+    cfg = load_config(None, ["optimizer.learning_rate=3e-6", "wandb_disabled=true"], env_file=None)
+    assert (cfg.optim.lr, cfg.logging.wandb, cfg.train.seed) == (3e-6, False, 7)

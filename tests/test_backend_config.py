@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from grpolab.config.load import load_config
-from grpolab.rollout import vllm_backend
+from grpolab.compat.load import load_config
+from grpolab.config import vllm_install
 
 
 def load(*overrides: str):
@@ -17,7 +17,7 @@ def test_default_backend_is_hf():
 
 
 def test_vllm_without_vllm_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: False)
+    monkeypatch.setattr(vllm_install, "vllm_available", lambda: False)
     with pytest.raises(Exception) as err:
         load("generation.backend=vllm")
     message = str(err.value)
@@ -25,7 +25,7 @@ def test_vllm_without_vllm_names_the_install_command(monkeypatch):
 
 
 def test_vllm_with_fsdp_is_refused(monkeypatch):
-    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: True)
+    monkeypatch.setattr(vllm_install, "vllm_available", lambda: True)
     with pytest.raises(Exception, match="ddp only"):
         load("generation.backend=vllm", "distributed.strategy=fsdp")
     assert load("generation.backend=vllm").generation.backend == "vllm"
@@ -37,7 +37,7 @@ def test_vllm_server_needs_no_local_vllm_and_names_the_server_command_when_none_
     from dist_workers import free_port
     from grpolab.rollout.generators import build_generator
 
-    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: False)
+    monkeypatch.setattr(vllm_install, "vllm_available", lambda: False)
     port = free_port()  # nothing listens there
     cfg = load("generation.backend=vllm_server", f"generation.vllm_server_url=http://127.0.0.1:{port}")
     model = torch.nn.Linear(2, 2)

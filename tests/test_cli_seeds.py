@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from grpolab.cli.main import main
-from grpolab.config.load import ENV_PREFIX, ENV_VARS
+from grpolab.compat.env_vars import ENV_PREFIX, ENV_VARS
 from run_helpers import read_metrics
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from grpolab.config.load import ConfigError, config_to_yaml, configs_dir, load_config
+from grpolab.compat.load import load_config
+from grpolab.config.load import ConfigError, config_to_yaml, configs_dir
 
 
 def load(*overrides: str, preset: str | None = None, environ: dict[str, str] | None = None, env_file=None):

@@ -12,7 +12,7 @@ import pytest
 
 from dist_workers import free_port
 from grpolab.api import GRPOTrainer
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from run_helpers import QUICK, read_metrics
 
 pytestmark = pytest.mark.slow

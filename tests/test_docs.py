@@ -17,7 +17,7 @@ def test_readme_config_table_is_current():
 def test_readme_presets_table_is_generated_from_the_presets():
     """The presets table comes from configs/*.yaml (it once said 0..99 / 128 tokens / 20 steps for
     smollm2_cpu while the preset said 0..20 / 96 / 25); config_reference.py --check above keeps it current."""
-    from grpolab.config.load import load_config
+    from grpolab.compat.load import load_config
 
     cfg = load_config("smollm2_cpu", [], env_file=None, environ={})
     readme = (ROOT / "README.md").read_text()

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from grpolab.api import GRPOTrainer
-from grpolab.config.load import ConfigError, load_config
+from grpolab.compat.load import load_config
+from grpolab.config.load import ConfigError
 from grpolab.config.schema import RewardsConfig
 from grpolab.rewards import RewardError, RewardInputs, build_rewards
 from grpolab.rewards.environment import episode_rewards

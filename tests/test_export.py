@@ -12,7 +12,7 @@ import yaml
 
 from grpolab.api import GRPOTrainer
 from grpolab.cli.main import main
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.train.model_card import grpolab_version, model_card
 from run_helpers import quick_config
 

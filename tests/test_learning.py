@@ -20,7 +20,7 @@ import statistics
 import pytest
 
 from grpolab.api import GRPOTrainer
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from run_helpers import read_metrics
 
 pytestmark = pytest.mark.slow

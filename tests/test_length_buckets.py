@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from grpolab.algo.logprobs import sequence_logprobs
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.models.loading import load_model
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Unsharded

@@ -172,7 +172,7 @@ def test_dropout_is_off_by_default_and_kept_on_request():
 
 
 def test_update_trains_in_train_mode_and_scores_in_eval_mode(tiny_tokenizer):
-    from grpolab.config.load import load_config
+    from grpolab.compat.load import load_config
     from grpolab.train.optimizer import build_optimizer
     from grpolab.train.update import policy_update
 

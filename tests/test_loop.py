@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from grpolab.api import GRPOTrainer
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.data.order import QuestionOrder
 from grpolab.eval.early_stopping import EarlyStopping
 from grpolab.parallel.distributed import DistContext

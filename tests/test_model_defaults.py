@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.config.model_defaults import tiny_settings_warning
 from grpolab.models.loading import ModelLoadError, ensure_reachable
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from grpolab.config.load import ConfigError, load_config
+from grpolab.compat.load import load_config
+from grpolab.config.load import ConfigError
 
 
 def load(*overrides: str):

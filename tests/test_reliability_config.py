@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from grpolab.config.load import ConfigError, load_config
+from grpolab.compat.load import load_config
+from grpolab.config.load import ConfigError
 from grpolab.train.checkpoint import resume_conflict
 
 

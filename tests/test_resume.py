@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from grpolab.api import GRPOTrainer
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.train.resume import ResumeError
 from run_helpers import QUICK, read_metrics, without_time
 

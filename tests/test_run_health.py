@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.data.base import Example
 from grpolab.train.health import RunHealth, UnscoredRunError
 from grpolab.train.outcome import exit_code

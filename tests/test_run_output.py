@@ -12,7 +12,7 @@ import pytest
 
 import grpolab.train.trainer as trainer_module
 from grpolab.cli.main import main
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.config.model_defaults import unused_lora_warning
 from grpolab.config.presets import presets
 from grpolab.observe.console import Working

@@ -30,7 +30,7 @@ def smollm2(smollm2_cache):
 
 
 def short_run(tmp_path, cache, *extra: str):
-    from grpolab.config.load import load_config
+    from grpolab.compat.load import load_config
 
     settings = [
         f"model.name={ALIAS}",

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from grpolab.cli.sweep import combo_name, parse_grid, run_sweep, split_values
 from grpolab.config.load import ConfigError
-from grpolab.observe.sweep import combo_name, parse_grid, run_sweep, split_values
 
 
 def test_parse_grid_is_the_cartesian_product() -> None:
@@ -122,7 +122,7 @@ def test_sweep_command_splits_grid_and_fixed(
 
     fake = FakeTraining()
     monkeypatch.setattr(
-        "grpolab.observe.sweep.default_run_one", lambda overrides, out_dir, preset: fake(overrides, out_dir)
+        "grpolab.cli.sweep.default_run_one", lambda overrides, out_dir, preset: fake(overrides, out_dir)
     )
     parser = argparse.ArgumentParser(prog="grpolab")
     add_observe_parsers(parser.add_subparsers(dest="command", required=True))
@@ -139,7 +139,7 @@ def test_sweep_command_splits_grid_and_fixed(
 
 
 def test_split_grid_overrides_for_multirun() -> None:
-    from grpolab.observe.sweep import split_grid_overrides
+    from grpolab.cli.sweep import split_grid_overrides
 
     fixed, grid = split_grid_overrides(["lr=1e-6,3e-6", "eval.pass_k=[1,5]", "seed=1", "eval.pass_k=[1],[1,4]"])
     assert fixed == ["eval.pass_k=[1,5]", "seed=1"] and grid == ["lr=1e-6,3e-6", "eval.pass_k=[1],[1,4]"]

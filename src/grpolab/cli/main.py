@@ -20,8 +20,10 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-from grpolab.config.load import ConfigError, load_config
+from grpolab.compat.load import load_config
+from grpolab.config.load import ConfigError
 from grpolab.config.schema import Config
+from grpolab.errors import UserError
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -53,12 +55,12 @@ def warn_tiny_settings(cfg: Config) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from grpolab.cli.train_args import (
+    from grpolab.cli.train_args import split_resume
+    from grpolab.compat.script_flags import (
         batch_size_overrides,
         dataset_type_sizes,
         flag_overrides,
         split_config_path,
-        split_resume,
     )
 
     resume, overrides = split_resume(args.resume, list(args.overrides))
@@ -74,10 +76,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.batch_size, args.config or "default", overrides, bool(args.num_generations)
         )
     if args.print_config:
-        from grpolab.config.provenance import explain_config, format_config
+        from grpolab.compat.provenance import explain_config, format_config
 
         if args.multirun:  # the first combination of the grid stands for all of them
-            from grpolab.observe.sweep import combo_overrides, parse_grid, split_grid_overrides
+            from grpolab.cli.sweep import combo_overrides, parse_grid, split_grid_overrides
 
             fixed, grid = split_grid_overrides(overrides)
             combos = parse_grid(grid)
@@ -86,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(format_config(*explain_config(args.config or "default", overrides)), end="")
         return 0
     if args.multirun:
-        from grpolab.observe.sweep import default_run_one, default_sweep_dir, run_sweep, split_grid_overrides
+        from grpolab.cli.sweep import default_run_one, default_sweep_dir, run_sweep, split_grid_overrides
 
         preset = args.config or "default"
         fixed, grid = split_grid_overrides(overrides)
@@ -110,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for stop in (signal.SIGINT, signal.SIGTERM):  # imports, model load: stop at once (the run has its own)
         signal.signal(stop, interrupt_at_once)
     from grpolab.api import run_training
-    from grpolab.config.provenance import environment_changes, explain_config
+    from grpolab.compat.provenance import environment_changes, explain_config
     from grpolab.observe.journal import journaled
     from grpolab.train.outcome import exit_code
 
@@ -280,7 +282,7 @@ def run_command(argv: list[str] | None) -> int:
     try:
         load_dotenv(".env", override=False)  # API keys for the judge live in the environment only
     except UnicodeDecodeError:
-        from grpolab.config.load import read_env_file
+        from grpolab.compat.env_vars import read_env_file
 
         try:
             read_env_file(Path(".env"))
@@ -288,33 +290,7 @@ def run_command(argv: list[str] | None) -> int:
             return fail(str(err))
     try:
         return int(args.func(args))
-    except ConfigError as err:
-        return fail(str(err))
+    except (UserError, FileExistsError) as err:  # FileExistsError: export's --out is taken
+        return fail(str(err), getattr(err, "exit_code", 1))
     except KeyboardInterrupt as err:  # a signal before the run could save, or a second one
         return fail("interrupted", 128 + getattr(err, "signum", signal.SIGINT))
-    except Exception as err:
-        if isinstance(err, user_errors()):
-            return fail(str(err), 1)
-        raise
-
-
-# Exceptions that describe a problem the user can fix, in one line: printed without a traceback.
-USER_ERRORS = {
-    "grpolab.data.base": "DataError",
-    "grpolab.models.loading": "ModelLoadError",
-    "grpolab.models.verify": "ModelFilesError",
-    "grpolab.rewards.api": "RewardError",
-    "grpolab.train.atomic": "DiskFullError",
-    "grpolab.train.resume": "ResumeError",
-    "grpolab.train.export": "ExportError",
-    "grpolab.train.health": "UnscoredRunError",
-    "grpolab.train.preflight": "PreflightError",
-    "grpolab.train.run_lock": "RunBusyError",
-}
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    # only from modules already imported: an exception cannot be of a class never loaded, and importing
-    # models.loading here would cost seconds of transformers import on the way to an error line
-    loaded = [getattr(sys.modules[module], name) for module, name in USER_ERRORS.items() if module in sys.modules]
-    return (*loaded, FileExistsError)

@@ -80,7 +80,7 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 
 
 def cmd_journal(args: argparse.Namespace) -> int:
-    from grpolab.config.load import load_config
+    from grpolab.compat.load import load_config
     from grpolab.observe.journal import journal_path
 
     path = args.file or journal_path(load_config(None, []))  # honours OUTPUT_DIR as runs do
@@ -100,8 +100,8 @@ def split_sweep_args(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from grpolab.config.load import load_config
-    from grpolab.observe.sweep import default_sweep_dir, run_sweep
+    from grpolab.cli.sweep import default_sweep_dir, run_sweep
+    from grpolab.compat.load import load_config
 
     grid, fixed = split_sweep_args(args.grid)
     preset = args.config or "default"  # as `grpolab train` does

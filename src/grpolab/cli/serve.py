@@ -31,8 +31,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from grpolab.config.load import load_config
-    from grpolab.rollout.vllm_backend import INSTALL_HINT, vllm_available
+    from grpolab.compat.load import load_config
+    from grpolab.config.vllm_install import INSTALL_HINT, vllm_available
 
     cfg = load_config(args.config or "default", list(args.overrides))  # a bad key fails before the engine
     if not vllm_available():

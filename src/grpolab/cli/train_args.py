@@ -1,124 +1,29 @@
-"""What `grpolab train` accepts besides `--config` and `key=value`, turned into plain overrides:
-
-- the canonical arithmetic script's flags, with the script's meaning (`--batch_size` counts
-  completions per step, as in the script and TRL, and must be divisible by the generations);
-- the research journal's `--exp_name`, `--tags`, `--hypothesis`;
-- a positional config path (`grpolab train path/to/eval_test_improved.yaml`, as the eval config's
-  runner takes it);
-- `--resume` that takes a checkpoint path only when one follows (`--resume train.max_steps=200`
-  resumes the latest checkpoint and keeps the override).
-
-Flags are applied after the `key=value` overrides: a flag is the more specific of the two.
+"""`grpolab train`'s flags besides `--config` and `key=value`: the canonical script's and the research
+journal's (their meaning and translation: compat/script_flags.py), and `--resume` that takes a
+checkpoint path only when one follows (`--resume train.max_steps=200` resumes the latest checkpoint
+and keeps the override).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from grpolab.config.aliases import is_config_path
-from grpolab.config.load import ConfigError, load_config
-
-# flag -> (config key, help). Values pass through verbatim; the config validates them with the key's name.
-SCRIPT_FLAGS: dict[str, tuple[str, str]] = {
-    "--dataset_type": ("data.task", "arithmetic | mixed | small_numbers"),
-    "--n_samples": ("data.train_size", "number of training questions"),
-    "--min_num": ("data.min_num", "smallest operand"),
-    "--max_num": ("data.max_num", "largest operand"),
-    "--num_generations": ("grpo.num_generations", "completions per question"),
-    "--learning_rate": ("optim.lr", "peak learning rate"),
-    "--temperature": ("generation.temperature", "sampling temperature of training rollouts"),
-    "--epochs": ("train.epochs", "passes over the training questions"),
-    "--beta": ("grpo.beta", "KL coefficient"),
-    "--model_name": ("model.name", "model id, directory or 'tiny'"),
-    "--seed": ("train.seed", "training seed"),
-}
-TEXT_FLAGS: dict[str, tuple[str, str]] = {  # free text: quoted, so `a: b` stays a string
-    "--exp_name": ("journal.exp_name", "experiment name (journal, W&B run name)"),
-    "--hypothesis": ("journal.hypothesis", "what this run tests (journal, W&B notes)"),
-}
-
-
-def _dest(flag: str) -> str:
-    return flag.lstrip("-")
+from grpolab.compat.script_flags import SCRIPT_FLAGS, TEXT_FLAGS, flag_dest, is_config_path
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     script = parser.add_argument_group("canonical arithmetic script flags (same meaning)")
     for flag, (key, text) in SCRIPT_FLAGS.items():
         choices = ["arithmetic", "mixed", "small_numbers"] if flag == "--dataset_type" else None
-        script.add_argument(flag, dest=_dest(flag), choices=choices, help=f"{text} ({key})")
+        script.add_argument(flag, dest=flag_dest(flag), choices=choices, help=f"{text} ({key})")
     script.add_argument(
         "--batch_size", type=int, help="completions per step; must be divisible by the generations (questions x G)"
     )
     journal = parser.add_argument_group("research journal")
     for flag, (key, text) in TEXT_FLAGS.items():
-        journal.add_argument(flag, dest=_dest(flag), help=f"{text} ({key})")
+        journal.add_argument(flag, dest=flag_dest(flag), help=f"{text} ({key})")
     journal.add_argument("--tags", nargs="+", help="tags (journal.tags; W&B tags)")
-
-
-SPLIT_SIZES = ("train_size", "val_size", "test_size")
-
-
-def dataset_type_sizes(task: str | None) -> list[str]:
-    """`--dataset_type T` brings the split sizes of preset T, which fit T's question space.
-
-    The script drew `--n_samples` (default 100) unique questions of whichever type; a preset's sizes
-    are for its own task (arithmetic's 1000 + 100 + 200 do not fit in small_numbers' 400 questions).
-    They go before the line's `key=value` overrides and `--n_samples`, which still win.
-    """
-    if not task:
-        return []
-    from grpolab.config.load import load_yaml, resolve_preset
-
-    tree = load_yaml(resolve_preset(task))
-    data, evaluation = tree.get("data", {}), tree.get("eval", {})
-    out = [f"data.{key}={json.dumps(data[key])}" for key in ("operations", *SPLIT_SIZES) if key in data]
-    return out + ([f"eval.size={evaluation['size']}"] if "size" in evaluation else [])
-
-
-def flag_overrides(args: argparse.Namespace) -> list[str]:
-    out = [f"{key}={getattr(args, _dest(f))}" for f, (key, _) in SCRIPT_FLAGS.items() if getattr(args, _dest(f))]
-    out += [
-        f"{key}={json.dumps(getattr(args, _dest(f)))}" for f, (key, _) in TEXT_FLAGS.items() if getattr(args, _dest(f))
-    ]
-    if args.tags:  # `--tags a b key=value`: the override is not a tag
-        out.append(f"journal.tags={json.dumps([tag for tag in args.tags if '=' not in tag])}")
-        out += [tag for tag in args.tags if "=" in tag]
-    return out
-
-
-def batch_size_overrides(batch_size: int, preset: str | None, overrides: list[str], flag_given: bool) -> list[str]:
-    """`--batch_size N` (completions) as questions per step = N / G, with G as the config resolves it.
-
-    As in the script (TRL's per_device_train_batch_size, no accumulation) the N completions go through
-    one forward/backward pass (train.micro_batch_size=0), unless the line sets train.micro_batch_size.
-    """
-    # The micro-batch is checked against the final batch, not against the preset's one it replaces.
-    generations = load_config(preset, [*overrides, "train.micro_batch_size=0"]).grpo.num_generations
-    if batch_size <= 0 or batch_size % generations:
-        name = "--num_generations" if flag_given else "grpo.num_generations"
-        lower, upper = batch_size // generations * generations, (batch_size // generations + 1) * generations
-        near = ", ".join(str(v) for v in (lower, upper) if v > 0)
-        raise ConfigError(
-            f"--batch_size ({batch_size}) must be divisible by {name} ({generations}): it counts completions, "
-            f"questions x generations; values that work: {near}"
-        )
-    out = [f"train.questions_per_step={batch_size // generations}"]
-    if not any(item.startswith("train.micro_batch_size=") for item in overrides):
-        out.append("train.micro_batch_size=0")
-    return out
-
-
-def split_config_path(config: str | None, items: list[str]) -> tuple[str | None, list[str]]:
-    """(config, overrides): a positional `something.yaml` is the config, as `-c something.yaml` is."""
-    paths = [item for item in items if is_config_path(item)]
-    if not paths:
-        return config, items
-    if config or len(paths) > 1:
-        raise ConfigError(f"two configs given: {', '.join([*([config] if config else []), *paths])}; keep one")
-    return paths[0], [item for item in items if item != paths[0]]
 
 
 def split_resume(resume: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:

@@ -14,7 +14,6 @@ otherwise one ConfigError line; two names that set one key differently are an er
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import math
@@ -24,8 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from grpolab.compat.seeds import expand_short_key
 from grpolab.compat.trl_args import KEEP, TRL_ARGS
-from grpolab.config.load import ConfigError
+from grpolab.config.load import ConfigError, unknown_top_key
 from grpolab.config.schema import Config
 
 Current = Callable[[str], Any]  # grpolab dotted key -> the value it has without the TRL names
@@ -270,7 +270,6 @@ def load_flat(
 ) -> tuple[Config, list[float] | None]:
     """`GRPOConfig.load(preset, *pairs, **flat)`: the preset's values are what TRL's names override
     (as the command line does); a key also set by `pairs` must agree."""
-    from grpolab.config.aliases import expand_short_key
 
     def current(key: str) -> Any:
         section, _, leaf = key.partition(".")
@@ -291,23 +290,13 @@ def load_flat(
 
 
 def unknown_key(key: str, flat_trl: bool = True) -> ConfigError:
-    """An unknown top-level key: the grpolab key of the same name, the TRL name's key, the nearest
-    section (or, where TRL's names are accepted, TRL name), never a far one (`beta` is not `eval`)."""
-    leaves = {
-        f"{s}.{leaf}": leaf
-        for s, f in Config.model_fields.items()
-        for leaf in getattr(f.annotation, "model_fields", {})
-    }
+    """An unknown top-level key, with TRL's name pointing at its key (and, where TRL's flat names
+    are accepted, TRL's names among the near ones)."""
     row = TRL_ARGS.get(key)
-    hint = [dotted for dotted, leaf in leaves.items() if leaf == key][:1]
-    if not hint and row is not None and row.target in leaves:
-        hint = [row.target]
-    names = [*Config.model_fields, *(TRL_ARGS if flat_trl else ())]
-    hint = hint or difflib.get_close_matches(key, names, n=1, cutoff=0.7)
-    if not hint:
-        close = difflib.get_close_matches(key, list(leaves.values()), n=1, cutoff=0.8)
-        hint = [dotted for dotted, leaf in leaves.items() if close and leaf == close[0]][:1]
-    if hint:
-        return ConfigError(f"unknown config key '{key}'; did you mean '{hint[0]}'?")
     trl = " nor a TRL GRPOConfig argument (README, 'Coming from another tool')" if flat_trl else ""
-    return ConfigError(f"unknown config key '{key}': not a section ({', '.join(Config.model_fields)}){trl}")
+    return unknown_top_key(key, row.target if row else None, list(TRL_ARGS) if flat_trl else [], trl)
+
+
+def processing_class_argument(processing_class: Any, tokenizer: Any) -> Any:
+    """GRPOTrainer's `processing_class`, or `tokenizer`: TRL's older name for the same argument."""
+    return processing_class or tokenizer

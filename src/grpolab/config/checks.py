@@ -63,3 +63,18 @@ def check_eval_size(cfg: Config) -> None:
             f"eval.size ({cfg.eval.size}) is larger than data.val_size ({cfg.data.val_size}); "
             "raise data.val_size or lower eval.size"
         )
+
+
+def check_weight_sync(cfg: Config) -> None:
+    """An adapter-only sync needs an adapter and the colocated engine (the server takes merged weights)."""
+    if cfg.generation.vllm_weight_sync != "adapter":
+        return
+    if cfg.model.finetune != "lora":
+        raise ValueError(
+            "generation.vllm_weight_sync=adapter needs model.finetune=lora (full fine-tuning has no adapter)"
+        )
+    if cfg.generation.backend != "vllm":
+        raise ValueError(
+            f"generation.vllm_weight_sync=adapter works with generation.backend=vllm (colocated), "
+            f"not {cfg.generation.backend}"
+        )

@@ -1,6 +1,8 @@
-"""Build a `Config` from its sources, lowest precedence first:
+"""Build a `Config` from a preset and overrides, lowest precedence first:
 
-    defaults < preset YAML (+ `+experiment=NAME` additions) < .env < environment < command line
+    defaults < preset YAML (+ `+experiment=NAME` additions) < overrides
+
+(compat/load.py adds .env and the environment below the command line, and other tools' key names.)
 
 Overrides are dotted (`grpo.beta=0.05`), values parsed as YAML (`[1, 5]`, `true`, `1e-5`).
 `model=NAME` with a bare name loads the model group file `configs/model/NAME.yaml`, as users of
@@ -11,42 +13,62 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from dotenv import dotenv_values
 from pydantic import BaseModel, ValidationError
 
-from grpolab.config.aliases import pop_aliases, set_reward_param, translate_overrides
-from grpolab.config.openr1 import OPENR1_PARAMS
+from grpolab.config.openr1 import OPENR1_PARAMS, openr1_reward
 from grpolab.config.schema import Config
 from grpolab.config.yaml_strict import read_yaml_file
-
-# Names users already know from the agent GRPO scripts they come from.
-ENV_VARS: dict[str, str] = {
-    "MODEL_NAME": "model.name",
-    "TRAIN_DATASET_SIZE": "data.train_size",
-    "EVAL_DATASET_SIZE": "eval.size",
-    "PER_DEVICE_TRAIN_BATCH_SIZE": "train.questions_per_step",
-    "NUM_GENERATIONS": "grpo.num_generations",
-    "MAX_STEPS": "train.max_steps",
-    "LEARNING_RATE": "optim.lr",
-    "BETA": "grpo.beta",
-    "MAX_TOKENS": "generation.max_new_tokens",
-    "MAX_TURNS": "agent.max_turns",
-    "PATIENCE": "train.patience",
-    "OUTPUT_DIR": "train.output_dir",
-    "SEED": "train.seed",
-    "VERBOSE": "logging.verbose",
-}
-ENV_PREFIX = "GRPOLAB_"  # GRPOLAB_SEED=7 means SEED=7, and wins over it when both are set
+from grpolab.errors import UserError
 
 SECRET_MARKERS = ("key", "token", "secret", "password")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config problem, phrased as one line that names the field."""
+
+    exit_code = 2  # a usage error, as argparse's own
+
+
+def _unknown_key(key: str, fields: list[str], prefix: str = "") -> ConfigError:
+    hint = difflib.get_close_matches(key, fields, n=1, cutoff=0.5)
+    suggestion = f"; did you mean '{prefix}{hint[0]}'?" if hint else f"; valid: {', '.join(fields)}"
+    return ConfigError(f"unknown config key '{prefix}{key}'{suggestion}")
+
+
+@dataclass(frozen=True)
+class ForeignNames:
+    """How other tools' key names reach the config tree. config/ knows none of them: compat/load.py
+    binds the real ones (compat/seeds.py, compat/trl_translate.py); NATIVE reads grpolab's names only."""
+
+    overrides: Callable[[list[str]], list[str]]  # `key=value` items with foreign keys rewritten to ours
+    yaml_keys: Callable[[dict[str, Any]], list[str]]  # pops a YAML tree's foreign keys, as `key=value` items
+    unknown_key: Callable[[str], ConfigError]  # the error for an unknown top-level key
+
+
+def unknown_top_key(key: str, target: str | None = None, names: Sequence[str] = (), where: str = "") -> ConfigError:
+    """An unknown top-level key: the key of the same leaf name, else `target` (where a foreign name
+    lands), else the nearest section or other known `names`, never a far one (`beta` is not `eval`)."""
+    sections = Config.model_fields
+    leaves = {f"{s}.{leaf}": leaf for s, f in sections.items() for leaf in getattr(f.annotation, "model_fields", {})}
+    hint = [dotted for dotted, leaf in leaves.items() if leaf == key][:1]
+    if not hint and target in leaves:
+        hint = [str(target)]
+    hint = hint or difflib.get_close_matches(key, [*sections, *names], n=1, cutoff=0.7)
+    if not hint:
+        close = difflib.get_close_matches(key, list(leaves.values()), n=1, cutoff=0.8)
+        hint = [dotted for dotted, leaf in leaves.items() if close and leaf == close[0]][:1]
+    if hint:
+        return ConfigError(f"unknown config key '{key}'; did you mean '{hint[0]}'?")
+    return ConfigError(f"unknown config key '{key}': not a section ({', '.join(sections)}){where}")
+
+
+NATIVE = ForeignNames(list, lambda tree: [], unknown_top_key)
 
 
 def configs_dir() -> Path:
@@ -69,7 +91,7 @@ def resolve_preset(name_or_path: str) -> Path:
     )
 
 
-def load_yaml(path: Path, _including: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_yaml(path: Path, names: ForeignNames = NATIVE, _including: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A preset file with its `defaults:` includes merged in (an include cycle is an error)."""
     if path.resolve() in _including:
         chain = " -> ".join(p.name for p in (*_including, path.resolve()))
@@ -80,12 +102,12 @@ def load_yaml(path: Path, _including: tuple[Path, ...] = ()) -> dict[str, Any]:
     includes = data.pop("defaults", [])
     merged: dict[str, Any] = {}
     for include in includes if isinstance(includes, list) else [includes]:
-        deep_merge(merged, load_yaml(resolve_preset(str(include)), (*_including, path.resolve())))
+        deep_merge(merged, load_yaml(resolve_preset(str(include)), names, (*_including, path.resolve())))
     own_train = data.get("train")
     for key in own_train if isinstance(own_train, dict) else {}:
         drop_alternative(merged, f"train.{key}")
     deep_merge(merged, data)
-    apply_overrides(merged, pop_aliases(merged))  # a Tunix or eval-config YAML, as its users wrote it
+    apply_overrides(merged, names.yaml_keys(merged), names)  # a Tunix or eval-config YAML, as its users wrote it
     return merged
 
 
@@ -118,19 +140,14 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def check_keys(tree: dict[str, Any], model: type[BaseModel] = Config, prefix: str = "") -> None:
+def check_keys(
+    tree: dict[str, Any], model: type[BaseModel] = Config, prefix: str = "", names: ForeignNames = NATIVE
+) -> None:
     """Reject unknown keys with the nearest valid name, before pydantic sees the tree."""
     fields = model.model_fields
     for key, value in tree.items():
-        if key not in fields and not prefix:
-            from grpolab.compat.trl_translate import unknown_key  # it imports this module
-
-            raise unknown_key(key, flat_trl=False)
         if key not in fields:
-            hint = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
-            where = f"{prefix}{key}"
-            suggestion = f"; did you mean '{prefix}{hint[0]}'?" if hint else f"; valid: {', '.join(fields)}"
-            raise ConfigError(f"unknown config key '{where}'{suggestion}")
+            raise _unknown_key(key, list(fields), prefix) if prefix else names.unknown_key(key)
         annotation = fields[key].annotation
         if isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
             if annotation.__name__ == "RewardsConfig":
@@ -154,59 +171,46 @@ def drop_alternative(tree: dict[str, Any], dotted: str, set_here: set[str] | Non
         node.pop(key, None)
 
 
-def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> None:
+def set_reward_param(tree: dict[str, Any], key: str, value: Any) -> None:
+    """A top-level open-r1 parameter (`cosine_max_len=500`): set on every reward of its kind."""
+    reward, param = OPENR1_PARAMS[key]
+    section = tree.get("rewards")
+    entries = section.get("functions") if isinstance(section, dict) else section
+    entries = entries if isinstance(entries, list) else []
+    matched = False
+    for i, entry in enumerate(entries):
+        entry = openr1_reward({"name": entry} if isinstance(entry, str) else entry)
+        if isinstance(entry, dict) and entry.get("name") == reward:
+            entries[i] = {**entry, param: value}
+            matched = True
+    if not matched:
+        raise ConfigError(f"{key}: sets '{param}' of the {reward} reward, which is not in rewards; add it first")
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str], names: ForeignNames = NATIVE) -> None:
     set_here: set[str] = set()
-    for item in translate_overrides(overrides):
+    for item in names.overrides(overrides):
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
         key, text = item.split("=", 1)
         key = key.strip()
         if key.startswith("+experiment") or key == "+experiment":
-            deep_merge(tree, load_yaml(resolve_preset(text)))
+            deep_merge(tree, load_yaml(resolve_preset(text), names))
             continue
         key = key.lstrip("+")
-        if key == "wandb_disabled":  # the switch Tunix users know
-            set_dotted(tree, "logging.wandb", not bool(parse_value(text)))
-            continue
         if key in OPENR1_PARAMS:  # open-r1's flat reward params: onto the rewards already configured
             set_reward_param(tree, key, parse_value(text))
-            continue
-        if key == "mode":  # `--mode masked|full` shortcut of agent users
-            set_dotted(tree, "agent.mode", text)
             continue
         if key == "model":  # `model=NAME`: a model group file, else a model id or path
             group = configs_dir() / "model" / f"{text}.yaml"
             if group.is_file():
-                deep_merge(tree.setdefault("model", {}), load_yaml(group))
+                deep_merge(tree.setdefault("model", {}), load_yaml(group, names))
             else:
                 set_dotted(tree, "model.name", text)
             continue
         drop_alternative(tree, key, set_here)
         set_here.add(key)
         set_dotted(tree, key, parse_value(text))
-
-
-def named_environment_overrides(environ: dict[str, str | None]) -> list[tuple[str, str]]:
-    """(variable, override) for each known variable that is set; GRPOLAB_-prefixed names last."""
-    names = [*ENV_VARS, *(ENV_PREFIX + name for name in ENV_VARS)]
-    return [(name, f"{ENV_VARS[name.removeprefix(ENV_PREFIX)]}={environ[name]}") for name in names if environ.get(name)]
-
-
-def environment_overrides(environ: dict[str, str | None]) -> list[str]:
-    return [item for _, item in named_environment_overrides(environ)]
-
-
-def config_sources(
-    overrides: list[str] | None, env_file: str | Path | None, environ: dict[str, str] | None
-) -> list[tuple[str, str]]:
-    """(source, override) pairs above the preset, lowest precedence first: .env, environment, command line."""
-    sources: list[tuple[str, str]] = []
-    if env_file and Path(env_file).is_file():
-        named = named_environment_overrides(read_env_file(Path(env_file)))
-        sources += [(f".env {name}", item) for name, item in named]
-    named = named_environment_overrides(dict(os.environ if environ is None else environ))
-    sources += [(f"environment {name}", item) for name, item in named]
-    return sources + [("command line", item) for item in overrides or []]
 
 
 def format_validation_error(err: ValidationError) -> str:
@@ -218,31 +222,18 @@ def format_validation_error(err: ValidationError) -> str:
     return f"config error: {loc}: {message}{shown}" if loc else f"config error: {message}"
 
 
-def load_config(
-    preset: str | None = None,
-    overrides: list[str] | None = None,
-    *,
-    env_file: str | Path | None = ".env",
-    environ: dict[str, str] | None = None,
-) -> Config:
-    """Resolve a config from all sources; raises ConfigError with a one-line message."""
+def load_config(preset: str | None = None, overrides: list[str] | None = None, names: ForeignNames = NATIVE) -> Config:
+    """Resolve a config from a preset and overrides; raises ConfigError with a one-line message.
+    compat/load.py's `load_config` is this with .env, the environment and other tools' names."""
     tree: dict[str, Any] = {}
     if preset:
-        deep_merge(tree, load_yaml(resolve_preset(preset)))
-    apply_overrides(tree, [item for _, item in config_sources(overrides, env_file, environ)])
-    check_keys(tree)
+        deep_merge(tree, load_yaml(resolve_preset(preset), names))
+    apply_overrides(tree, overrides or [], names)
+    check_keys(tree, names=names)
     try:
         return Config.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
-
-
-def read_env_file(path: Path) -> dict[str, str | None]:
-    try:
-        return dict(dotenv_values(path))
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: line {line} is not valid UTF-8 ({err.reason})") from None
 
 
 def redact(value: Any, key: str = "") -> Any:

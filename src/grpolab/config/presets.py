@@ -5,7 +5,7 @@ and `grpolab train --help` both print these rows, so neither can disagree with t
 
 from __future__ import annotations
 
-from grpolab.config.load import configs_dir, load_config, load_yaml, resolve_preset
+from grpolab.config.load import configs_dir, load_config, load_yaml, resolve_preset  # shipped presets: our names
 from grpolab.config.schema import Config
 
 # What each preset is for, in words; the numbers come from the preset. A new preset needs a line here
@@ -69,7 +69,7 @@ def rows() -> list[list[str]]:
         raise ValueError(f"config/presets.py: add a PURPOSE line for preset(s) {', '.join(missing)}")
     out = []
     for name in [p for p in PURPOSE if p not in ADDITIONS]:
-        cfg = load_config(name, env_file=None, environ={})
+        cfg = load_config(name)
         finetune = f"LoRA r{cfg.model.lora_rank}" if cfg.model.finetune == "lora" else cfg.model.finetune
         step = f"{cfg.train.questions_per_step} x {cfg.grpo.num_generations}"
         out.append([name, cfg.model.name, finetune, _task(cfg), step, str(cfg.generation.max_new_tokens),

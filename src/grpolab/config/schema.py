@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from grpolab.config.checks import check_early_stopping_metric, check_eval_size, check_mesh
+from grpolab.config import vllm_install
+from grpolab.config.checks import check_early_stopping_metric, check_eval_size, check_mesh, check_weight_sync
 from grpolab.config.names import FolderName
 from grpolab.config.objectives import ObjectiveFields, check_objective_combinations
 
@@ -95,7 +97,7 @@ class DataConfig(Section):
 class GenerationConfig(Section):
     max_new_tokens: int = Field(32, gt=0, description="tokens generated per completion (MAX_TOKENS)")
     max_prompt_length: int = Field(512, gt=0, description="prompts longer than this are left-truncated")
-    temperature: float = Field(1.0, ge=0.0, description="sampling temperature for training rollouts")
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature for training rollouts")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling")
     top_k: int = Field(0, ge=0, description="top-k sampling; 0 = off")
     repetition_penalty: float = Field(1.0, gt=0.0, description="HF generate repetition penalty")
@@ -105,23 +107,27 @@ class GenerationConfig(Section):
     vllm_gpu_memory_utilization: float = Field(
         0.3, gt=0.0, le=1.0, description="vLLM on GPU: share of GPU memory for the engine (training keeps the rest)"
     )
+    vllm_weight_sync: Literal["auto", "merged", "adapter"] = Field(
+        "auto", description="LoRA with backend=vllm: merged weights, or the adapter only; auto: adapter on GPU"
+    )
 
     @field_validator("backend")
     @classmethod
     def _vllm_installed(cls, value: str) -> str:
-        if value == "vllm":
-            from grpolab.rollout.vllm_backend import INSTALL_HINT, vllm_available
-
-            if not vllm_available():
-                raise ValueError(INSTALL_HINT)
+        if value == "vllm" and not vllm_install.vllm_available():  # looked up at call time: tests replace it
+            raise ValueError(vllm_install.INSTALL_HINT)
         return value
 
-    @field_validator("temperature")
+    @field_validator("temperature", mode="wrap")
     @classmethod
-    def _positive_temperature(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be > 0 for sampling rollouts (greedy rollouts give GRPO no variance)")
-        return value
+    def _positive_temperature(cls, value: Any, handler: pydantic.ValidatorFunctionWrapHandler) -> float:
+        """The field's gt=0 check, with the reason in its message."""
+        try:
+            return float(handler(value))
+        except ValidationError as err:
+            if err.errors()[0]["type"] == "greater_than":
+                raise ValueError("must be > 0 for sampling rollouts (greedy rollouts give GRPO no variance)") from None
+            raise
 
 
 class GRPOSection(Section, ObjectiveFields):  # the `grpo:` section; the objective's keys: config/objectives.py
@@ -380,6 +386,7 @@ class Config(Section):
                 )
             self.train.max_steps = steps
         check_eval_size(self)
+        check_weight_sync(self)
         check_early_stopping_metric(self)
         check_objective_combinations(self)
         return self

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from grpolab.envs.tools import Tool, ToolError
+from grpolab.envs.tools import Tool, ToolError, text_tool
 
 Number = int | float
 
@@ -152,13 +152,5 @@ def calculator_tool(limits: CalculatorLimits = CalculatorLimits()) -> Tool:
     def calculator(expression: str) -> str:
         return format_number(evaluate(expression, limits))
 
-    return Tool(
-        name="calculator",
-        description="Evaluate an arithmetic expression with + - * / // % ** and parentheses.",
-        parameters={
-            "type": "object",
-            "properties": {"expression": {"type": "string", "description": "e.g. (12 + 7) * 3"}},
-            "required": ["expression"],
-        },
-        fn=calculator,
-    )
+    description = "Evaluate an arithmetic expression with + - * / // % ** and parentheses."
+    return text_tool(calculator, description, "expression", "e.g. (12 + 7) * 3")

@@ -65,7 +65,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpolab.envs.tools import Tool, ToolError
+from grpolab.envs.tools import Tool, ToolError, text_tool
 
 log = logging.getLogger("grpolab")
 BOOT = Path(__file__).with_name("sandbox_boot.py")  # applies Landlock in the child, then runs main.py
@@ -279,13 +279,5 @@ def python_tool(limits: PythonLimits = PythonLimits()) -> Tool:
     def python(code: str) -> str:
         return run_python(code, limits)
 
-    return Tool(
-        name="python",
-        description="Run a Python 3 program (standard library only) and return what it prints.",
-        parameters={
-            "type": "object",
-            "properties": {"code": {"type": "string", "description": "a complete program; print() the results"}},
-            "required": ["code"],
-        },
-        fn=python,
-    )
+    description = "Run a Python 3 program (standard library only) and return what it prints."
+    return text_tool(python, description, "code", "a complete program; print() the results")

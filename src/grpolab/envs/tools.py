@@ -86,6 +86,13 @@ class Tool:
         }
 
 
+def text_tool(fn: Callable[[str], str], description: str, argument: str, hint: str) -> Tool:
+    """A tool named after `fn` that takes one string `argument` (the calculator's expression, the
+    python tool's code); `hint` is the argument's description the model reads."""
+    properties = {argument: {"type": "string", "description": hint}}
+    return Tool(fn.__name__, description, {"type": "object", "properties": properties, "required": [argument]}, fn)
+
+
 def parse_tool_calls(text: str) -> list[ParsedCall]:
     """Every `<tool_call>...</tool_call>` block of `text`, in order; an unclosed block is an error.
 
@@ -100,10 +107,6 @@ def parse_tool_calls(text: str) -> list[ParsedCall]:
     if TOOL_CALL_OPEN in tail:
         parsed.append(ParsedCall(raw=tail, error=f"malformed tool call: missing {TOOL_CALL_CLOSE}"))
     return parsed
-
-
-def has_tool_call(text: str) -> bool:
-    return TOOL_CALL_OPEN in text
 
 
 def _parse_body(body: str) -> ParsedCall:

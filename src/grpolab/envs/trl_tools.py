@@ -34,7 +34,6 @@ from grpolab.config.load import ConfigError
 from grpolab.envs.env import _CALL_FORMAT, Message, ToolEnv
 from grpolab.envs.tool_parsing import tool_call_parser
 from grpolab.envs.tools import Tool
-from grpolab.rewards.api import BoundReward, RewardSet
 
 RESERVED = ("reset", "get_reward")  # environment methods that are not tools (TRL's rule)
 ENV_COLUMN = "environment"  # the row column that picks an environment of a dict factory
@@ -208,7 +207,7 @@ class TrlSetup:
     """What `GRPOTrainer(tools=..., environment_factory=...)` adds to a run."""
 
     env_factory: Callable[[], TrlEnv]
-    rewards: list[BoundReward]  # one per environment class with get_reward(), weight 1, named after it
+    reward_owners: list[type]  # the environment classes with get_reward() (rewards/environment.py scores them)
     names: list[str] | None  # the dict factory's names (rows must pick one); None: one environment
 
     def check_rows(self, rows: Sequence[Mapping[str, Any]], dataset: str) -> None:
@@ -238,21 +237,6 @@ def _factories(environment_factory: Any) -> dict[str | None, Callable[[], Any]]:
     return {None: environment_factory}
 
 
-def _env_reward(cls: Any) -> BoundReward:
-    """TRL's environment-owned reward: get_reward() of the episodes run by exactly `cls`, None elsewhere."""
-    if inspect.iscoroutinefunction(cls.get_reward):
-
-        async def scored_async(environments: list[Any]) -> list[float | None]:
-            return [await e.get_reward() if type(e) is cls else None for e in environments]
-
-        return BoundReward(cls.__name__, scored_async, 1.0, {})
-
-    def scored(environments: list[Any]) -> list[float | None]:
-        return [e.get_reward() if type(e) is cls else None for e in environments]
-
-    return BoundReward(cls.__name__, scored, 1.0, {})
-
-
 def build_trl_environment(
     tools: Sequence[Callable[..., Any]] | None, environment_factory: Any, tool_timeout_s: float | None
 ) -> TrlSetup:
@@ -262,7 +246,6 @@ def build_trl_environment(
     for fn in tools:
         function_tool(fn)
     factories = _factories(environment_factory)
-    rewards: list[BoundReward] = []
     owners: list[type] = []  # one reward per class, even when two names map to it
     for name, factory in factories.items():
         where = "environment_factory" + (f"[{name!r}]" if name is not None else "")
@@ -275,23 +258,5 @@ def build_trl_environment(
         environment_tools(instance)
         if callable(getattr(instance, "get_reward", None)) and type(instance) not in owners:
             owners.append(type(instance))
-            rewards.append(_env_reward(type(instance)))
     names = [str(n) for n in factories] if factories and None not in factories else None
-    return TrlSetup(functools.partial(TrlEnv, tools, factories, tool_timeout_s), rewards, names)
-
-
-def with_environment_rewards(rewards: RewardSet, setup: TrlSetup, reward_funcs_given: bool) -> RewardSet:
-    """The run's rewards plus each environment's get_reward(). As in TRL, an environment that owns
-    its reward makes reward_funcs optional: without them, its reward is the only one (not the
-    config's rewards)."""
-    if not setup.rewards:
-        return rewards
-    base = rewards.rewards if reward_funcs_given else []
-    taken = {r.label for r in base}
-    for reward in setup.rewards:
-        if reward.label in taken:
-            raise ConfigError(
-                f"reward_funcs: a reward is called '{reward.label}', the name of the environment whose get_reward() "
-                "is logged under it; rename the function"
-            )
-    return RewardSet([*base, *setup.rewards], on_error=rewards.on_error)
+    return TrlSetup(functools.partial(TrlEnv, tools, factories, tool_timeout_s), owners, names)

@@ -17,12 +17,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from grpolab.config.schema import ModelConfig
+from grpolab.errors import UserError
 from grpolab.models.gguf_cache import GGUF_ALIASES, GGUFModelMissing, cached_model_dir
 from grpolab.models.tiny_model import TINY_AGENT_DIR, TINY_DIR
 from grpolab.models.verify import check_model_dir
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """The model or tokenizer could not be loaded; the message says what to do."""
 
 

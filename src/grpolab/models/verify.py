@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from grpolab.errors import UserError
+
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-class ModelFilesError(ValueError):
+class ModelFilesError(UserError, ValueError):
     """A model, adapter or checkpoint directory whose files cannot be loaded; one line naming the file."""
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from grpolab.deadline import TIMED_OUT, call_with_deadline, gather_with_deadline, run_async
+from grpolab.errors import UserError
 
 logger = logging.getLogger("grpolab.rewards")
 
@@ -46,7 +47,7 @@ STANDARD_INPUTS = (
 )  # fmt: skip
 
 
-class RewardError(RuntimeError):
+class RewardError(UserError, RuntimeError):
     """A reward function failed or returned something that is not one score per sample."""
 
 

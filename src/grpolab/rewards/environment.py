@@ -15,8 +15,13 @@ None (the environment has no opinion on this episode) is "could not score", as f
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
+
+from grpolab.config.load import ConfigError
+from grpolab.envs.trl_tools import TrlSetup
+from grpolab.rewards.api import BoundReward, RewardSet
 
 
 def episode_rewards(rollouts: Sequence[Any]) -> list[float | None] | None:
@@ -42,3 +47,36 @@ def env(completions: list[str], env_rewards: list[float | None] | None) -> list[
     if env_rewards is None:
         raise ValueError("the 'env' reward needs agent rollouts (agent.enabled=true): single-turn samples have no env")
     return list(env_rewards)
+
+
+def environment_reward(cls: Any) -> BoundReward:
+    """TRL's environment-owned reward: get_reward() of the episodes run by exactly `cls`, None elsewhere."""
+    if inspect.iscoroutinefunction(cls.get_reward):
+
+        async def scored_async(environments: list[Any]) -> list[float | None]:
+            return [await e.get_reward() if type(e) is cls else None for e in environments]
+
+        return BoundReward(cls.__name__, scored_async, 1.0, {})
+
+    def scored(environments: list[Any]) -> list[float | None]:
+        return [e.get_reward() if type(e) is cls else None for e in environments]
+
+    return BoundReward(cls.__name__, scored, 1.0, {})
+
+
+def with_environment_rewards(rewards: RewardSet, setup: TrlSetup, reward_funcs_given: bool) -> RewardSet:
+    """The run's rewards plus each environment's get_reward(). As in TRL, an environment that owns
+    its reward makes reward_funcs optional: without them, its reward is the only one (not the
+    config's rewards)."""
+    owned = [environment_reward(cls) for cls in setup.reward_owners]
+    if not owned:
+        return rewards
+    base = rewards.rewards if reward_funcs_given else []
+    taken = {r.label for r in base}
+    for reward in owned:
+        if reward.label in taken:
+            raise ConfigError(
+                f"reward_funcs: a reward is called '{reward.label}', the name of the environment whose get_reward() "
+                "is logged under it; rename the function"
+            )
+    return RewardSet([*base, *owned], on_error=rewards.on_error)

@@ -1,7 +1,8 @@
 """Generation backends: token ids in, sampled token ids (and their sampler log-probs) out.
 
-Only Hugging Face `generate` today; a vLLM backend fits the same `Generator` protocol (see
-docs/performance.md). Backends never see text: prompts arrive as ids and completions leave as ids.
+Hugging Face `generate` here; vLLM, colocated (rollout/vllm_backend.py) or as a server
+(rollout/vllm_server.py), fits the same `Generator` protocol, chosen by `generation.backend`
+(rollout/generators.py). Backends never see text: prompts arrive as ids and completions leave as ids.
 """
 
 from __future__ import annotations

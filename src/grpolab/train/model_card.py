@@ -26,7 +26,7 @@ def grpolab_version() -> str:
     try:
         return importlib.metadata.version("grpolab")
     except importlib.metadata.PackageNotFoundError:  # a source checkout on PYTHONPATH
-        from grpolab import __version__
+        from grpolab.version import __version__
 
         return __version__
 

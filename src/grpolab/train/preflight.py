@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from grpolab.config.schema import Config, RewardsConfig
+from grpolab.errors import UserError
 from grpolab.models.verify import check_model_dir
 from grpolab.train.resume_check import resolve_resume_path
 
@@ -32,7 +33,7 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
-class PreflightError(RuntimeError):
+class PreflightError(UserError, RuntimeError):
     """A run that cannot work, found before loading the model; one line naming the field or path."""
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from grpolab.config.load import config_to_yaml
 from grpolab.config.schema import Config
+from grpolab.errors import UserError
 from grpolab.train.checkpoint import CONFIG_FILE, resolve_resume_path, resume_conflict
 from grpolab.train.resume_check import auto_resume_point, check_resume_files
 
@@ -21,7 +22,7 @@ from grpolab.train.resume_check import auto_resume_point, check_resume_files
 NOTED_KEYS = ("optim.lr", "train.max_steps", "grpo.beta", "train.patience")
 
 
-class ResumeError(ValueError):
+class ResumeError(UserError, ValueError):
     pass
 
 

@@ -21,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from grpolab.errors import UserError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -29,7 +31,7 @@ except ImportError:  # pragma: no cover - Windows
 LOCK_FILE = ".run.lock"
 
 
-class RunBusyError(RuntimeError):
+class RunBusyError(UserError, RuntimeError):
     """The run directory is held by another live process (one line naming its pid)."""
 
 

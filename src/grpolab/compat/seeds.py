@@ -9,21 +9,25 @@
                                                                  the names written (rewards/len_reward/mean)
     cosine_max_len: 500                 open-r1 script args      -> max_len: 500 on the cosine_scaled reward
 
+    wandb_disabled=true                 agent-tunix               -> logging.wandb=false
+    mode=masked                         the agent scripts         -> agent.mode=masked
+
 Each alias keeps the meaning it had in its own tool (README, "Coming from ..."). Translation happens
-in one place (`translate_overrides`, called by `apply_overrides`), so command lines, sweeps, presets
-and the user's own YAML files all accept the same names. This module imports nothing heavy.
+in one place (`translate_overrides` for `key=value` items, `pop_aliases` for a YAML tree), bound into
+the config loader by compat/load.py, so command lines, sweeps, presets and the user's own YAML files
+all accept the same names; config/ itself reads only grpolab's names. This module imports nothing heavy.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from grpolab.config.openr1 import OPENR1_PARAMS, openr1_reward
+from grpolab.config.load import ConfigError, parse_value
+from grpolab.config.openr1 import OPENR1_PARAMS
 from grpolab.config.schema import Config
 
 # foreign key -> our key, same meaning and unit.
@@ -51,8 +55,8 @@ ALIASES: dict[str, str] = {
     "reward_funcs": "rewards",
 }
 
-# Keys load.apply_overrides understands as they are (model groups, shortcuts, additions).
-PASS_THROUGH = {"model", "mode", "wandb_disabled", *OPENR1_PARAMS}
+# Keys config/load.apply_overrides understands as they are (model groups, open-r1's reward params).
+PASS_THROUGH = {"model", *OPENR1_PARAMS}
 
 # Short keys whose leaf name appears in several sections but that users mean one way: `seed` is the
 # training seed (as SEED is), not data.seed (the split, kept fixed so seeds compare on one test set).
@@ -62,12 +66,6 @@ SHORT_KEYS = {"seed": "train.seed"}
 TUNIX_MODEL_SIZES = {"270m": "gemma3_270m", "1b": "gemma3_1b"}
 
 NUM_BATCHES, NUM_EPOCHS = "training.num_batches", "training.num_epochs"
-
-
-def _config_error(message: str) -> Exception:
-    from grpolab.config.load import ConfigError  # load imports this module: import at call time
-
-    return ConfigError(message)
 
 
 def expand_short_key(key: str) -> str:
@@ -80,7 +78,7 @@ def expand_short_key(key: str) -> str:
     if len(owners) == 1:
         return f"{owners[0]}.{key}"
     if owners:
-        raise _config_error(f"key '{key}' is ambiguous: {', '.join(f'{o}.{key}' for o in owners)}")
+        raise ConfigError(f"key '{key}' is ambiguous: {', '.join(f'{o}.{key}' for o in owners)}")
     return key  # a section name or unknown: load_config names the nearest valid key
 
 
@@ -95,7 +93,7 @@ def latest_checkpoint_in(directory: str) -> Path:
         found = latest_checkpoint(folder) if folder.is_dir() else None
         if found is not None:
             return found
-    raise _config_error(
+    raise ConfigError(
         f"checkpoint_dir={directory}: no checkpoint (step-N folder) there, nor in its checkpoints/ "
         "or */checkpoints/; grpolab writes them to <train.output_dir>/<train.run_name>/<time>/checkpoints"
     )
@@ -105,7 +103,7 @@ def _as_int(key: str, value: Any) -> int:
     try:
         return int(str(value))
     except ValueError:
-        raise _config_error(f"{key}: must be a whole number (got {value!r})") from None
+        raise ConfigError(f"{key}: must be a whole number (got {value!r})") from None
 
 
 def translate_overrides(items: list[str]) -> list[str]:
@@ -139,8 +137,12 @@ def translate_overrides(items: list[str]) -> list[str]:
         elif bare == "model.model_size":
             group = TUNIX_MODEL_SIZES.get(str(value).strip().lower())
             if group is None:
-                raise _config_error(f"model.model_size: known sizes are {', '.join(TUNIX_MODEL_SIZES)} (got {value!r})")
+                raise ConfigError(f"model.model_size: known sizes are {', '.join(TUNIX_MODEL_SIZES)} (got {value!r})")
             out.append(f"model={group}")
+        elif bare == "wandb_disabled":  # the switch Tunix users know
+            out.append(f"logging.wandb={json.dumps(not bool(parse_value(value)))}")
+        elif bare == "mode":  # `--mode masked|full` shortcut of agent users
+            out.append(f"agent.mode={value}")
         elif bare in ALIASES:
             out.append(f"{ALIASES[bare]}={value}")
         else:
@@ -171,24 +173,3 @@ def pop_aliases(tree: dict[str, Any]) -> list[str]:
         if parents and not node and parents[0] not in Config.model_fields:
             tree.pop(parents[0], None)  # an emptied foreign section (optimizer:, training:)
     return found
-
-
-def is_config_path(item: str) -> bool:
-    """A positional `grpolab train path/to/config.yaml` (the eval config's way to name its config)."""
-    return "=" not in item and bool(re.search(r"\.ya?ml$", item))
-
-
-def set_reward_param(tree: dict[str, Any], key: str, value: Any) -> None:
-    """A top-level open-r1 parameter (`cosine_max_len=500`): set on every reward of its kind."""
-    reward, param = OPENR1_PARAMS[key]
-    section = tree.get("rewards")
-    entries = section.get("functions") if isinstance(section, dict) else section
-    entries = entries if isinstance(entries, list) else []
-    matched = False
-    for i, entry in enumerate(entries):
-        entry = openr1_reward({"name": entry} if isinstance(entry, str) else entry)
-        if isinstance(entry, dict) and entry.get("name") == reward:
-            entries[i] = {**entry, param: value}
-            matched = True
-    if not matched:
-        raise _config_error(f"{key}: sets '{param}' of the {reward} reward, which is not in rewards; add it first")

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from grpolab.config.aliases import expand_short_key
-from grpolab.config.load import ConfigError, load_config
+from grpolab.compat.load import load_config
+from grpolab.compat.seeds import expand_short_key
+from grpolab.config.load import ConfigError
 
 RunOne = Callable[[list[str], Path], dict[str, Any]]
 RESULT_COLUMNS = ["status", "best_accuracy", "best_step", "final_reward", "seconds", "run_dir"]
@@ -53,7 +54,7 @@ def split_values(text: str) -> list[str]:
 
 
 def expand_key(key: str) -> str:
-    """`lr` -> `optim.lr` (config/aliases.py: the one place short and foreign keys are translated)."""
+    """`lr` -> `optim.lr` (compat/seeds.py: the one place short and foreign keys are translated)."""
     return expand_short_key(key)
 
 

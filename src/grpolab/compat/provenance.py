@@ -20,15 +20,9 @@ from typing import Any
 import yaml
 from dotenv import dotenv_values
 
-from grpolab.config.load import (
-    ConfigError,
-    apply_overrides,
-    config_sources,
-    load_config,
-    load_yaml,
-    redact,
-    resolve_preset,
-)
+from grpolab.compat.env_vars import config_sources
+from grpolab.compat.load import apply_overrides, load_config, load_yaml
+from grpolab.config.load import ConfigError, redact, resolve_preset
 from grpolab.config.schema import Config
 
 DERIVED = "derived from other fields"
