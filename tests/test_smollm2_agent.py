@@ -68,7 +68,7 @@ def episode(engine: Any, tokenizer: Any) -> Rollout:
     setup = build_trl_environment([multiply], None, tool_timeout_s=5.0)
     [rollout] = run_agent_rollouts(
         FirstTurnScripted(engine, first), tokenizer, setup.env_factory, [{"prompt": "What is 6 times 7?"}],
-        num_generations=1, params=SamplingParams(max_new_tokens=12, greedy=True), max_turns=2, max_total_tokens=1024,
+        params=SamplingParams(max_new_tokens=12, greedy=True, num_samples=1), max_turns=2, max_total_tokens=1024,
     )  # fmt: skip
     return rollout
 
