@@ -65,6 +65,12 @@ def check_eval_size(cfg: Config) -> None:
         )
 
 
+def check_backend(cfg: Config) -> None:
+    """What the generation backend must support: the weight sync asked for, one-step-off rollouts."""
+    check_weight_sync(cfg)
+    check_async(cfg)
+
+
 def check_weight_sync(cfg: Config) -> None:
     """An adapter-only sync needs an adapter and the colocated engine (the server takes merged weights)."""
     if cfg.generation.vllm_weight_sync != "adapter":
@@ -77,4 +83,14 @@ def check_weight_sync(cfg: Config) -> None:
         raise ValueError(
             f"generation.vllm_weight_sync=adapter works with generation.backend=vllm (colocated), "
             f"not {cfg.generation.backend}"
+        )
+
+
+def check_async(cfg: Config) -> None:
+    """One-step-off rollouts need an engine with its own copy of the weights: HF generates with the very
+    module the update is changing."""
+    if cfg.train.max_staleness > 0 and cfg.generation.backend == "hf":
+        raise ValueError(
+            "train.max_staleness > 0 needs generation.backend=vllm or vllm_server (hf generates with the "
+            "weights being trained)"
         )

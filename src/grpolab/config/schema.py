@@ -13,7 +13,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grpolab.config import vllm_install
-from grpolab.config.checks import check_early_stopping_metric, check_eval_size, check_mesh, check_weight_sync
+from grpolab.config.checks import check_backend, check_early_stopping_metric, check_eval_size, check_mesh
 from grpolab.config.names import FolderName
 from grpolab.config.objectives import ObjectiveFields, check_objective_combinations
 
@@ -191,6 +191,7 @@ class TrainConfig(Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:1, mps")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch default")
     precision: Literal["auto", "fp32", "bf16"] = Field("fp32", description="bf16: autocast, fp32 weights")
+    max_staleness: int = Field(0, ge=0, le=1, description="1: sample step t+1 while step t trains (vllm); 0: in turn")
 
 
 class EvalConfig(Section):
@@ -386,7 +387,7 @@ class Config(Section):
                 )
             self.train.max_steps = steps
         check_eval_size(self)
-        check_weight_sync(self)
+        check_backend(self)
         check_early_stopping_metric(self)
         check_objective_combinations(self)
         return self

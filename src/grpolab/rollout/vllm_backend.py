@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from grpolab.rollout.backend import GenerationOutput, SamplingParams
+from grpolab.rollout.seeds import draw_seed
 from grpolab.rollout.weight_sync import engine_weights, is_lora, lora_rank, write_adapter
 
 # vLLM's LoRA slots come in these ranks only (vllm.config.lora.MaxLoRARanks)
@@ -145,7 +146,7 @@ class VLLMGenerator:
         """Ours -> vLLM's. seed None: one drawn from torch's RNG (train.seed decides the rollouts)."""
         from vllm import SamplingParams as VLLMSamplingParams
 
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed
+        seed = draw_seed() if seed is None else seed
         return VLLMSamplingParams(
             n=params.num_samples,
             temperature=0.0 if params.greedy else params.temperature,

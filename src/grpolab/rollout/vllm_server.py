@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from grpolab.rollout.backend import GenerationOutput, SamplingParams
+from grpolab.rollout.seeds import draw_seed
 from grpolab.rollout.weight_sync import engine_weights
 
 SYNC_TIMEOUT = timedelta(minutes=10)
@@ -193,7 +194,7 @@ class VLLMServerClient:
             raise RuntimeError(f"vllm-serve {path}: {detail}") from None
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> GenerationOutput:
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # from the trainer's RNG, as colocated
+        seed = draw_seed()  # from the trainer's RNG (or the prefetch's stream), as colocated
         body = {"prompts": prompts, "params": asdict(params), "stop_ids": self.stop_ids, "seed": seed}
         return GenerationOutput(**self._call("POST", "/generate", body))
 

@@ -36,6 +36,7 @@ from grpolab.parallel.sharding import Shards, unsharded_class
 from grpolab.train.atomic import DiskFullError, atomic_dir, clean_stale, remove_dir
 from grpolab.train.resume_check import (
     FROZEN_KEYS,
+    PREFETCH_FILE,
     TRAINER_STATE_FILE,
     check_checkpoint_dir,
     latest_checkpoint,
@@ -135,6 +136,7 @@ def save_checkpoint(
     model_state: dict[str, torch.Tensor] | None = None,
     optimizer_state: dict[str, Any] | None = None,
     training_state: bool = True,
+    prefetched: Any | None = None,
 ) -> Path:
     """Write a complete checkpoint to `ckpt_dir` atomically (replacing one that exists) and return it.
 
@@ -145,6 +147,8 @@ def save_checkpoint(
     training_state=False: no optimizer, scheduler or RNG files (weights, config and trainer state
     only): for `best/`, which is loaded for its weights and never resumed from; Adam's state is
     twice the size of the weights it trains.
+    prefetched: the groups already sampled for the next step (train.max_staleness=1), kept so that the
+    resumed run trains on them as the uninterrupted one does.
     """
     ckpt_dir = Path(ckpt_dir)
     if is_peft != _is_peft_model(model):
@@ -164,6 +168,8 @@ def save_checkpoint(
             if scheduler is not None:
                 torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
             torch.save(capture_rng_state(), tmp / RNG_FILE)
+            if prefetched is not None:
+                torch.save(prefetched, tmp / PREFETCH_FILE)
         (tmp / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
         (tmp / TRAINER_STATE_FILE).write_text(state_json, encoding="utf-8")
     return ckpt_dir
@@ -247,6 +253,16 @@ def load_checkpoint(
     if restore_rng:
         restore_rng_state(_torch_load(ckpt_dir / RNG_FILE))
     return state
+
+
+def load_prefetched(ckpt_dir: Path) -> Any | None:
+    """The groups a checkpoint saved for its next step, or None (a synchronous run's checkpoint).
+    Rollouts, examples and reward scores are Python objects, so this file is unpickled (the only one of
+    a checkpoint that is): resume only from checkpoints your own runs wrote."""
+    path = Path(ckpt_dir) / PREFETCH_FILE
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _torch_load(path: Path, map_location: str | None = None) -> Any:

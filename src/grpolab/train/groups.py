@@ -131,6 +131,19 @@ class RoundSource:
         return Round(examples, rollouts, scores, rewards, epoch_ends, per_function)
 
 
+def step_sampling_params(cfg: Config) -> SamplingParams:
+    """How a training step samples: G completions per question with the generation settings."""
+    g = cfg.generation
+    return SamplingParams(
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        top_k=g.top_k,
+        num_samples=cfg.grpo.num_generations,
+        repetition_penalty=g.repetition_penalty,
+    )
+
+
 def sample_groups(cfg: Config, ctx: DistContext, source: RoundSource) -> StepGroups:
     """Sample rounds of B questions until B groups are kept (one round when filtering is off)."""
     group, batch = cfg.grpo.num_generations, cfg.train.questions_per_step

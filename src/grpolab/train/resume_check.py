@@ -129,6 +129,8 @@ def resume_conflict(saved: dict[str, Any], current: dict[str, Any], ckpt: Path |
 # torch.save writes a zip archive whose pickle is `<name>/data.pkl`; a garbage or truncated file has no
 # readable central directory. Checking the archive (not unpickling it) keeps this torch-free and fast.
 RESUME_TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pt")
+# train.max_staleness=1: the groups already sampled for the next step (absent from synchronous runs)
+PREFETCH_FILE = "prefetched_groups.pt"
 # key -> the type its value must have in trainer_state.json (what RunState.load_state_dict reads)
 _STATE_TYPES: dict[str, type | tuple[type, ...]] = {
     "step": int,
@@ -199,7 +201,8 @@ def check_resume_files(ckpt: Path, max_steps: int) -> None:
             f"cannot resume: {ckpt} holds weights only, no optimizer state (best/ never keeps it): resume from "
             "a checkpoints/step-N; `grpolab export` or `grpolab eval --model` read these weights"
         )
-    for path in [*weights, *(ckpt / name for name in RESUME_TORCH_FILES)]:
+    optional = [ckpt / PREFETCH_FILE] if (ckpt / PREFETCH_FILE).is_file() else []
+    for path in [*weights, *(ckpt / name for name in RESUME_TORCH_FILES), *optional]:
         if path.suffix == ".pt":
             _check_torch_file(path)
         elif not path.is_file():

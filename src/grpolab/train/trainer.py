@@ -30,16 +30,17 @@ from grpolab.eval.evaluate import EvalResult, Evaluations, evaluate_examples
 from grpolab.observe import Tracker
 from grpolab.observe.null import NullTracker
 from grpolab.parallel.distributed import DistContext
-from grpolab.rollout.backend import SamplingParams
 from grpolab.rollout.generators import sync_after_step
+from grpolab.rollout.seeds import draw_seed
 from grpolab.rollout.types import Rollout, collate
 from grpolab.train.build import build_parts
 from grpolab.train.checkpoint import BEST, keeps_end, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
 from grpolab.train.export import write_model
-from grpolab.train.groups import RoundSource, StepGroups, merged_scores, sample_groups, sample_records
+from grpolab.train.groups import RoundSource, StepGroups, merged_scores, sample_records, step_sampling_params
 from grpolab.train.health import RunHealth
 from grpolab.train.inputs import RunInputs, seed_everything
 from grpolab.train.optimizer import advance_schedule, build_optimizer, set_peak_lr
+from grpolab.train.prefetch import Prefetch, Sampled, check_one_process, load_prefetched, sample_step
 from grpolab.train.preflight import preflight
 from grpolab.train.resume import check_resume, find_resume_point
 from grpolab.train.run_lock import check_run_free, open_run_dir
@@ -77,6 +78,8 @@ class Trainer:
         )
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         self.generator, self.rollouts = self.parts.generator, self.parts.rollouts
+        check_one_process(cfg, ctx)
+        self.prefetch = Prefetch(cfg.train.max_staleness)  # one-step-off rollouts (train/prefetch.py)
         self.health = RunHealth.from_config(cfg)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         t = cfg.train
@@ -100,45 +103,46 @@ class Trainer:
         with owner.gathered(), self.loaded.as_reference() as model:
             yield model
 
-    def sampling_params(self) -> SamplingParams:
-        g = self.cfg.generation
-        return SamplingParams(
-            max_new_tokens=g.max_new_tokens,
-            temperature=g.temperature,
-            top_p=g.top_p,
-            top_k=g.top_k,
-            num_samples=self.cfg.grpo.num_generations,
-            repetition_penalty=g.repetition_penalty,
-        )
+    def sample(self) -> Sampled:
+        """The next step's groups, sampled and scored by the engine's current weights."""
+        order, params = self.state.question_order, step_sampling_params(self.cfg)
+        source = RoundSource(order, self.splits.train, self.rollouts, params, self.rewards, self.shards)
+        return sample_step(self.cfg, self.ctx, source, version=self.state.step)
 
     def train_step(self) -> dict[str, float]:
-        """Sample and score the step's groups, update the policy on them; returns the step's metrics."""
-        cfg, state = self.cfg, self.state
-        source = RoundSource(
-            state.question_order, self.splits.train, self.rollouts, self.sampling_params(), self.rewards, self.shards
-        )
-        groups = sample_groups(cfg, self.ctx, source)
-        started = time.perf_counter()
-        metrics = self.update(groups)
+        """Update the policy on the step's groups (sampled now, or during the previous step: train/prefetch.py)."""
+        cfg, state, prefetch = self.cfg, self.state, self.prefetch
+        ready = prefetch.pending or self.sample()
+        self.signals.commit()  # from here on this step is finished (a signal stops after its checkpoint)
+        prefetch.pending = None
+        if prefetch.enabled and state.step + 1 < cfg.train.max_steps:
+            prefetch.launch(self.sample, draw_seed())  # the engine holds the weights before this update
+        groups, started = ready.groups, time.perf_counter()
+        metrics = self.update(groups, sync=not prefetch.enabled)
         updating = time.perf_counter() - started
+        if prefetch.enabled or ready.version != state.step:
+            metrics.update(prefetch.settle((started, started + updating), state.step - ready.version))
+            if prefetch.enabled and "train/skipped_empty" not in metrics:  # the engine never reloads mid-generation
+                metrics.update(sync_after_step(self.generator, self.model))
         metrics.update(self.sampling_metrics(groups))
         state.num_tokens += metrics["tokens/total"]
         metrics["num_tokens"] = state.num_tokens  # cumulative, as TRL
-        metrics["time/generation"] = source.seconds["generation"]
-        metrics["time/reward"] = source.seconds["reward"]
+        metrics["time/generation"] = ready.seconds["generation"]
+        metrics["time/reward"] = ready.seconds["reward"]
         metrics["time/train_step"] = updating
-        metrics["epoch"] = float(state.question_order.epoch)
+        metrics["epoch"] = float(ready.epoch)
         state.add_rewards(groups.sampled_rewards)
         if groups.epoch_ends:
-            self.log_epoch()
+            self.log_epoch(ready.epoch)
         every = cfg.logging.sample_every
         if every and ((state.step + 1) % every == 0 or state.step == 0):
             records = sample_records(groups, cfg.logging.samples_per_step, self.describe_episode)
             self.tracker.log_samples(records, state.step + 1)
         return metrics
 
-    def update(self, groups: StepGroups) -> dict[str, float]:
-        """The policy update on the kept groups (every rank enters it, or none); its metrics over ranks."""
+    def update(self, groups: StepGroups, sync: bool = True) -> dict[str, float]:
+        """The policy update on the kept groups (every rank enters it, or none); its metrics over ranks.
+        sync: load the new weights into a backend with its own copy (False: the caller does, later)."""
         cfg, ctx, state = self.cfg, self.ctx, self.state
         # every group dropped on this rank: an empty batch of the right shape (this rank must still
         # join the update's collectives when another rank has something to train)
@@ -157,7 +161,8 @@ class Trainer:
             )  # fmt: skip
             state.entropy_control = result.entropy_control
             metrics.update(result.metrics)
-            metrics.update(sync_after_step(self.generator, self.model))  # vllm: engine = policy again
+            if sync:
+                metrics.update(sync_after_step(self.generator, self.model))  # vllm: engine = policy again
             if result.skipped_nonfinite:
                 metrics["train/skipped_nonfinite"] = 1.0
                 self.tracker.warning(f"step {state.step + 1}: non-finite gradient, optimizer step skipped")
@@ -194,8 +199,8 @@ class Trainer:
 
         return {"messages": rollout.messages, "spans": trained_spans(rollout, self.tokenizer)}
 
-    def log_epoch(self) -> None:
-        epoch, summary = self.state.question_order.epoch, self.state.close_epoch()
+    def log_epoch(self, epoch: int) -> None:
+        summary = self.state.close_epoch()
         self.tracker.log_metrics(summary, self.state.step + 1)
         self.tracker.info(
             f"epoch {epoch} done: accumulated reward {summary['epoch/accumulated_reward']:.1f}, "
@@ -237,6 +242,7 @@ class Trainer:
                 trainer_state=self.state.state_dict(), config_yaml=config_to_yaml(self.cfg),
                 is_peft=self.loaded.is_peft, tokenizer=self.tokenizer,
                 model_state=model_state, optimizer_state=optimizer_state, training_state=training_state,
+                prefetched=self.prefetch.pending if training_state else None,
             )  # fmt: skip
         self.ctx.barrier()
 
@@ -260,6 +266,8 @@ class Trainer:
             torch.manual_seed(self.cfg.train.seed + self.ctx.rank + 1000 * int(saved["step"]))
         self.state.load_state_dict(saved)
         self.last_saved_step = self.state.step
+        if not self.ctx.enabled:  # max_staleness=1 (one process): the next step's groups, as sampled
+            self.prefetch.pending = load_prefetched(ckpt)
         sync_after_step(self.generator, self.model)  # vllm: the engine gets the resumed weights
 
     # -- the run ----------------------------------------------------------------------------
