@@ -25,6 +25,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import torch
+
 from grpolab.config.schema import Config
 from grpolab.parallel.distributed import DistContext
 from grpolab.rollout.seeds import seed_stream
@@ -60,7 +62,10 @@ def check_one_process(cfg: Config, ctx: DistContext) -> None:
         )
 
 
-def _in_own_stream(sample: Callable[[], Sampled], seed: int) -> Sampled:
+def _in_own_stream(sample: Callable[[], Sampled], seed: int, threads: int) -> Sampled:
+    # OpenMP's thread count is per thread: a new one starts from the default, and vLLM's CPU attention
+    # refuses to run with another count than the one its metadata was planned with (the main thread's)
+    torch.set_num_threads(threads)
     with seed_stream(seed):
         return sample()
 
@@ -78,7 +83,7 @@ class Prefetch:
     def launch(self, sample: Callable[[], Sampled], seed: int) -> None:
         """Start `sample()` in the background thread; its request seeds come from `seed`'s stream."""
         assert self._pool is not None and self._flight is None, "one prefetch at a time, max_staleness > 0"
-        self._flight = self._pool.submit(_in_own_stream, sample, seed)
+        self._flight = self._pool.submit(_in_own_stream, sample, seed, torch.get_num_threads())
 
     def settle(self, update: tuple[float, float], staleness: int) -> dict[str, float]:
         """Wait for the prefetch (its error is raised here); the step's staleness and overlap metrics.
