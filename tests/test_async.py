@@ -5,16 +5,15 @@ sampler's log-probs in the update, determinism, SIGTERM-then-resume, and the con
 from __future__ import annotations
 
 import copy
-import os
 import signal
 import threading
-from pathlib import Path
 
 import pytest
 import torch
 
 import grpolab.train.build as build
 import grpolab.train.trainer as trainer_module
+from chaos import step_rows
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.api import GRPOTrainer
 from grpolab.config.load import ConfigError
@@ -22,7 +21,8 @@ from grpolab.parallel.distributed import DistContext
 from grpolab.rollout.backend import GenerationOutput, SamplingParams
 from grpolab.rollout.seeds import draw_seed
 from grpolab.train.prefetch import check_one_process
-from run_helpers import quick_config, read_metrics, without_time
+from run_helpers import quick_config
+from test_loop import interrupting
 
 pytestmark = pytest.mark.slow
 
@@ -92,14 +92,6 @@ def parity(completions, **_):
 parity.__name__ = "numeric"
 
 
-def by_step(run_dir: Path) -> dict[int, dict]:
-    rows: dict[int, dict] = {}
-    for row in without_time(read_metrics(run_dir)):
-        if not any(k.startswith("final/") for k in row):
-            rows.setdefault(row["step"], {}).update(row)
-    return rows
-
-
 def test_each_step_trains_on_rollouts_of_the_weights_one_step_before(tmp_path, engines, monkeypatch):
     """The bound: step s+1 trains on rollouts the weights after step s-1's update sampled, and the
     update's sampler log-probs are those recorded then (the previous weights'), not the policy's now."""
@@ -122,7 +114,7 @@ def test_each_step_trains_on_rollouts_of_the_weights_one_step_before(tmp_path, e
 
     monkeypatch.setattr(trainer_module, "policy_update", spy)
     run = GRPOTrainer(reward_funcs=[parity], args=quick_config(tmp_path, *ASYNC, "eval.every_steps=0")).train()
-    rows = by_step(run.run_dir)
+    rows = step_rows(run.run_dir)
     assert [rows[s]["async/staleness"] for s in (1, 2, 3, 4)] == [0.0, 1.0, 1.0, 1.0]
     training = [call for call in engines[0].calls if call[1].startswith("grpolab-prefetch")]
     # steps 2-4 were sampled in the background, by the engine holding 0, 1, 2 optimizer steps
@@ -138,10 +130,10 @@ def test_each_step_trains_on_rollouts_of_the_weights_one_step_before(tmp_path, e
 def test_same_seed_same_metrics_and_sync_loop_unchanged(tmp_path, engines):
     """Two one-step-off runs with one seed agree to the bit; max_staleness=0 with the same backend logs
     no async metric and trains on fresh rollouts (a different run from step 2 on)."""
-    first = by_step(GRPOTrainer(args=quick_config(tmp_path / "a", *ASYNC)).train().run_dir)
-    second = by_step(GRPOTrainer(args=quick_config(tmp_path / "b", *ASYNC)).train().run_dir)
+    first = step_rows(GRPOTrainer(args=quick_config(tmp_path / "a", *ASYNC)).train().run_dir)
+    second = step_rows(GRPOTrainer(args=quick_config(tmp_path / "b", *ASYNC)).train().run_dir)
     assert first == second
-    sync = by_step(GRPOTrainer(args=quick_config(tmp_path / "c", *ASYNC, "train.max_staleness=0")).train().run_dir)
+    sync = step_rows(GRPOTrainer(args=quick_config(tmp_path / "c", *ASYNC, "train.max_staleness=0")).train().run_dir)
     assert not any("async/staleness" in row for row in sync.values())
     assert sync[1]["loss"] == first[1]["loss"]  # step 1 is sampled now in both
     assert sync[2]["reward"] != first[2]["reward"] or sync[2]["loss"] != first[2]["loss"]
@@ -149,42 +141,23 @@ def test_same_seed_same_metrics_and_sync_loop_unchanged(tmp_path, engines):
     assert all(name == "MainThread" for _, name in engines[2].calls)
 
 
-def interrupting(at_call: int | None):
-    """numeric correctness; sends SIGTERM to this process at its `at_call`-th call."""
-    from grpolab.rewards.correctness import numeric
-
-    calls = {"n": 0}
-
-    def reward(completions, answer, **_):
-        calls["n"] += 1
-        if calls["n"] == at_call:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return numeric(completions, answer)
-
-    reward.__name__ = "numeric"
-    return reward
-
-
 def test_sigterm_then_resume_equals_the_uninterrupted_run(tmp_path, engines):
     # reward calls: test baseline (1), step-0 val (2), step 1 sampled now (3), prefetch of step 2 (4,
     # during step 1's update: the signal waits for the step's end), step-2 val... -> stop after step 1
     extra = [*ASYNC, "eval.every_steps=2", "train.patience=0"]
-    rewards = {"reward_weights": [1.0, 0.2]}
-    whole = GRPOTrainer(
-        reward_funcs=[interrupting(None), "answer_format"], args=quick_config(tmp_path / "whole", *extra), **rewards
-    ).train()
-    cut = GRPOTrainer(
-        reward_funcs=[interrupting(4), "answer_format"], args=quick_config(tmp_path / "cut", *extra), **rewards
-    ).train()
+
+    def run(name: str, signal_at: int | None, *more: str):
+        args = quick_config(tmp_path / name, *extra, *more)
+        return GRPOTrainer(
+            reward_funcs=[interrupting(signal_at), "answer_format"], args=args, reward_weights=[1.0, 0.2]
+        )
+
+    whole, cut = run("whole", None).train(), run("cut", 4).train()
     assert cut.status == "interrupted" and cut.steps == 1 and cut.signal == signal.SIGTERM
     assert (cut.run_dir / "checkpoints" / "step-1" / "prefetched_groups.pt").is_file()
-    resumed = GRPOTrainer(
-        reward_funcs=[interrupting(None), "answer_format"],
-        args=quick_config(tmp_path / "cut", *extra, "train.resume=auto"),
-        **rewards,
-    ).train()
+    resumed = run("cut", None, "train.resume=auto").train()
     assert resumed.run_dir == cut.run_dir and resumed.status == "finished"
-    expected, got = by_step(whole.run_dir), by_step(resumed.run_dir)
+    expected, got = step_rows(whole.run_dir), step_rows(resumed.run_dir)
     assert got.keys() == expected.keys()
     for step in expected:
         assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-9), f"step {step} differs"
