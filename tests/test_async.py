@@ -174,6 +174,6 @@ def test_config_refuses_hf_and_more_than_one_step_and_several_processes(tmp_path
         quick_config(tmp_path, "generation.backend=vllm", "train.max_staleness=2")
     cfg = quick_config(tmp_path, "generation.backend=vllm", "train.max_staleness=1")
     two_ranks = DistContext(0, 2, 0, torch.device("cpu"), "gloo")  # only its world size is read
-    with pytest.raises(ValueError, match=r"train\.max_staleness=1 runs in one process only \(world size 2\)"):
+    with pytest.raises(ConfigError, match=r"train\.max_staleness=1 runs in one process only \(world size 2\)"):
         check_one_process(cfg, two_ranks)
     check_one_process(cfg, DistContext.single())  # one process: fine

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from grpolab.config.load import ConfigError
 from grpolab.config.schema import Config
 from grpolab.parallel.distributed import DistContext
 from grpolab.rollout.seeds import seed_stream
@@ -56,7 +57,7 @@ def sample_step(cfg: Config, ctx: DistContext, source: RoundSource, version: int
 
 def check_one_process(cfg: Config, ctx: DistContext) -> None:
     if cfg.train.max_staleness > 0 and ctx.enabled:
-        raise ValueError(
+        raise ConfigError(  # a UserError: the CLI prints this one line
             f"train.max_staleness={cfg.train.max_staleness} runs in one process only (world size "
             f"{ctx.world_size}): the prefetch's collectives would interleave with the update's"
         )
