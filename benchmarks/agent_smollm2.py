@@ -13,17 +13,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from grpolab import GRPOConfig, GRPOTrainer
-from grpolab.envs.gold_turns import load_gold_turns
+from grpolab.config.warm_start import WarmStartConfig
 from grpolab.rewards.inputs import reward_inputs
 from grpolab.rollout.agent_metrics import agent_metrics
 from grpolab.rollout.backend import SamplingParams
 from grpolab.rollout.generators import sync_after_step
-from grpolab.train.warm_start import WarmStartPlan, teacher_traces, train_on_traces
+from grpolab.train.warm_start import warm_start_policy
 
 FIGURES = ("accuracy", "tool_rate", "failed_calls", "turns")
 
@@ -46,17 +47,12 @@ def held_out(trainer: GRPOTrainer) -> dict[str, float]:
     }
 
 
-def warm_start(trainer: GRPOTrainer, plan: WarmStartPlan, turns: str) -> dict[str, float]:
+def warm_start(trainer: GRPOTrainer, ws: WarmStartConfig) -> dict[str, float]:
+    """The trainer's own warm start (train/warm_start.py), run here so the benchmark can measure
+    the held-out episodes between it and GRPO."""
     t = trainer.trainer
-    agent = t.cfg.agent
-    rows = [t.rollouts.agent_row(e) for e in t.splits.train[: plan.examples]]
-    stop_id = t.loaded.stop_ids[0]
-    traces = teacher_traces(
-        t.tokenizer, t.rollouts.env_factory, rows, load_gold_turns(turns), stop_id,
-        max_turns=agent.max_turns, max_total_tokens=agent.max_total_tokens,
-        max_new_tokens=t.cfg.generation.max_new_tokens,
-    )  # fmt: skip
-    report = train_on_traces(t.model, traces, plan, t.tokenizer.pad_token_id, t.device, print)
+    cfg = SimpleNamespace(warm_start=ws, agent=t.cfg.agent, generation=t.cfg.generation, train=t.cfg.train)
+    report = warm_start_policy(cfg, t.rollouts, t.model, t.splits.train, t.loaded.stop_ids[0], t.device, print)
     sync_after_step(t.generator, t.model)  # vLLM: the engine gets the warm-started weights
     return {"ws_seconds": report.seconds, "ws_traces": report.traces, "ws_loss": report.losses[-1]}
 
@@ -79,8 +75,10 @@ def one_run(mode: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
         print(f"[{mode} seed {seed}] before: {row}", flush=True)
         ws_started = time.perf_counter()
         if args.ws_steps > 0:
-            plan = WarmStartPlan(args.ws_steps, args.ws_lr, args.ws_batch, args.ws_examples, seed)
-            row.update(warm_start(trainer, plan, args.ws_turns))
+            ws = WarmStartConfig(
+                steps=args.ws_steps, lr=args.ws_lr, batch_size=args.ws_batch, examples=args.ws_examples
+            )
+            row.update(warm_start(trainer, ws))
         row["ws_wall"] = time.perf_counter() - ws_started
         row.update({f"ws_{k}": v for k, v in held_out(trainer).items()})
         print(f"[{mode} seed {seed}] after warm start: {row}", flush=True)
@@ -129,7 +127,6 @@ def main() -> None:
     parser.add_argument("--ws-lr", type=float, default=1e-3)
     parser.add_argument("--ws-batch", type=int, default=8)
     parser.add_argument("--ws-examples", type=int, default=256)
-    parser.add_argument("--ws-turns", default="calculator")
     parser.add_argument("--no-grpo", action="store_true", help="stop after the warm start (probes)")
     parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value")
     args = parser.parse_args()

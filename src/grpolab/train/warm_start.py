@@ -125,3 +125,31 @@ def train_on_traces(
         optimizer.zero_grad(set_to_none=True)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def warm_start_policy(
+    cfg: Any,
+    sampler: Any,
+    model: Any,
+    train_examples: Sequence[Any],
+    stop_id: int,
+    device: torch.device | str,
+    log: Callable[[str], None] | None = None,
+) -> WarmStartReport:
+    """The configured warm start (cfg.warm_start, a WarmStartConfig) on the run's policy: the first
+    `examples` training questions, as the run's RolloutSampler turns them into environment rows
+    (same system prompt and question), played by the teacher, then `steps` SFT steps. The caller
+    syncs a generation engine that holds its own weights (vLLM) afterwards."""
+    from grpolab.envs.gold_turns import load_gold_turns
+
+    ws, agent = cfg.warm_start, cfg.agent
+    rows = [sampler.agent_row(example) for example in train_examples[: ws.examples]]
+    traces = teacher_traces(
+        sampler.tokenizer, sampler.env_factory, rows, load_gold_turns(ws.turns), stop_id,
+        max_turns=agent.max_turns, max_total_tokens=agent.max_total_tokens,
+        max_new_tokens=cfg.generation.max_new_tokens,
+    )  # fmt: skip
+    if log is not None:
+        log(f"warm start: {len(traces)} gold traces from {len(rows)} training questions, {ws.steps} steps")
+    plan = WarmStartPlan(ws.steps, ws.lr, ws.batch_size, ws.examples, cfg.train.seed)
+    return train_on_traces(model, traces, plan, sampler.tokenizer.pad_token_id, device, log)

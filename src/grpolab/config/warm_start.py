@@ -1,0 +1,39 @@
+"""The `warm_start:` section: supervised steps on gold tool-use traces before GRPO (train/warm_start.py).
+
+Config (config/schema.py) holds it as `warm_start`; `check_warm_start` is its cross-section check.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from grpolab.config.schema import Config
+
+
+class WarmStartConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    steps: int = Field(0, ge=0, description="supervised steps on gold agent traces before GRPO; 0 = none")
+    lr: float = Field(1.0e-3, gt=0.0, description="warm start: AdamW learning rate (constant)")
+    batch_size: int = Field(4, gt=0, description="warm start: traces per step")
+    examples: int = Field(64, gt=0, description="warm start: training questions played as gold traces")
+    turns: str = Field("calculator", description="gold assistant turns of a row: built-in name or 'pkg.module:fn'")
+
+    @field_validator("turns")
+    @classmethod
+    def _known_turns(cls, value: str) -> str:
+        from grpolab.envs.gold_turns import BUILTIN_GOLD_TURNS
+
+        if ":" not in value and value not in BUILTIN_GOLD_TURNS:
+            known = ", ".join(BUILTIN_GOLD_TURNS)
+            raise ValueError(f"unknown gold turns {value!r}; built-ins: {known}, or 'pkg.module:function'")
+        return value
+
+
+def check_warm_start(cfg: Config) -> None:
+    """A warm start plays agent episodes: it needs the agent loop, and a questions pool to draw from."""
+    if cfg.warm_start.steps and not cfg.agent.enabled:
+        raise ValueError("warm_start.steps > 0 trains on agent traces; set agent.enabled=true (or warm_start.steps=0)")
