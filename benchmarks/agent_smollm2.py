@@ -26,7 +26,7 @@ from grpolab.rollout.backend import SamplingParams
 from grpolab.rollout.generators import sync_after_step
 from grpolab.train.warm_start import warm_start_policy
 
-FIGURES = ("accuracy", "tool_rate", "failed_calls", "turns")
+FIGURES = ("accuracy", "sampled", "tool_rate", "failed_calls", "turns")
 
 
 def held_out(trainer: GRPOTrainer) -> dict[str, float]:
@@ -85,6 +85,9 @@ def one_run(mode: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
         if not args.no_grpo:
             summary = trainer.train()
             row["grpo_steps"] = summary.steps
+            split = cfg.eval.final_split  # sampled pass@1 of the trainer's own evaluations (T = eval.temperature)
+            row["ws_sampled"] = summary.before.get(f"{split}/pass@1", float("nan"))
+            row["after_sampled"] = (summary.after or {}).get(f"{split}/pass@1", float("nan"))
             row["best_step"] = summary.best_step if summary.best_step is not None else -1
             row.update({f"after_{k}": v for k, v in held_out(trainer).items()})
     finally:
@@ -112,7 +115,7 @@ def table(results: dict[str, list[dict[str, float]]]) -> str:
         for figure in FIGURES:
             for stage in stages:
                 values = [r[f"{stage}_{figure}"] for r in rows if f"{stage}_{figure}" in r]
-                cells.append(_cell(values, figure in ("accuracy", "tool_rate", "failed_calls")) if values else "-")
+                cells.append(_cell(values, figure != "turns") if values else "-")
         minutes = _cell([r["seconds"] / 60 for r in rows], percent=False)
         lines.append(f"| {mode} | {len(rows)} | " + " | ".join(cells) + f" | {minutes} |")
     return "\n".join(lines)
@@ -123,10 +126,10 @@ def main() -> None:
     parser.add_argument("--config", default="smollm2_agent_cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--modes", nargs="+", default=["masked"], choices=["masked", "full"])
-    parser.add_argument("--ws-steps", type=int, default=30)
+    parser.add_argument("--ws-steps", type=int, default=8)
     parser.add_argument("--ws-lr", type=float, default=1e-3)
-    parser.add_argument("--ws-batch", type=int, default=8)
-    parser.add_argument("--ws-examples", type=int, default=256)
+    parser.add_argument("--ws-batch", type=int, default=4)
+    parser.add_argument("--ws-examples", type=int, default=64)
     parser.add_argument("--no-grpo", action="store_true", help="stop after the warm start (probes)")
     parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value")
     args = parser.parse_args()
