@@ -1,0 +1,49 @@
+"""The `warm_start:` section: bad values are one line naming the field; `grpolab train` runs the warm
+start before GRPO when warm_start.steps > 0 (on the tiny agent model, a few seconds)."""
+
+from __future__ import annotations
+
+import pytest
+from run_helpers import QUICK, read_metrics
+
+from grpolab.api import GRPOTrainer
+from grpolab.config.load import ConfigError, load_config
+
+
+def load(preset: str, *overrides: str):
+    return load_config(preset, list(overrides), env_file=None, environ={})
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("warm_start.steps=-1", "warm_start.steps"),
+        ("warm_start.lr=0", "warm_start.lr"),
+        ("warm_start.batch_size=0", "warm_start.batch_size"),
+        ("warm_start.turns=calculater", "warm_start.turns"),
+        ("warm_start.stepz=3", "warm_start"),
+    ],
+)
+def test_bad_values_are_one_line_naming_the_field(override, field):
+    with pytest.raises(ConfigError) as err:
+        load("agent_tiny", override)
+    message = str(err.value)
+    assert field in message and "\n" not in message.strip()
+
+
+def test_a_warm_start_needs_the_agent_loop():
+    with pytest.raises(ConfigError, match=r"warm_start\.steps > 0 trains on agent traces"):
+        load("default", "warm_start.steps=3")
+    assert load("default").warm_start.steps == 0  # off unless asked for
+    assert load("smollm2_agent_cpu").warm_start.steps > 0  # the real-model agent preset uses it
+
+
+def test_train_runs_the_warm_start_before_grpo(tmp_path):
+    settings = ["train.max_steps=1", "agent.max_turns=2", "generation.max_new_tokens=96", "eval.size=4"]
+    warm = ["warm_start.steps=2", "warm_start.batch_size=2", "warm_start.examples=4"]
+    args = load("agent_tiny", *QUICK, *settings, *warm, f"train.output_dir={tmp_path}")
+    summary = GRPOTrainer(args=args).train()
+    rows = read_metrics(summary.run_dir)
+    [warm_row] = [r for r in rows if "warm_start/loss" in r]
+    assert warm_row["step"] == 0 and warm_row["warm_start/traces"] == 4 and warm_row["warm_start/steps"] == 2
+    assert [r["step"] for r in rows if "loss" in r] == [1]  # then GRPO
