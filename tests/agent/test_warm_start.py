@@ -99,3 +99,10 @@ def test_sft_lowers_the_loss_and_changes_only_trainable_weights():
     assert all(torch.equal(p, q) for p, q in zip(frozen_layer.parameters(), frozen))
     assert not torch.equal(model.model.layers[0].mlp.up_proj.weight, trainable)
     json.dumps(report.losses)  # plain floats, for the run's log
+
+
+def test_the_configs_gold_turns_names_are_the_built_ins():
+    from grpolab.config.warm_start import GOLD_TURNS
+    from grpolab.envs.gold_turns import BUILTIN_GOLD_TURNS
+
+    assert set(GOLD_TURNS) == set(BUILTIN_GOLD_TURNS)

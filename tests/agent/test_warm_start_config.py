@@ -4,14 +4,14 @@ start before GRPO when warm_start.steps > 0 (on the tiny agent model, a few seco
 from __future__ import annotations
 
 import pytest
-from run_helpers import QUICK, read_metrics
 
 from grpolab.api import GRPOTrainer
 from grpolab.config.load import ConfigError, load_config
+from run_helpers import QUICK, read_metrics
 
 
 def load(preset: str, *overrides: str):
-    return load_config(preset, list(overrides), env_file=None, environ={})
+    return load_config(preset, list(overrides))
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ PURPOSE: dict[str, str] = {
     "openr1_rewards": "the open-r1 reward mix (accuracy, format, reasoning steps, cosine, repetition, length)",
     "smollm2_cpu": "a real pretrained model on CPU, offline (from a pip wheel), with a reasoning prompt",
     "agent_tiny": "multi-turn calculator agent on the tiny agent model (masked mode), offline",
+    "smollm2_agent_cpu": "SmolLM2 learns the calculator on CPU, offline: a warm start on gold traces, then masked GRPO",
     "agent_masked": "the agent trainer's masked multi-turn run (calculator tool, judge reward)",
     "real_model_gpu": "shared settings of the `*_gpu` presets (bf16, LoRA r32, GSM8K, reasoning prompt)",
     "qwen2.5_0.5b_gpu": "one GPU; full FT: `model.finetune=full optim.lr=1e-6`",

@@ -16,6 +16,7 @@ from grpolab.config import vllm_install
 from grpolab.config.checks import check_backend, check_early_stopping_metric, check_eval_size, check_mesh
 from grpolab.config.names import FolderName
 from grpolab.config.objectives import ObjectiveFields, check_objective_combinations
+from grpolab.config.warm_start import WarmStartConfig, check_warm_start
 
 
 class Section(BaseModel):
@@ -101,7 +102,9 @@ class GenerationConfig(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling")
     top_k: int = Field(0, ge=0, description="top-k sampling; 0 = off")
     repetition_penalty: float = Field(1.0, gt=0.0, description="HF generate repetition penalty")
-    backend: Literal["hf", "vllm", "vllm_server"] = Field("hf", description="HF generate, colocated vLLM, vllm-serve")
+    backend: Literal["hf", "vllm", "vllm_server", "auto"] = Field(
+        "hf", description="HF generate, colocated vLLM, vllm-serve; auto: vllm where installed, else hf"
+    )
     vllm_server_url: str = Field("http://127.0.0.1:8000", description="backend=vllm_server: the server")
     vllm_kv_cache_gib: float = Field(2.0, gt=0.0, description="vLLM on CPU: KV cache size in GiB")
     vllm_gpu_memory_utilization: float = Field(
@@ -114,9 +117,7 @@ class GenerationConfig(Section):
     @field_validator("backend")
     @classmethod
     def _vllm_installed(cls, value: str) -> str:
-        if value == "vllm" and not vllm_install.vllm_available():  # looked up at call time: tests replace it
-            raise ValueError(vllm_install.INSTALL_HINT)
-        return value
+        return vllm_install.checked_backend(value)
 
     @field_validator("temperature", mode="wrap")
     @classmethod
@@ -358,6 +359,7 @@ class Config(Section):
     distributed: DistributedConfig = DistributedConfig()
     journal: JournalConfig = JournalConfig()
     health: HealthConfig = HealthConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -390,6 +392,7 @@ class Config(Section):
         check_backend(self)
         check_early_stopping_metric(self)
         check_objective_combinations(self)
+        check_warm_start(self)
         return self
 
     @property

@@ -13,3 +13,14 @@ INSTALL_HINT = (
 
 def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
+
+
+def checked_backend(value: str) -> str:
+    """generation.backend as the run will use it: "auto" becomes vllm where installed, else hf (decided
+    at load, so later checks and the run's config.yaml see the choice); "vllm" needs vLLM installed."""
+    available = vllm_available()  # looked up at call time: tests replace it
+    if value == "auto":
+        return "vllm" if available else "hf"
+    if value == "vllm" and not available:
+        raise ValueError(INSTALL_HINT)
+    return value

@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from grpolab.config.schema import Config
 
 
+# The built-in gold-turns functions (envs/gold_turns.py BUILTIN_GOLD_TURNS holds them; a test keeps the two equal).
+GOLD_TURNS = ("calculator",)
+
+
 class WarmStartConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
@@ -25,10 +29,8 @@ class WarmStartConfig(BaseModel):
     @field_validator("turns")
     @classmethod
     def _known_turns(cls, value: str) -> str:
-        from grpolab.envs.gold_turns import BUILTIN_GOLD_TURNS
-
-        if ":" not in value and value not in BUILTIN_GOLD_TURNS:
-            known = ", ".join(BUILTIN_GOLD_TURNS)
+        if ":" not in value and value not in GOLD_TURNS:
+            known = ", ".join(GOLD_TURNS)
             raise ValueError(f"unknown gold turns {value!r}; built-ins: {known}, or 'pkg.module:function'")
         return value
 

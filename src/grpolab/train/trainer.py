@@ -48,6 +48,7 @@ from grpolab.train.signals import StopSignals, stop_signals
 from grpolab.train.state import RunState, RunSummary, StopReason
 from grpolab.train.step_metrics import LOCAL_METRIC_OPS, completion_statistics, reward_statistics
 from grpolab.train.update import policy_update
+from grpolab.train.warm_start import warm_start_trainer
 
 
 class Trainer:
@@ -318,6 +319,8 @@ class Trainer:
         split = cfg.eval.final_split
         state.before = self.evaluate(self.final_examples(), f"before training: evaluating {split}").metrics(split)
         self.tracker.info(f"before training: {split} accuracy {state.before[f'{split}/accuracy']:.1%}")
+        if cfg.warm_start.steps:  # supervised steps on gold agent traces (train/warm_start.py)
+            warm_start_trainer(self)
         self.validate()  # the step-0 baseline: the first best
 
     def loop(self, signals: StopSignals) -> tuple[StopReason, str]:

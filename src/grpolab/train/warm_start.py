@@ -25,10 +25,16 @@ import torch
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.envs.env import EnvFactory
 from grpolab.envs.gold_turns import GoldTurns
+from grpolab.errors import UserError
 from grpolab.rollout.backend import SamplingParams
+from grpolab.rollout.generators import sync_after_step
 from grpolab.rollout.multi_turn import run_agent_rollouts
 from grpolab.rollout.teacher import TeacherGenerator
 from grpolab.rollout.types import Batch, Rollout, collate
+
+
+class WarmStartError(UserError, ValueError):
+    """A warm start that cannot run as configured (no scriptable row, several processes)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ def train_on_traces(
     """`plan.steps` AdamW steps (constant lr, gradient norm clipped at 1) on batches drawn in turn from
     a seeded shuffle of the traces; only parameters with requires_grad change."""
     if not traces:
-        raise ValueError("warm_start: no trace to train on (no row could be scripted by warm_start.turns)")
+        raise WarmStartError("warm_start: no trace to train on (no training row could be scripted by warm_start.turns)")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=plan.lr, weight_decay=0.0)
     order = list(range(len(traces)))
@@ -153,3 +159,17 @@ def warm_start_policy(
         log(f"warm start: {len(traces)} gold traces from {len(rows)} training questions, {ws.steps} steps")
     plan = WarmStartPlan(ws.steps, ws.lr, ws.batch_size, ws.examples, cfg.train.seed)
     return train_on_traces(model, traces, plan, sampler.tokenizer.pad_token_id, device, log)
+
+
+def warm_start_trainer(trainer: Any) -> None:
+    """`grpolab train` with warm_start.steps > 0: after the untrained model's evaluation (the run's
+    "before") and before the step-0 validation, so the run reports before -> warm start + GRPO."""
+    if trainer.ctx.enabled:
+        raise WarmStartError("warm_start runs in one process: warm-start first, then train under torchrun")
+    report = warm_start_policy(
+        trainer.cfg, trainer.rollouts, trainer.model, trainer.splits.train, trainer.loaded.stop_ids[0],
+        trainer.device, trainer.tracker.info,
+    )  # fmt: skip
+    sync_after_step(trainer.generator, trainer.model)  # vLLM: the engine gets the warm-started weights
+    metrics = {"steps": report.steps, "traces": report.traces, "loss": report.losses[-1], "seconds": report.seconds}
+    trainer.tracker.log_metrics({f"warm_start/{k}": float(v) for k, v in metrics.items()}, 0)
