@@ -68,13 +68,13 @@ def overrides(mode: str, seed: int, args: argparse.Namespace) -> list[str]:
 def one_run(mode: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
     cfg = GRPOConfig.load(args.config, *overrides(mode, seed, args))
     started = time.perf_counter()
-    trainer = GRPOTrainer(args=GRPOConfig.load(args.config, *overrides(mode, seed, args), "warm_start.steps=0"))
+    trainer = GRPOTrainer(args=GRPOConfig.load(args.config, *overrides(mode, seed, args), "warm_start.sft_steps=0"))
     row: dict[str, float] = {"seed": seed}
     try:
         row.update({f"before_{k}": v for k, v in held_out(trainer).items()})
         print(f"[{mode} seed {seed}] before: {row}", flush=True)
         ws_started = time.perf_counter()
-        if cfg.warm_start.steps > 0:
+        if cfg.warm_start.sft_steps > 0:
             row.update(warm_start(trainer, cfg))
         row["ws_wall"] = time.perf_counter() - ws_started
         row.update({f"ws_{k}": v for k, v in held_out(trainer).items()})
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--modes", nargs="+", default=["masked"], choices=["masked", "full"])
     parser.add_argument("--no-grpo", action="store_true", help="stop after the warm start (probes)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value (warm_start.steps=5 ...)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value (warm_start.sft_steps=5 ...)")
     args = parser.parse_args()
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in args.modes}
     for seed in args.seeds:

@@ -40,7 +40,7 @@ def test_gold_turns_call_the_calculator_then_answer_its_result():
     assert calculator({"question": "Why?", "answer": "1"}) is None
     assert calculator({"question": "x", "expression": "2 ** 10", "answer": "1024"})[1] == "<answer>1024</answer>"
     assert load_gold_turns("calculator") is calculator
-    with pytest.raises(ValueError, match=r"warm_start\.turns: unknown 'calculater'"):
+    with pytest.raises(ValueError, match=r"warm_start\.gold_turns: unknown 'calculater'"):
         load_gold_turns("calculater")
 
 

@@ -1,5 +1,5 @@
 """The `warm_start:` section: bad values are one line naming the field; `grpolab train` runs the warm
-start before GRPO when warm_start.steps > 0 (on the tiny agent model, a few seconds)."""
+start before GRPO when warm_start.sft_steps > 0 (on the tiny agent model, a few seconds)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ def load(preset: str, *overrides: str):
 @pytest.mark.parametrize(
     ("override", "field"),
     [
-        ("warm_start.steps=-1", "warm_start.steps"),
-        ("warm_start.lr=0", "warm_start.lr"),
-        ("warm_start.batch_size=0", "warm_start.batch_size"),
-        ("warm_start.turns=calculater", "warm_start.turns"),
+        ("warm_start.sft_steps=-1", "warm_start.sft_steps"),
+        ("warm_start.sft_lr=0", "warm_start.sft_lr"),
+        ("warm_start.traces_per_step=0", "warm_start.traces_per_step"),
+        ("warm_start.gold_turns=calculater", "warm_start.gold_turns"),
         ("warm_start.stepz=3", "warm_start"),
     ],
 )
@@ -32,15 +32,15 @@ def test_bad_values_are_one_line_naming_the_field(override, field):
 
 
 def test_a_warm_start_needs_the_agent_loop():
-    with pytest.raises(ConfigError, match=r"warm_start\.steps > 0 trains on agent traces"):
-        load("default", "warm_start.steps=3")
-    assert load("default").warm_start.steps == 0  # off unless asked for
-    assert load("smollm2_agent_cpu").warm_start.steps > 0  # the real-model agent preset uses it
+    with pytest.raises(ConfigError, match=r"warm_start\.sft_steps > 0 trains on agent episodes"):
+        load("default", "warm_start.sft_steps=3")
+    assert load("default").warm_start.sft_steps == 0  # off unless asked for
+    assert load("smollm2_agent_cpu").warm_start.sft_steps > 0  # the real-model agent preset uses it
 
 
 def test_train_runs_the_warm_start_before_grpo(tmp_path):
     settings = ["train.max_steps=1", "agent.max_turns=2", "generation.max_new_tokens=96", "eval.size=4"]
-    warm = ["warm_start.steps=2", "warm_start.batch_size=2", "warm_start.examples=4"]
+    warm = ["warm_start.sft_steps=2", "warm_start.traces_per_step=2", "warm_start.questions=4"]
     args = load("agent_tiny", *QUICK, *settings, *warm, f"train.output_dir={tmp_path}")
     summary = GRPOTrainer(args=args).train()
     rows = read_metrics(summary.run_dir)

@@ -20,13 +20,13 @@ GOLD_TURNS = ("calculator",)
 class WarmStartConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
-    steps: int = Field(0, ge=0, description="supervised steps on gold agent traces before GRPO; 0 = none")
-    lr: float = Field(1.0e-3, gt=0.0, description="warm start: AdamW learning rate (constant)")
-    batch_size: int = Field(4, gt=0, description="warm start: traces per step")
-    examples: int = Field(64, gt=0, description="warm start: training questions played as gold traces")
-    turns: str = Field("calculator", description="gold assistant turns of a row: built-in name or 'pkg.module:fn'")
+    sft_steps: int = Field(0, ge=0, description="supervised steps on gold agent traces before GRPO; 0 = none")
+    sft_lr: float = Field(1.0e-3, gt=0.0, description="warm start: AdamW learning rate (constant)")
+    traces_per_step: int = Field(4, gt=0, description="warm start: traces per step")
+    questions: int = Field(64, gt=0, description="warm start: training questions played as gold traces")
+    gold_turns: str = Field("calculator", description="gold assistant turns of a row: built-in name or 'pkg.module:fn'")
 
-    @field_validator("turns")
+    @field_validator("gold_turns")
     @classmethod
     def _known_turns(cls, value: str) -> str:
         if ":" not in value and value not in GOLD_TURNS:
@@ -36,6 +36,6 @@ class WarmStartConfig(BaseModel):
 
 
 def check_warm_start(cfg: Config) -> None:
-    """A warm start plays agent episodes: it needs the agent loop, and a questions pool to draw from."""
-    if cfg.warm_start.steps and not cfg.agent.enabled:
-        raise ValueError("warm_start.steps > 0 trains on agent traces; set agent.enabled=true (or warm_start.steps=0)")
+    """A warm start plays agent episodes: it needs the agent loop."""
+    if cfg.warm_start.sft_steps and not cfg.agent.enabled:
+        raise ValueError("warm_start.sft_steps > 0 trains on agent episodes: set agent.enabled=true, or sft_steps=0")

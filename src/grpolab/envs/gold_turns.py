@@ -3,7 +3,7 @@
 A gold-turns function takes a dataset row (the environment's row: question, answer, ...) and returns
 the assistant messages of a correct episode, as text without end-of-turn, or None when it cannot
 script that row (the row is then left out of the warm start). Built in: `calculator`. Your own:
-`warm_start.turns: "pkg.module:function"`, with the same signature.
+`warm_start.gold_turns: "pkg.module:function"`, with the same signature.
 """
 
 from __future__ import annotations
@@ -58,17 +58,17 @@ BUILTIN_GOLD_TURNS: dict[str, GoldTurns] = {"calculator": calculator}
 
 
 def load_gold_turns(name: str) -> GoldTurns:
-    """A built-in name or "pkg.module:function"; ValueError (naming warm_start.turns) otherwise."""
+    """A built-in name or "pkg.module:function"; ValueError (naming warm_start.gold_turns) otherwise."""
     if name in BUILTIN_GOLD_TURNS:
         return BUILTIN_GOLD_TURNS[name]
     module_name, sep, attr = name.partition(":")
     if not sep:
         known = ", ".join(BUILTIN_GOLD_TURNS)
-        raise ValueError(f"warm_start.turns: unknown {name!r}; built-ins: {known}, or 'pkg.module:function'")
+        raise ValueError(f"warm_start.gold_turns: unknown {name!r}; built-ins: {known}, or 'pkg.module:function'")
     try:
         fn = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"warm_start.turns: cannot import {name!r}: {err}") from err
+        raise ValueError(f"warm_start.gold_turns: cannot import {name!r}: {err}") from err
     if not callable(fn):
-        raise ValueError(f"warm_start.turns: {name!r} is not a function")
+        raise ValueError(f"warm_start.gold_turns: {name!r} is not a function")
     return fn  # type: ignore[no-any-return]

@@ -319,7 +319,7 @@ class Trainer:
         split = cfg.eval.final_split
         state.before = self.evaluate(self.final_examples(), f"before training: evaluating {split}").metrics(split)
         self.tracker.info(f"before training: {split} accuracy {state.before[f'{split}/accuracy']:.1%}")
-        if cfg.warm_start.steps:  # supervised steps on gold agent traces (train/warm_start.py)
+        if cfg.warm_start.sft_steps:  # supervised steps on gold agent traces (train/warm_start.py)
             warm_start_trainer(self)
         self.validate()  # the step-0 baseline: the first best
 

@@ -101,7 +101,7 @@ def train_on_traces(
     """`plan.steps` AdamW steps (constant lr, gradient norm clipped at 1) on batches drawn in turn from
     a seeded shuffle of the traces; only parameters with requires_grad change."""
     if not traces:
-        raise WarmStartError("warm_start: no trace to train on (no training row could be scripted by warm_start.turns)")
+        raise WarmStartError("warm_start: no trace to train on (warm_start.gold_turns scripted no training row)")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=plan.lr, weight_decay=0.0)
     order = list(range(len(traces)))
@@ -149,20 +149,20 @@ def warm_start_policy(
     from grpolab.envs.gold_turns import load_gold_turns
 
     ws, agent = cfg.warm_start, cfg.agent
-    rows = [sampler.agent_row(example) for example in train_examples[: ws.examples]]
+    rows = [sampler.agent_row(example) for example in train_examples[: ws.questions]]
     traces = teacher_traces(
-        sampler.tokenizer, sampler.env_factory, rows, load_gold_turns(ws.turns), stop_id,
+        sampler.tokenizer, sampler.env_factory, rows, load_gold_turns(ws.gold_turns), stop_id,
         max_turns=agent.max_turns, max_total_tokens=agent.max_total_tokens,
         max_new_tokens=cfg.generation.max_new_tokens,
     )  # fmt: skip
     if log is not None:
-        log(f"warm start: {len(traces)} gold traces from {len(rows)} training questions, {ws.steps} steps")
-    plan = WarmStartPlan(ws.steps, ws.lr, ws.batch_size, ws.examples, cfg.train.seed)
+        log(f"warm start: {len(traces)} gold traces from {len(rows)} training questions, {ws.sft_steps} steps")
+    plan = WarmStartPlan(ws.sft_steps, ws.sft_lr, ws.traces_per_step, ws.questions, cfg.train.seed)
     return train_on_traces(model, traces, plan, sampler.tokenizer.pad_token_id, device, log)
 
 
 def warm_start_trainer(trainer: Any) -> None:
-    """`grpolab train` with warm_start.steps > 0: after the untrained model's evaluation (the run's
+    """`grpolab train` with warm_start.sft_steps > 0: after the untrained model's evaluation (the run's
     "before") and before the step-0 validation, so the run reports before -> warm start + GRPO."""
     if trainer.ctx.enabled:
         raise WarmStartError("warm_start runs in one process: warm-start first, then train under torchrun")
