@@ -314,13 +314,14 @@ class Trainer:
             return
         if cfg.train.resume:
             self.tracker.warning("train.resume=auto: no checkpoint of this run name found, starting fresh")
+        split = cfg.eval.final_split
+        if self.val:
+            state.before = self.evaluate(self.final_examples(), f"before training: evaluating {split}").metrics(split)
+            self.tracker.info(f"before training: {split} accuracy {state.before[f'{split}/accuracy']:.1%}")
+        if cfg.warm_start.sft_steps:  # supervised steps on gold agent traces, after "before" (train/warm_start.py)
+            warm_start_trainer(self)
         if not self.val:
             return self.tracker.info("no eval_dataset: training without evaluation or before/after report")
-        split = cfg.eval.final_split
-        state.before = self.evaluate(self.final_examples(), f"before training: evaluating {split}").metrics(split)
-        self.tracker.info(f"before training: {split} accuracy {state.before[f'{split}/accuracy']:.1%}")
-        if cfg.warm_start.sft_steps:  # supervised steps on gold agent traces (train/warm_start.py)
-            warm_start_trainer(self)
         self.validate()  # the step-0 baseline: the first best
 
     def loop(self, signals: StopSignals) -> tuple[StopReason, str]:
