@@ -16,6 +16,7 @@ import grpolab.train.trainer as trainer_module
 from chaos import step_rows
 from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.api import GRPOTrainer
+from grpolab.config import vllm_install
 from grpolab.config.load import ConfigError
 from grpolab.parallel.distributed import DistContext
 from grpolab.rollout.backend import GenerationOutput, SamplingParams
@@ -68,6 +69,13 @@ class CopyGenerator:
                 out.truncated.append(ids[-1] not in self.stop_ids)
                 out.logprobs.append(logps)
         return out
+
+
+@pytest.fixture(autouse=True)
+def vllm_as_if_installed(monkeypatch):
+    """backend=vllm passes the config's install check where vLLM is absent (test-latest's venv): no
+    engine starts here, the CopyGenerator below stands in for it."""
+    monkeypatch.setattr(vllm_install, "vllm_available", lambda: True)
 
 
 @pytest.fixture
