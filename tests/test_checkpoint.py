@@ -220,16 +220,9 @@ def test_export_merge_gives_a_plain_model_with_the_same_outputs(tmp_path: Path) 
 def test_wrong_model_kind_is_rejected(tmp_path: Path) -> None:
     model = tiny_llama()
     optimizer, _ = make_optim(model)
+    claimed = {"trainer_state": {}, "config_yaml": "", "is_peft": True}  # a plain model said to be LoRA
     with pytest.raises(ValueError, match="is_peft=True"):
-        save_checkpoint(
-            tmp_path / "step-1",
-            model=model,
-            optimizer=optimizer,
-            scheduler=None,
-            trainer_state={},
-            config_yaml="",
-            is_peft=True,
-        )
+        save_checkpoint(tmp_path / "step-1", model=model, optimizer=optimizer, scheduler=None, **claimed)
     assert not any(tmp_path.iterdir())
 
 
@@ -271,18 +264,17 @@ class Loadable(FakeModel):
         return fresh
 
 
+def load_unsharded(ckpt: Path, model: torch.nn.Module, **options: Any) -> dict[str, Any]:
+    """load_checkpoint of a one-process model, weights only unless an optimizer/scheduler is given."""
+    options = {"optimizer": None, "scheduler": None, **options}
+    return load_checkpoint(ckpt, model=model, shards=Unsharded(model), **options)
+
+
 def fake_save(ckpt: Path, step: int, model: torch.nn.Module | None = None) -> Path:
     model = model or FakeModel()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return save_checkpoint(
-        ckpt,
-        model=model,
-        optimizer=optimizer,
-        scheduler=None,
-        trainer_state={"step": step},
-        config_yaml="",
-        is_peft=False,
-    )
+    saved = {"trainer_state": {"step": step}, "config_yaml": "", "is_peft": False}
+    return save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=None, **saved)
 
 
 def test_latest_prune_and_best(tmp_path: Path) -> None:
@@ -332,20 +324,13 @@ def test_rng_is_restored_after_the_weights(tmp_path: Path) -> None:
     expected = draw()
     seed_all(4)
     loadable = Loadable()
-    load_checkpoint(tmp_path / "step-1", model=loadable, optimizer=None, scheduler=None, shards=Unsharded(loadable))
+    load_unsharded(tmp_path / "step-1", loadable)
     assert draw() == expected  # Loadable.from_pretrained's draw did not leak into the restored stream
     seed_all(4)
     expected_python = random.random()
     seed_all(4)
     loadable = Loadable()
-    load_checkpoint(
-        tmp_path / "step-1",
-        model=loadable,
-        optimizer=None,
-        scheduler=None,
-        shards=Unsharded(loadable),
-        restore_rng=False,
-    )
+    load_unsharded(tmp_path / "step-1", loadable, restore_rng=False)
     assert random.random() == expected_python  # weights only: the stream was not rewound to step 1's
 
 
@@ -403,9 +388,7 @@ def test_save_killed_midway_leaves_previous_checkpoint_loadable(tmp_path: Path) 
         model.w.add_(1.0)
 
     restored = Loadable()
-    assert load_checkpoint(
-        root / "step-1", model=restored, optimizer=None, scheduler=None, shards=Unsharded(restored)
-    ) == {"step": 1}
+    assert load_unsharded(root / "step-1", restored) == {"step": 1}
     assert torch.equal(restored.w, FakeModel().w)
     prune_checkpoints(root, keep_last=1)  # the killed save's temp dir is cleaned up
     assert sorted(p.name for p in root.iterdir()) == ["step-1"]
