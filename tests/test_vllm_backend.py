@@ -127,3 +127,16 @@ def test_after_an_optimizer_step_only_a_synced_engine_matches_the_updated_policy
     finally:
         engine.sync_weights(model)
     assert engine.generate(prompts, params).completions == before
+
+
+def test_seeded_sampling_past_one_engine_steps_token_budget(engine, prompts):
+    """More prompt tokens than one engine step takes (4096 on CPU): a prompt split across two steps
+    made vLLM rewind its seeded CPU generator and crash ("CPU Generator does not use offset")."""
+    text = [t for p in prompts for t in p]  # distinct prompts, so no prefix is shared and cached
+    long_prompts = [(text[i:] + text)[:200] for i in range(24)]  # 24 x 200 = 4800 prompt tokens
+    params = SamplingParams(max_new_tokens=4, temperature=1.0)
+    torch.manual_seed(3)
+    first = engine.generate(long_prompts, params).completions
+    assert len(first) == 24 and all(len(ids) >= 1 for ids in first)
+    torch.manual_seed(3)
+    assert engine.generate(long_prompts, params).completions == first

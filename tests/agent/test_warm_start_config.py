@@ -47,3 +47,20 @@ def test_train_runs_the_warm_start_before_grpo(tmp_path):
     [warm_row] = [r for r in rows if "warm_start/loss" in r]
     assert warm_row["step"] == 0 and warm_row["warm_start/traces"] == 4 and warm_row["warm_start/steps"] == 2
     assert [r["step"] for r in rows if "loss" in r] == [1]  # then GRPO
+
+
+def test_warm_start_runs_without_an_eval_dataset(tmp_path):
+    """A user's own rows and no eval_dataset: the warm start still runs, then GRPO, with no evaluation."""
+    settings = ["train.max_steps=1", "agent.max_turns=2", "generation.max_new_tokens=96"]
+    warm = ["warm_start.sft_steps=2", "warm_start.traces_per_step=2", "warm_start.questions=4"]
+    args = load("agent_tiny", *QUICK, *settings, *warm, f"train.output_dir={tmp_path}")
+    pairs = [(12, 34), (56, 7), (8, 90), (23, 45)]
+    rows = [{"question": f"What is {a} * {b}?", "answer": str(a * b)} for a, b in pairs]
+    trainer = GRPOTrainer(args=args, train_dataset=rows)
+    assert trainer.trainer.splits.val == [] and len(trainer.trainer.splits.train) == 4
+    summary = trainer.train()
+    metrics = read_metrics(summary.run_dir)
+    [warm_row] = [r for r in metrics if "warm_start/loss" in r]
+    assert warm_row["warm_start/traces"] == 4 and warm_row["warm_start/loss"] > 0
+    assert [r["step"] for r in metrics if "loss" in r] == [1]
+    assert not any(key.startswith(("eval/", "val/", "test/")) for r in metrics for key in r)

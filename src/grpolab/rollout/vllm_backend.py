@@ -100,6 +100,7 @@ class VLLMGenerator:
             # under torchrun (DDP) the process group exists: each rank's engine joins it as its own
             # data-parallel replica (tensor parallel 1) instead of starting a second world
             distributed_executor_backend="external_launcher" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+            **(_whole_prefills(max_model_len) if on_cpu else {}),
             **(self._adapter.engine_options() if self._adapter is not None else {}),
         )
         self.start_seconds = time.perf_counter() - started
@@ -173,6 +174,15 @@ class VLLMGenerator:
                 truncated.append(not ids or ids[-1] not in self.stop_ids)
                 logprobs.append(_sampled_logprobs(sample.logprobs, ids))
         return GenerationOutput(completions, truncated, logprobs)
+
+
+def _whole_prefills(max_model_len: int) -> dict[str, Any]:
+    """Engine options for CPU: no chunked prefill. A prompt split over two engine steps makes vLLM
+    rewind the request's seeded generator (`set_offset`), which a CPU torch.Generator refuses
+    ("CPU Generator does not use offset"); our requests are all seeded, so any call whose prompts
+    exceed the step's token budget (40 agent episodes of ~120 tokens) crashed. Unchunked, a prompt
+    that does not fit waits for the next step, as vLLM itself does on CPU for MLA models."""
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
 
 
 class _AdapterSlot:
