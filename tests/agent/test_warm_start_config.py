@@ -51,9 +51,13 @@ def test_train_runs_the_warm_start_before_grpo(tmp_path):
 
 def test_warm_start_runs_without_an_eval_dataset(tmp_path):
     """A user's own rows and no eval_dataset: the warm start still runs, then GRPO, with no evaluation."""
+    quick = [s for s in QUICK if not s.startswith(("data.", "eval."))]  # no held-out sizes: all rows train
     settings = ["train.max_steps=1", "agent.max_turns=2", "generation.max_new_tokens=96"]
     warm = ["warm_start.sft_steps=2", "warm_start.traces_per_step=2", "warm_start.questions=4"]
-    args = load("agent_tiny", *QUICK, *settings, *warm, f"train.output_dir={tmp_path}")
+    args = load("agent_tiny", *quick, *settings, *warm, f"train.output_dir={tmp_path}")
+    # the preset sets held-out sizes; a user's rows with none asked for all train (api.run_splits)
+    data = args.data.model_dump(exclude={"val_size", "test_size"})
+    args = args.model_copy(update={"data": type(args.data)(**data)})
     pairs = [(12, 34), (56, 7), (8, 90), (23, 45)]
     rows = [{"question": f"What is {a} * {b}?", "answer": str(a * b)} for a, b in pairs]
     trainer = GRPOTrainer(args=args, train_dataset=rows)
