@@ -363,3 +363,23 @@ def test_every_objective_variant_gives_the_same_update_whatever_the_micro_batch_
     plain = sgd_update(tiny_llama, batch, adv, "dapo", 8, **backend, **{"grpo.importance_sampling_correction": "false"})
     moved = any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(whole[1], plain[1]))
     assert moved or abs(whole[0]["loss"] - plain[0]["loss"]) > 1e-4, "the variant changed nothing"
+
+
+def test_update_times_the_reference_policy_and_optimizer_phases_apart(tiny_llama, tiny_tokenizer):
+    import time
+
+    batch = make_batch(tiny_tokenizer.pad_token_id)
+    cfg = config(**{"grpo.beta": 0.1, "grpo.num_iterations": 2})
+    optimizer, scheduler = build_optimizer(tiny_llama, cfg)
+    frozen = copy.deepcopy(tiny_llama)
+
+    @contextlib.contextmanager
+    def slow_reference():
+        time.sleep(0.3)  # billed to time/reference, nothing else
+        yield frozen
+
+    optimizer.register_step_pre_hook(lambda *_: time.sleep(0.2))  # twice: one step per iteration
+    out = update(tiny_llama, optimizer, scheduler, batch, torch.linspace(-1, 1, len(batch)), cfg, slow_reference)
+    seconds = {phase: out.metrics[f"time/{phase}"] for phase in ("reference", "policy", "optimizer")}
+    assert 0.3 <= seconds["reference"] < 0.3 + 2.0 and 0.4 <= seconds["optimizer"] < 0.4 + 2.0
+    assert 0.0 < seconds["policy"] < 2.0  # the gradient passes of a tiny model, no sleep of ours

@@ -24,8 +24,9 @@ Order of operations, and why:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,6 +233,17 @@ def step_unless_nonfinite(optimizer: torch.optim.Optimizer, scheduler: Any, grad
     return True
 
 
+@contextmanager
+def timed(seconds: dict[str, float], phase: str, device: torch.device) -> Iterator[None]:
+    """Adds the block's wall time to seconds[phase]. On a GPU the kernels run asynchronously, so the
+    block's end waits for them: otherwise one phase's kernels would be billed to the next."""
+    started = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - started
+
+
 def update_metrics(tally: Tally, plan: UpdatePlan, grpo: GRPOSection, grad_norm: float, lr: float) -> dict[str, float]:
     out = {key: tally.sums[key] / max(tally.weights[key], 1e-12) for key in tally.sums}
     if grpo.num_iterations > 1:  # loss shares were summed over the iterations
@@ -268,31 +280,37 @@ def policy_update(
     grpo = cfg.grpo
     plan = plan_update(model, batch, adv, cfg, ctx, kl=reference is not None)
     amp = autocast_for(cfg, model)  # train.precision: every forward below runs in it, no backward does
-    fixed = fixed_logprobs(model, plan, reference, shards, grpo.num_iterations, amp)
+    seconds: dict[str, float] = {}  # time/reference (and the old policy's pass), time/policy, time/optimizer
+    device = next(model.parameters()).device
+    with timed(seconds, "reference", device):
+        fixed = fixed_logprobs(model, plan, reference, shards, grpo.num_iterations, amp)
     passes = shards.training_passes(ctx, len(plan.parts))  # FSDP: the most micro-batches of any rank
     params = trainable_parameters(model)
     tally = Tally(compared=idle_mismatch(model, plan, cfg, shards, amp))
     control, bonus = entropy_control or EntropyControl(grpo.entropy_coef), bonus_on(grpo)
     skipped, grad_norm = False, 0.0
     for iteration in range(grpo.num_iterations):
-        # whole-step entropy decisions (threshold, bonus tokens), never per micro-batch (algo.entropy)
-        with amp:
-            entropic = entropy_step(
-                grpo, control, model, plan.batch, ctx, shards, temperature=plan.temperature,
-                share_prompt=plan.share_prompt,
-            )  # fmt: skip
-        model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
-        optimizer.zero_grad(set_to_none=True)
-        accumulate(model, plan, fixed, cfg, entropic, shards, amp, tally, first_iteration=iteration == 0)
-        dummy_passes(model, plan, passes, amp)
-        if not plan.parts:
-            fill_zero_gradients(params)
-        if bonus:  # the coefficient this iteration used, and the entropy it acted on (last iteration's)
-            control, step_metrics = adapt_entropy(control, grpo, ctx, entropic)
-            tally.set(step_metrics)
-        shards.reduce_gradients(ctx, params)
-        grad_norm = _clip(params, cfg.optim.max_grad_norm)
-        skipped |= not step_unless_nonfinite(optimizer, scheduler, grad_norm)
+        with timed(seconds, "policy", device):
+            # whole-step entropy decisions (threshold, bonus tokens), never per micro-batch (algo.entropy)
+            with amp:
+                entropic = entropy_step(
+                    grpo, control, model, plan.batch, ctx, shards, temperature=plan.temperature,
+                    share_prompt=plan.share_prompt,
+                )  # fmt: skip
+            model.train()  # gradient passes: activation checkpointing (if enabled) only acts in train mode
+            optimizer.zero_grad(set_to_none=True)
+            accumulate(model, plan, fixed, cfg, entropic, shards, amp, tally, first_iteration=iteration == 0)
+            dummy_passes(model, plan, passes, amp)
+            if not plan.parts:
+                fill_zero_gradients(params)
+            if bonus:  # the coefficient this iteration used, and the entropy it acted on (last iteration's)
+                control, step_metrics = adapt_entropy(control, grpo, ctx, entropic)
+                tally.set(step_metrics)
+            shards.reduce_gradients(ctx, params)
+            grad_norm = _clip(params, cfg.optim.max_grad_norm)
+        with timed(seconds, "optimizer", device):
+            skipped |= not step_unless_nonfinite(optimizer, scheduler, grad_norm)
     model.eval()
     out = update_metrics(tally, plan, grpo, grad_norm, float(optimizer.param_groups[0]["lr"]))
+    out.update({f"time/{phase}": value for phase, value in seconds.items()})
     return UpdateResult(out, skipped, control if bonus else None)
