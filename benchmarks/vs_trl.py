@@ -6,7 +6,9 @@
     python benchmarks/vs_trl.py --model tiny --steps 10 --questions 16 --max-new-tokens 16
 
 Engines: `grpolab` (generation.backend=hf), `grpolab-vllm` (generation.backend=vllm, a colocated
-engine with its weight sync every step) and `trl` (TRL's GRPOTrainer with HF generate). `trl` runs
+engine with its weight sync every step), `grpolab-vllm-async` (the same with train.max_staleness=1:
+step t+1's rollouts are sampled while step t trains), `grpolab-vllm-async-bf16` (and
+train.precision=bf16, autocast in the training passes) and `trl` (TRL's GRPOTrainer with HF generate). `trl` runs
 twice, in float32 (`bf16=False`) and with `bf16=True` (autocast to bfloat16 on the CPU); both rows
 are printed and TRL's figure, against which grpolab is compared, is the faster of the two.
 
@@ -51,7 +53,7 @@ def settings(args: argparse.Namespace, engine: str, finetune: str) -> list[str]:
     lr = args.lr_full if finetune == "full" else args.lr_lora
     return [
         f"model.name={args.model_dir}",
-        f"generation.backend={'vllm' if engine == 'grpolab-vllm' else 'hf'}",
+        *GRPOLAB_ENGINES.get(engine, []),
         f"model.finetune={finetune}",
         "model.lora_rank=16",
         "model.lora_alpha=32",
@@ -73,6 +75,16 @@ def settings(args: argparse.Namespace, engine: str, finetune: str) -> list[str]:
         "logging.tensorboard=false",
         *args.set,
     ]
+
+
+# grpolab's engines: what each sets on top of the shared workload
+GRPOLAB_ENGINES = {
+    "grpolab": ["generation.backend=hf"],
+    "grpolab-vllm": ["generation.backend=vllm"],
+    "grpolab-vllm-async": ["generation.backend=vllm", "train.max_staleness=1"],  # one-step-off rollouts
+    "grpolab-vllm-async-bf16": ["generation.backend=vllm", "train.max_staleness=1", "train.precision=bf16"],
+}
+PHASES = ("reference", "policy", "optimizer")  # inside the update (train/update.py), seconds per step
 
 
 def workload(cfg: Config) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -105,20 +117,24 @@ def run_grpolab(cfg: Config) -> dict[str, Any]:
         args=GRPOConfig.model_validate(cfg.model_dump()),
     )
     trainer = api.trainer  # the training steps alone: no evaluation, no checkpoints
-    steps, train_parts, generation, sync, mismatch = [], [], [], [], []
+    out: dict[str, list[float]] = {k: [] for k in ("step_s", "train_s", "generation_s", "sync_s", "mismatch")}
+    out.update({f"{phase}_s": [] for phase in PHASES})
     for _ in range(cfg.train.max_steps):
         started = time.perf_counter()
         metrics = trainer.train_step()
-        steps.append(time.perf_counter() - started)
-        generation.append(metrics.get("time/generation", 0.0))
-        sync.append(metrics.get("time/weight_sync", 0.0))
-        # everything but generation: rewards, reference and policy passes, optimizer, weight sync
-        train_parts.append(steps[-1] - generation[-1])
-        mismatch.append(metrics.get("mismatch/logp_abs_max", float("nan")))
+        out["step_s"].append(time.perf_counter() - started)
+        out["generation_s"].append(metrics.get("time/generation", 0.0))
+        out["sync_s"].append(metrics.get("time/weight_sync", 0.0))
+        # the update (reference and policy passes, optimizer); with max_staleness=1 generation runs beside it
+        out["train_s"].append(metrics.get("time/train_step", 0.0))
+        out["mismatch"].append(metrics.get("mismatch/logp_abs_max", float("nan")))
+        for phase in PHASES:
+            out[f"{phase}_s"].append(metrics.get(f"time/{phase}", 0.0))
         trainer.state.step += 1
+    trainer.prefetch.pending = None  # the groups sampled for a step past the last
     trainer.tracker.close({})
     api.close()
-    return {"step_s": steps, "train_s": train_parts, "generation_s": generation, "sync_s": sync, "mismatch": mismatch}
+    return dict(out)
 
 
 def run_trl(cfg: Config, bf16: bool) -> dict[str, Any]:
@@ -225,7 +241,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--beta", type=float, default=0.04)
-    parser.add_argument("--engines", nargs="+", default=["grpolab", "trl"], choices=["grpolab", "grpolab-vllm", "trl"])
+    parser.add_argument("--engines", nargs="+", default=["grpolab", "trl"], choices=[*GRPOLAB_ENGINES, "trl"])
     parser.add_argument("--modes", nargs="+", default=["full", "lora"])
     parser.add_argument("--lr-full", type=float, default=1e-6)
     parser.add_argument("--lr-lora", type=float, default=1e-5)
@@ -241,7 +257,8 @@ def main() -> None:
         args.model_dir = resolve_source(args.model)  # converts the GGUF once, before the timed children
     print(f"workload: {args.model}, {args.questions} questions x {args.generations} generations, "
           f"{args.max_new_tokens} new tokens, beta {args.beta}, dapo, median of steps 2..{args.steps}")  # fmt: skip
-    print("| mode | engine | s/step | generation s/step | train part s/step | weight sync s | peak RSS (GB) | notes |")
+    print("| mode | engine | s/step | generation s/step | update s/step (reference / policy / optimizer) | "
+          "weight sync s | peak RSS (GB) | notes |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     engines = [e for name in args.engines for e in (TRL_RUNS if name == "trl" else [name])]
     for mode in args.modes:
@@ -261,7 +278,7 @@ def main() -> None:
             else:
                 notes = " ".join([f"max abs logp mismatch {max(r['mismatch']):.1e}", *args.set])
             print(
-                f"| {mode} | {engine} | {column('step_s')} | {column('generation_s')} | {column('train_s')} | "
+                f"| {mode} | {engine} | {column('step_s')} | {column('generation_s')} | {update_column(r)} | "
                 f"{column('sync_s', '.2f')} | {r['peak_rss_mb'] / 1024:.2f} | {notes} |",
                 flush=True,
             )
@@ -269,6 +286,14 @@ def main() -> None:
 
 
 TRL_RUNS = ["trl-fp32", "trl-bf16"]
+
+
+def update_column(r: dict[str, Any]) -> str:
+    """grpolab: the update and its phases; TRL: the step minus generation (its update is not split)."""
+    update = format(median_after_first(r["train_s"]), ".1f")
+    if f"{PHASES[0]}_s" not in r:
+        return update
+    return f"{update} ({' / '.join(format(median_after_first(r[f'{p}_s']), '.1f') for p in PHASES)})"
 
 
 def run_child(args: argparse.Namespace, engine: str, mode: str) -> dict[str, Any]:
