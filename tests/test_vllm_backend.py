@@ -140,3 +140,12 @@ def test_seeded_sampling_past_one_engine_steps_token_budget(engine, prompts):
     assert len(first) == 24 and all(len(ids) >= 1 for ids in first)
     torch.manual_seed(3)
     assert engine.generate(long_prompts, params).completions == first
+
+
+def test_equal_prompts_in_one_call_sample_apart(engine, prompts):
+    """An agent group's G episodes are G requests with the same prompt: one seed for the whole call made
+    them sample the same completion, and every group had zero advantage."""
+    params = SamplingParams(max_new_tokens=12, temperature=1.0)
+    torch.manual_seed(5)
+    out = engine.generate([prompts[0]] * 6, params).completions
+    assert len({tuple(ids) for ids in out}) > 3

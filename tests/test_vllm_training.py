@@ -81,7 +81,11 @@ def test_agent_with_vllm(tmp_path, mode):
         env_file=None,
         environ={},
     )
-    check_run(GRPOTrainer(args=cfg).trainer)
+    trainer = GRPOTrainer(args=cfg).trainer
+    # a group's episodes are separate requests with one prompt: each must sample its own turns
+    group = trainer.rollouts.sample(trainer.splits.train[:1], SamplingParams(max_new_tokens=24, num_samples=6))
+    assert len({tuple(r.completion_ids) for r in group}) > 1
+    check_run(trainer)
 
 
 def test_importance_cap_scales_the_policy_gradient(tmp_path):
@@ -106,3 +110,30 @@ def test_two_process_ddp_with_one_engine_per_rank(tmp_path):
     rows = [r for r in read_metrics(next(out.glob("ddp/*/metrics.jsonl")).parent) if "loss" in r]
     assert len(rows) == 2
     assert all(r["time/weight_sync"] >= 0 and r["mismatch/logp_abs_max"] < 0.05 for r in rows)
+
+
+def test_exporting_an_earlier_best_step_gives_the_engine_its_weights(tmp_path):
+    """The final evaluation after exporting the best checkpoint (not the last step) samples through the
+    engine: it must hold the best weights, not the last step's."""
+    from grpolab.train.checkpoint import BEST
+    from grpolab.train.state import StopReason
+
+    trainer = GRPOTrainer(args=quick_config(tmp_path, *VLLM, "optim.lr=1e-2", "grpo.beta=0")).trainer
+    prompts = [trainer.rollouts.prompt_ids(e) for e in trainer.splits.val[:4]]
+    greedy = SamplingParams(max_new_tokens=12, greedy=True)
+    try:
+        for step in (1, 2):
+            trainer.train_step()
+            trainer.state.step = step
+            if step == 1:
+                trainer.save(trainer.checkpoints_dir / BEST, training_state=False)
+                trainer.state.stopper.best_step = 1
+        trainer.state.history.append({"step": 2})  # step 2 counts as validated: finish() goes to the export
+        last = trainer.generator.generate(prompts, greedy).completions
+        trainer.finish(StopReason.MAX_STEPS, "test")
+        hf = HFGenerator(trainer.model, trainer.tokenizer.pad_token_id, trainer.loaded.stop_ids)
+        best = hf.generate(prompts, greedy).completions
+        assert best != last, "steps 1 and 2 answer alike: the test would prove nothing"
+        assert trainer.generator.generate(prompts, greedy).completions == best
+    finally:
+        trainer.generator.close()  # type: ignore[attr-defined]

@@ -68,3 +68,27 @@ def test_warm_start_runs_without_an_eval_dataset(tmp_path):
     assert warm_row["warm_start/traces"] == 4 and warm_row["warm_start/loss"] > 0
     assert [r["step"] for r in metrics if "loss" in r] == [1]
     assert not any(key.startswith(("eval/", "val/", "test/")) for r in metrics for key in r)
+
+
+def test_step_zero_is_evaluated_again_after_the_warm_start(tmp_path, monkeypatch):
+    """Evaluations are memoised per (step, split): the warm start changes step 0's weights after the
+    untrained model was evaluated, so the step-0 validation (and a best-of-step-0 export's final
+    evaluation) must not reuse the untrained result."""
+    import grpolab.train.trainer as trainer_module
+
+    calls = []
+    real = trainer_module.evaluate_examples
+
+    def counted(*args, **kwargs):
+        calls.append(len(calls))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate_examples", counted)
+    settings = ["train.max_steps=1", "agent.max_turns=2", "generation.max_new_tokens=96", "eval.size=4"]
+    warm = ["warm_start.sft_steps=2", "warm_start.traces_per_step=2", "warm_start.questions=4"]
+    once = ["eval.final_split=val", "eval.every_steps=1", f"train.output_dir={tmp_path}"]
+    args = load("agent_tiny", *QUICK, *settings, *warm, *once)
+    GRPOTrainer(args=args).train()
+    # untrained (before), step 0 after the warm start, step 1; the export's final evaluation is of
+    # step 0 or step 1, both evaluated already
+    assert len(calls) == 3

@@ -10,8 +10,9 @@ out. How it maps onto vLLM, and why:
   distribution it was actually drawn from (after temperature, top-k, top-p), like HFGenerator's.
 - `ignore_eos=True` with `stop_token_ids=stop_ids`: the engine stops exactly on our stop ids, as HF
   generate does with `eos_token_id=stop_ids` (vLLM's own eos rule would add the config's eos).
-- Greedy = temperature 0. Seeds: each call draws one request seed from torch's RNG, so `train.seed`
-  (and the rank offset the trainer adds) decide the rollouts, as they do for HF generate.
+- Greedy = temperature 0. Seeds: each call draws one base seed from torch's RNG, so `train.seed`
+  (and the rank offset the trainer adds) decide the rollouts, as they do for HF generate; every
+  request and every sample in it gets a seed of its own from that base.
 - The engine starts from the policy's config with dummy weights and is synced from the policy at
   once: no checkpoint on disk, and a resumed or LoRA policy is what the engine holds from the start.
 - vLLM lowers torch's thread count to 1 and may pin the process's CPUs when it starts ("Reducing
@@ -143,11 +144,10 @@ class VLLMGenerator:
         destroy_model_parallel()  # a later engine in this process builds its groups anew
         gc.collect()
 
-    def sampling_params(self, params: SamplingParams, seed: int | None = None) -> Any:
-        """Ours -> vLLM's. seed None: one drawn from torch's RNG (train.seed decides the rollouts)."""
+    def sampling_params(self, params: SamplingParams, seed: int) -> Any:
+        """Ours -> vLLM's, for one request seeded with `seed` (its n samples get seed .. seed + n - 1)."""
         from vllm import SamplingParams as VLLMSamplingParams
 
-        seed = draw_seed() if seed is None else seed
         return VLLMSamplingParams(
             n=params.num_samples,
             temperature=0.0 if params.greedy else params.temperature,
@@ -165,7 +165,12 @@ class VLLMGenerator:
     def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int | None = None) -> GenerationOutput:
         requests: list[Any] = [{"prompt_token_ids": list(p)} for p in prompts]
         adapter = self._adapter.request if self._adapter is not None else None
-        outputs = self.llm.generate(requests, self.sampling_params(params, seed), lora_request=adapter, use_tqdm=False)
+        # One seed per request: with one seed for the call, equal prompts (an agent group's G episodes,
+        # each its own request) would sample equal completions. vLLM seeds a request's n samples
+        # seed + 0..n-1, so request i starts at base + i * n: no two samples share a seed.
+        base = draw_seed() if seed is None else seed
+        per_request = [self.sampling_params(params, base + i * params.num_samples) for i in range(len(prompts))]
+        outputs = self.llm.generate(requests, per_request, lora_request=adapter, use_tqdm=False)
         completions, truncated, logprobs = [], [], []
         for request in outputs:
             for sample in sorted(request.outputs, key=lambda o: o.index):

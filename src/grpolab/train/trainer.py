@@ -26,7 +26,8 @@ from grpolab.config.schema import Config
 from grpolab.data.base import Example
 from grpolab.data.order import QuestionOrder
 from grpolab.eval.early_stopping import Decision, EarlyStopping
-from grpolab.eval.evaluate import EvalResult, Evaluations, evaluate_examples
+from grpolab.eval.evaluate import EvalResult, evaluate_examples
+from grpolab.eval.evaluations import Evaluations
 from grpolab.observe import Tracker
 from grpolab.observe.null import NullTracker
 from grpolab.parallel.distributed import DistContext
@@ -373,6 +374,7 @@ class Trainer:
                 best, model=self.model, optimizer=None, scheduler=None, restore_rng=False, shards=self.shards
             )
             self.evaluations.loaded_step = state.best_step
+            sync_after_step(self.generator, self.model)  # vllm: the final evaluation samples the best weights
             self.tracker.info(f"exporting the best model (step {state.best_step}), not the last")
         self.save_model(self.run_dir / "final")
         if not self.val:

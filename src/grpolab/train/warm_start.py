@@ -171,5 +171,6 @@ def warm_start_trainer(trainer: Any) -> None:
         trainer.device, trainer.tracker.info,
     )  # fmt: skip
     sync_after_step(trainer.generator, trainer.model)  # vLLM: the engine gets the warm-started weights
+    trainer.evaluations.weights_changed()  # step 0's weights are no longer the untrained ones evaluated
     metrics = {"steps": report.steps, "traces": report.traces, "loss": report.losses[-1], "seconds": report.seconds}
     trainer.tracker.log_metrics({f"warm_start/{k}": float(v) for k, v in metrics.items()}, 0)
