@@ -185,3 +185,15 @@ def test_config_refuses_hf_and_more_than_one_step_and_several_processes(tmp_path
     with pytest.raises(ConfigError, match=r"train\.max_staleness=1 runs in one process only \(world size 2\)"):
         check_one_process(cfg, two_ranks)
     check_one_process(cfg, DistContext.single())  # one process: fine
+
+
+def test_auto_without_vllm_falls_back_to_sampling_in_turn(tmp_path, monkeypatch):
+    """A preset with backend auto and max_staleness 1 still runs where vLLM is absent: hf, staleness 0,
+    said in a warning. An explicit backend=hf with max_staleness 1 stays an error (above)."""
+    monkeypatch.setattr(vllm_install, "vllm_available", lambda: False)
+    with pytest.warns(UserWarning, match=r"backend=auto chose hf.*train\.max_staleness=1 becomes 0"):
+        cfg = quick_config(tmp_path, "generation.backend=auto", "train.max_staleness=1")
+    assert (cfg.generation.backend, cfg.train.max_staleness) == ("hf", 0)
+    monkeypatch.setattr(vllm_install, "vllm_available", lambda: True)
+    cfg = quick_config(tmp_path, "generation.backend=auto", "train.max_staleness=1")
+    assert (cfg.generation.backend, cfg.train.max_staleness) == ("vllm", 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -88,8 +89,17 @@ def check_weight_sync(cfg: Config) -> None:
 
 def check_async(cfg: Config) -> None:
     """One-step-off rollouts need an engine with its own copy of the weights: HF generates with the very
-    module the update is changing."""
+    module the update is changing. Where `backend: auto` chose hf (no vLLM installed), a preset's
+    max_staleness falls back to 0, on-policy: within its bound, with a warning, not an error."""
     if cfg.train.max_staleness > 0 and cfg.generation.backend == "hf":
+        if cfg.generation._auto_chose_hf:
+            warnings.warn(
+                f"generation.backend=auto chose hf (vLLM is not installed): train.max_staleness="
+                f"{cfg.train.max_staleness} becomes 0, rollouts are sampled in turn with the update",
+                stacklevel=2,
+            )
+            cfg.train.max_staleness = 0
+            return
         raise ValueError(
             "train.max_staleness > 0 needs generation.backend=vllm or vllm_server (hf generates with the "
             "weights being trained)"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from grpolab.config import vllm_install
 from grpolab.config.checks import check_backend, check_early_stopping_metric, check_eval_size, check_mesh
@@ -114,10 +114,20 @@ class GenerationConfig(Section):
         "auto", description="LoRA with backend=vllm: merged weights, or the adapter only; auto: adapter on GPU"
     )
 
+    # backend "auto" found no vLLM and chose hf: settings that need an engine fall back (config/checks.py)
+    _auto_chose_hf: bool = PrivateAttr(False)
+
     @field_validator("backend")
     @classmethod
     def _vllm_installed(cls, value: str) -> str:
         return vllm_install.checked_backend(value)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_auto(cls, data: Any, handler: pydantic.ModelWrapValidatorHandler[GenerationConfig]) -> Any:
+        section = handler(data)
+        section._auto_chose_hf = isinstance(data, dict) and data.get("backend") == "auto" and section.backend == "hf"
+        return section
 
     @field_validator("temperature", mode="wrap")
     @classmethod
