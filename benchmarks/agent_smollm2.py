@@ -108,6 +108,8 @@ def table(results: dict[str, list[dict[str, float]]]) -> str:
     head = "| mode | seeds | " + " | ".join(f"{f} {s}" for f in FIGURES for s in stages) + " | minutes |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for mode, rows in results.items():
+        if not rows:  # this mode's first run is still to come
+            continue
         cells = []
         for figure in FIGURES:
             for stage in stages:
