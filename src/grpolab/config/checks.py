@@ -104,3 +104,35 @@ def check_async(cfg: Config) -> None:
             "train.max_staleness > 0 needs generation.backend=vllm or vllm_server (hf generates with the "
             "weights being trained)"
         )
+
+
+def check_steps(cfg: Config) -> None:
+    """A step's sequences split evenly into micro-batches; train.epochs sets max_steps."""
+    check_micro_batch(cfg)
+    derive_steps_from_epochs(cfg)
+
+
+def check_micro_batch(cfg: Config) -> None:
+    """A step's sequences split evenly into micro-batches; the message lists the sizes that work."""
+    seqs = cfg.train.questions_per_step * cfg.grpo.num_generations
+    micro = cfg.train.micro_batch_size
+    if micro and seqs % micro:
+        divisors = [d for d in range(1, seqs + 1) if seqs % d == 0]
+        raise ValueError(
+            f"train.micro_batch_size ({micro}) must divide questions_per_step x num_generations "
+            f"= {cfg.train.questions_per_step} x {cfg.grpo.num_generations} = {seqs}; "
+            f"values that work: {divisors}"
+        )
+
+
+def derive_steps_from_epochs(cfg: Config) -> None:
+    """train.epochs sets max_steps, here and nowhere else: the number of steps that covers the epochs."""
+    if not cfg.train.epochs:
+        return
+    steps = cfg.train.epochs * max(1, cfg.data.train_size // cfg.train.questions_per_step)
+    if "max_steps" in cfg.train.model_fields_set and cfg.train.max_steps != steps:
+        raise ValueError(
+            f"train.max_steps ({cfg.train.max_steps}) conflicts with train.epochs ({cfg.train.epochs}"
+            f" = {steps} steps); set only one of them"
+        )
+    cfg.train.max_steps = steps

@@ -13,7 +13,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from grpolab.config import vllm_install
-from grpolab.config.checks import check_backend, check_early_stopping_metric, check_eval_size, check_mesh
+from grpolab.config.checks import check_backend, check_early_stopping_metric, check_eval_size, check_mesh, check_steps
 from grpolab.config.names import FolderName
 from grpolab.config.objectives import ObjectiveFields, check_objective_combinations
 from grpolab.config.warm_start import WarmStartConfig, check_warm_start
@@ -373,15 +373,7 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        seqs = self.train.questions_per_step * self.grpo.num_generations
-        micro = self.train.micro_batch_size
-        if micro and seqs % micro:
-            divisors = [d for d in range(1, seqs + 1) if seqs % d == 0]
-            raise ValueError(
-                f"train.micro_batch_size ({micro}) must divide questions_per_step x num_generations "
-                f"= {self.train.questions_per_step} x {self.grpo.num_generations} = {seqs}; "
-                f"values that work: {divisors}"
-            )
+        check_steps(self)
         if not self.agent.enabled and any(spec.name == "env" for spec in self.rewards.functions):
             raise ValueError("rewards: the 'env' reward is the environment's final_reward(); set agent.enabled=true")
         if self.generation.backend != "hf" and self.distributed.strategy == "fsdp":
@@ -390,14 +382,6 @@ class Config(Section):
             raise ValueError("grpo.epsilon_high must be >= grpo.epsilon")
         if self.data.task not in ("jsonl", "hf", "gsm8k") and self.data.train_size > 100_000:
             raise ValueError("data.train_size: synthetic tasks are capped at 100000 questions")
-        if self.train.epochs:  # derived in one place: the number of steps that covers the epochs
-            steps = self.train.epochs * max(1, self.data.train_size // self.train.questions_per_step)
-            if "max_steps" in self.train.model_fields_set and self.train.max_steps != steps:
-                raise ValueError(
-                    f"train.max_steps ({self.train.max_steps}) conflicts with train.epochs ({self.train.epochs}"
-                    f" = {steps} steps); set only one of them"
-                )
-            self.train.max_steps = steps
         check_eval_size(self)
         check_backend(self)
         check_early_stopping_metric(self)
