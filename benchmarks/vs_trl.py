@@ -6,7 +6,8 @@
     python benchmarks/vs_trl.py --model tiny --steps 10 --questions 16 --max-new-tokens 16
 
 Engines: `grpolab` (generation.backend=hf), `grpolab-vllm` (generation.backend=vllm, a colocated
-engine with its weight sync every step), `grpolab-vllm-async` (the same with train.max_staleness=1:
+engine with its weight sync every step), `grpolab-vllm-bf16` (and train.precision=bf16, autocast in
+the training passes), `grpolab-vllm-async` (the vllm engine with train.max_staleness=1:
 step t+1's rollouts are sampled while step t trains), `grpolab-vllm-async-bf16` (and
 train.precision=bf16, autocast in the training passes) and `trl` (TRL's GRPOTrainer with HF generate). `trl` runs
 twice, in float32 (`bf16=False`) and with `bf16=True` (autocast to bfloat16 on the CPU); both rows
@@ -81,6 +82,7 @@ def settings(args: argparse.Namespace, engine: str, finetune: str) -> list[str]:
 GRPOLAB_ENGINES = {
     "grpolab": ["generation.backend=hf"],
     "grpolab-vllm": ["generation.backend=vllm"],
+    "grpolab-vllm-bf16": ["generation.backend=vllm", "train.precision=bf16"],  # autocast in the training passes
     "grpolab-vllm-async": ["generation.backend=vllm", "train.max_staleness=1"],  # one-step-off rollouts
     "grpolab-vllm-async-bf16": ["generation.backend=vllm", "train.max_staleness=1", "train.precision=bf16"],
 }

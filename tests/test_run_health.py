@@ -26,6 +26,7 @@ from grpolab.train.preflight import (
     check_device,
     check_judges,
     check_writable,
+    prompt_lengths,
     report_long_prompts,
 )
 
@@ -163,7 +164,9 @@ def test_long_prompts_are_counted_and_reported_once(tiny_tokenizer):
     limit = len(full_prompt_ids(tiny_tokenizer, examples[0], cfg().data)) + 5
     config = cfg(f"generation.max_prompt_length={limit}")
     warnings: list[str] = []
-    assert report_long_prompts(tiny_tokenizer, examples, config, warnings.append) == 1
+    lengths = prompt_lengths(tiny_tokenizer, examples, config)
+    assert lengths[0] == limit - 5
+    assert report_long_prompts(lengths, config, warnings.append) == 1
     assert len(warnings) == 1
     assert warnings[0].startswith(f"1 of 2 prompts are longer than generation.max_prompt_length={limit}")
     assert "beginning is cut" in warnings[0]

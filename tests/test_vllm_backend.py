@@ -41,9 +41,17 @@ def tiny():
 @pytest.fixture(scope="module")
 def engine(tiny):
     model, _, stop_ids = tiny
-    generator = VLLMGenerator(model, stop_ids, max_model_len=256, seed=0, kv_cache_gib=1, gpu_memory_utilization=0.3)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VLLM_CPU_KVCACHE_SPACE", "3")  # vLLM's whole-GiB variable must not override the setting
+        generator = VLLMGenerator(
+            model, stop_ids, max_model_len=256, seed=0, kv_cache_gib=0.25, gpu_memory_utilization=0.3
+        )
     yield generator
     generator.close()
+
+
+def test_the_kv_cache_has_the_size_asked_for_a_fraction_of_a_gib(engine):
+    assert engine.llm.llm_engine.vllm_config.cache_config.kv_cache_memory_bytes == 2**30 // 4
 
 
 @pytest.fixture(scope="module")

@@ -137,3 +137,14 @@ def test_exporting_an_earlier_best_step_gives_the_engine_its_weights(tmp_path):
         assert trainer.generator.generate(prompts, greedy).completions == best
     finally:
         trainer.generator.close()  # type: ignore[attr-defined]
+
+
+def test_an_auto_sized_kv_cache_holds_a_full_sequence_and_far_less_than_the_fixed_size(tmp_path):
+    from grpolab.rollout.generators import engine_max_model_len, kv_bytes_per_token
+
+    settings = ["generation.backend=vllm", "generation.vllm_kv_cache_gib=auto", "eval.every_steps=0", "optim.lr=1e-3"]
+    trainer = GRPOTrainer(args=quick_config(tmp_path, *settings)).trainer
+    cache = trainer.generator.llm.llm_engine.vllm_config.cache_config.kv_cache_memory_bytes  # type: ignore[attr-defined]
+    one_sequence = (engine_max_model_len(trainer.cfg) + 128) * kv_bytes_per_token(trainer.model.config, torch.float32)
+    assert one_sequence <= cache < 2**30 // 16  # the tiny model's run fills a few MB, not 2 GiB
+    check_run(trainer, steps=2)

@@ -41,19 +41,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from transformers import AutoConfig
 
     from grpolab.models.loading import pick_device, pick_dtype, resolve_source
-    from grpolab.rollout.generators import engine_max_model_len
+    from grpolab.rollout.generators import engine_kv_cache_gib, engine_max_model_len
     from grpolab.rollout.vllm_backend import VLLMGenerator
     from grpolab.rollout.vllm_server import serve
 
     device = pick_device(cfg.train.device)
     config = AutoConfig.from_pretrained(resolve_source(cfg.model.name, cfg.model.cache_dir))
+    dtype = pick_dtype(cfg.model.dtype, device)
     engine = VLLMGenerator.from_config(
         config,
-        pick_dtype(cfg.model.dtype, device),
+        dtype,
         device.type == "cpu",
         max_model_len=engine_max_model_len(cfg),
         seed=cfg.train.seed,
-        kv_cache_gib=cfg.generation.vllm_kv_cache_gib,
+        kv_cache_gib=engine_kv_cache_gib(cfg, config, dtype),
         gpu_memory_utilization=args.gpu_memory_utilization,
     )
     serve(engine, device, args.host, args.port)

@@ -106,7 +106,9 @@ class GenerationConfig(Section):
         "hf", description="HF generate, colocated vLLM, vllm-serve; auto: vllm where installed, else hf"
     )
     vllm_server_url: str = Field("http://127.0.0.1:8000", description="backend=vllm_server: the server")
-    vllm_kv_cache_gib: float = Field(2.0, gt=0.0, description="vLLM on CPU: KV cache size in GiB")
+    vllm_kv_cache_gib: pydantic.PositiveFloat | Literal["auto"] = Field(
+        "auto", description="vLLM on CPU: KV cache GiB; auto: what the run's calls can fill, at most 2"
+    )
     vllm_gpu_memory_utilization: float = Field(
         0.3, gt=0.0, le=1.0, description="vLLM on GPU: share of GPU memory for the engine (training keeps the rest)"
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from grpolab.config.schema import Config
 from grpolab.rollout.backend import Generator, HFGenerator
 
@@ -23,6 +25,49 @@ def engine_max_model_len(cfg: Config) -> int:
     return g.max_prompt_length + g.max_new_tokens
 
 
+# auto never asks for more than the fixed size it replaces (vLLM fails at start if memory is short)
+KV_CACHE_AUTO_MAX_GIB = 2.0
+_KV_BLOCK_TOKENS = 128  # vLLM's CPU block: a sequence holds its length rounded up to this
+
+
+def kv_bytes_per_token(model_config: Any, dtype: torch.dtype) -> int | None:
+    """Bytes of KV cache one token takes: a key and a value per layer and KV head; None where the config
+    does not say (then auto keeps the fixed size)."""
+    text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    layers = getattr(text, "num_hidden_layers", None)
+    heads = getattr(text, "num_attention_heads", None)
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or (text.hidden_size // heads if heads else None)
+    if not (layers and kv_heads and head_dim):
+        return None
+    return 2 * int(layers) * int(kv_heads) * int(head_dim) * dtype.itemsize
+
+
+def engine_kv_cache_gib(cfg: Config, model_config: Any, dtype: torch.dtype, longest_prompt: int | None = None) -> float:
+    """generation.vllm_kv_cache_gib, with auto resolved: the most one generate call of this run can fill,
+    capped at KV_CACHE_AUTO_MAX_GIB. A call holds at most questions_per_step x num_generations
+    sequences in training (an agent turn too) and eval.batch_size x samples in evaluation, each at most
+    the longest prompt (longest_prompt tokens, when known and not an agent's; else
+    generation.max_prompt_length) plus what is generated after it. A bigger cache is memory the run
+    never touches."""
+    setting = cfg.generation.vllm_kv_cache_gib
+    if setting != "auto":
+        return float(setting)
+    per_token = kv_bytes_per_token(model_config, dtype)
+    if per_token is None:
+        return KV_CACHE_AUTO_MAX_GIB
+    g = cfg.generation
+    prompt = g.max_prompt_length
+    if longest_prompt is not None and not cfg.agent.enabled:  # an agent's prompt adds tool schemas unmeasured
+        prompt = min(longest_prompt, prompt)
+    sequence = engine_max_model_len(cfg) - g.max_prompt_length + prompt + _KV_BLOCK_TOKENS
+    eval_samples = max(1, cfg.eval.num_samples or max(cfg.eval.pass_k, default=1))
+    sequences = max(cfg.train.questions_per_step * cfg.grpo.num_generations, cfg.eval.batch_size * eval_samples)
+    # vLLM refuses to start unless one sequence of the engine's full length fits
+    tokens = max(sequences * sequence, engine_max_model_len(cfg) + _KV_BLOCK_TOKENS)
+    return min(KV_CACHE_AUTO_MAX_GIB, tokens * per_token / 2**30)
+
+
 def build_generator(
     cfg: Config,
     model: Any,
@@ -31,10 +76,12 @@ def build_generator(
     seed: int,
     rank: int = 0,
     barrier: Callable[[], None] | None = None,
+    longest_prompt: int | None = None,
 ) -> Generator:
     """The configured backend. rank and barrier matter to vllm_server only: under torchrun every rank
     sends its prompts to the one server, rank 0 alone sends the weights, and all ranks wait at the
-    barrier until it has (before the first rollout and after every sync)."""
+    barrier until it has (before the first rollout and after every sync). longest_prompt (tokens)
+    sizes the colocated engine's KV cache under vllm_kv_cache_gib=auto."""
     if cfg.generation.backend == "hf":
         return HFGenerator(model, pad_id, stop_ids)
     if cfg.generation.backend == "vllm_server":
@@ -51,7 +98,7 @@ def build_generator(
         stop_ids,
         max_model_len=engine_max_model_len(cfg),
         seed=seed,
-        kv_cache_gib=g.vllm_kv_cache_gib,
+        kv_cache_gib=engine_kv_cache_gib(cfg, model.config, next(model.parameters()).dtype, longest_prompt),
         gpu_memory_utilization=g.vllm_gpu_memory_utilization,
         adapter_sync=adapter_sync(cfg, model),
     )

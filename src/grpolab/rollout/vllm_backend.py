@@ -75,8 +75,10 @@ class VLLMGenerator:
         gpu_memory_utilization: float,
     ) -> None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process: sync hands over tensors, no socket
-        if on_cpu:
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
+        # CPU: the cache is allocated whole at start and counts in the process's memory, so it is sized
+        # in bytes (fractions of a GiB); vLLM's env var takes whole GiB and would override the bytes
+        os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+        cache: dict[str, Any] = {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)} if on_cpu else {}
         self.stop_ids = list(stop_ids)
         threads = torch.get_num_threads()
         set_num_threads = torch.set_num_threads  # vLLM's CPU worker replaces it with a no-op
@@ -102,6 +104,7 @@ class VLLMGenerator:
             # data-parallel replica (tensor parallel 1) instead of starting a second world
             distributed_executor_backend="external_launcher" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
             **(_whole_prefills(max_model_len) if on_cpu else {}),
+            **cache,
             **(self._adapter.engine_options() if self._adapter is not None else {}),
         )
         self.start_seconds = time.perf_counter() - started

@@ -20,7 +20,7 @@ from grpolab.rollout.generators import build_generator
 from grpolab.rollout.sampler import RolloutSampler
 from grpolab.train.inputs import RunInputs
 from grpolab.train.placement import load_and_place
-from grpolab.train.preflight import report_long_prompts
+from grpolab.train.preflight import prompt_lengths, report_long_prompts
 
 
 @dataclass
@@ -40,15 +40,16 @@ class RunParts:
 def build_parts(cfg: Config, inputs: RunInputs, ctx: DistContext, prompts: list[Example]) -> RunParts:
     """Call after seeding (a fresh LoRA adapter is drawn from the run's seed). prompts: the questions
     this run will send to the model; those longer than generation.max_prompt_length are counted and
-    reported once."""
+    reported once, and the longest sizes the vLLM engine's KV cache (vllm_kv_cache_gib=auto)."""
     loaded, shards, reference_shards = load_and_place(cfg, inputs, ctx)
     # same questions on every rank (the question order has its own seed), different rollouts per rank
     torch.manual_seed(cfg.train.seed + ctx.rank)
+    lengths = prompt_lengths(loaded.tokenizer, prompts, cfg)  # every rank: its engine's cache is sized by them
     if ctx.is_main:
-        report_long_prompts(loaded.tokenizer, prompts, cfg)
+        report_long_prompts(lengths, cfg)
     generator = build_generator(
         cfg, loaded.model, loaded.tokenizer.pad_token_id, loaded.stop_ids, seed=cfg.train.seed + ctx.rank,
-        rank=ctx.rank, barrier=ctx.barrier,
+        rank=ctx.rank, barrier=ctx.barrier, longest_prompt=max(lengths, default=None),
     )  # fmt: skip
     rollouts = RolloutSampler(cfg, generator, loaded.tokenizer, loaded.stop_ids, inputs.env_factory)
     return RunParts(

@@ -134,18 +134,22 @@ def preflight(cfg: Config) -> None:
     _passed.add(key)
 
 
-def report_long_prompts(tokenizer: Any, examples: list[Any], cfg: Config, warn: Any = log.warning) -> int:
-    """Count the prompts longer than generation.max_prompt_length and warn once with the count.
-    Prompts are cut from the left (their start, with the system prompt, is dropped; the end of the
-    question and the generation prompt are kept). Returns the count."""
+def prompt_lengths(tokenizer: Any, examples: list[Any], cfg: Config) -> list[int]:
+    """Each example's prompt in tokens, whole (before generation.max_prompt_length cuts it)."""
     from grpolab.rollout.single_turn import full_prompt_ids
 
+    return [len(full_prompt_ids(tokenizer, example, cfg.data)) for example in examples]
+
+
+def report_long_prompts(lengths: list[int], cfg: Config, warn: Any = log.warning) -> int:
+    """Count the prompts (their lengths in tokens) longer than generation.max_prompt_length and warn
+    once with the count. Prompts are cut from the left (their start, with the system prompt, is
+    dropped; the end of the question and the generation prompt are kept). Returns the count."""
     limit = cfg.generation.max_prompt_length
-    lengths = [len(full_prompt_ids(tokenizer, example, cfg.data)) for example in examples]
     long = [n for n in lengths if n > limit]
     if long:
         warn(
-            f"{len(long)} of {len(examples)} prompts are longer than generation.max_prompt_length={limit} "
+            f"{len(long)} of {len(lengths)} prompts are longer than generation.max_prompt_length={limit} "
             f"tokens (longest {max(long)}): their beginning is cut (left truncation keeps the end of the "
             "question); raise generation.max_prompt_length to keep them whole"
         )
