@@ -39,8 +39,9 @@ def native_bf16(device: torch.device) -> bool:
 def resolve_precision(precision: str, device: torch.device, weights: torch.dtype) -> str:
     """train.precision -> "fp32" or "bf16" for this device and weights dtype.
 
-    auto: bf16 on a CUDA GPU with bfloat16, fp32 elsewhere. On CPU bf16 autocast is not yet shown to
-    learn the same (the 3-seed smollm2_cpu comparison of issue #24), so auto keeps fp32 there.
+    auto: bf16 on a CUDA GPU with bfloat16, fp32 elsewhere. On CPU (an EPYC with avx512_bf16) bf16
+    autocast learned the same as fp32 on smollm2_cpu over 3 seeds, but its LoRA passes were only 10%
+    faster for 1.4-1.8 GB more memory (docs/experiments.md), so auto keeps fp32 there.
     Raises ValueError (one line) for bf16 where it cannot help: no native bfloat16 on the device, or
     float16 weights (two half types at once)."""
     if precision == "fp32":
