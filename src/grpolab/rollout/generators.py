@@ -56,15 +56,15 @@ def engine_kv_cache_gib(cfg: Config, model_config: Any, dtype: torch.dtype, long
     per_token = kv_bytes_per_token(model_config, dtype)
     if per_token is None:
         return KV_CACHE_AUTO_MAX_GIB
-    g = cfg.generation
+    g, full_length = cfg.generation, engine_max_model_len(cfg)
     prompt = g.max_prompt_length
     if longest_prompt is not None and not cfg.agent.enabled:  # an agent's prompt adds tool schemas unmeasured
         prompt = min(longest_prompt, prompt)
-    sequence = engine_max_model_len(cfg) - g.max_prompt_length + prompt + _KV_BLOCK_TOKENS
+    sequence = full_length - g.max_prompt_length + prompt + _KV_BLOCK_TOKENS
     eval_samples = max(1, cfg.eval.num_samples or max(cfg.eval.pass_k, default=1))
     sequences = max(cfg.train.questions_per_step * cfg.grpo.num_generations, cfg.eval.batch_size * eval_samples)
     # vLLM refuses to start unless one sequence of the engine's full length fits
-    tokens = max(sequences * sequence, engine_max_model_len(cfg) + _KV_BLOCK_TOKENS)
+    tokens = max(sequences * sequence, full_length + _KV_BLOCK_TOKENS)
     return min(KV_CACHE_AUTO_MAX_GIB, tokens * per_token / 2**30)
 
 

@@ -44,7 +44,9 @@ def build_parts(cfg: Config, inputs: RunInputs, ctx: DistContext, prompts: list[
     loaded, shards, reference_shards = load_and_place(cfg, inputs, ctx)
     # same questions on every rank (the question order has its own seed), different rollouts per rank
     torch.manual_seed(cfg.train.seed + ctx.rank)
-    lengths = prompt_lengths(loaded.tokenizer, prompts, cfg)  # every rank: its engine's cache is sized by them
+    # the main rank reports long prompts; every rank with a colocated engine sizes its cache by them
+    sizes_cache = cfg.generation.backend == "vllm"
+    lengths = prompt_lengths(loaded.tokenizer, prompts, cfg) if ctx.is_main or sizes_cache else []
     if ctx.is_main:
         report_long_prompts(lengths, cfg)
     generator = build_generator(
