@@ -12,7 +12,7 @@ from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Unsharded
 from grpolab.train.optimizer import build_optimizer
-from grpolab.train.precision import autocast_for, native_bf16, resolve_precision
+from grpolab.train.precision import autocast_for, native_bf16, resolve_precision, store_frozen_linears_in_bf16
 from grpolab.train.preflight import PreflightError, check_precision
 from grpolab.train.update import policy_update
 from run_helpers import quick_config, read_metrics
@@ -120,3 +120,62 @@ def test_two_bf16_steps_finish_and_report_the_sampler_mismatch(tmp_path):
         mismatch[precision] = max(row["mismatch/logp_abs_mean"] for row in rows)
     assert mismatch["fp32"] < 1e-4  # same weights, same dtype: kernels' rounding only
     assert mismatch["fp32"] < mismatch["bf16"] < 0.02
+
+
+def _untied_llama_with_bias():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, attention_bias=True, tie_word_embeddings=False,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+@needs_bf16
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_frozen_reference_stored_in_bf16_gives_the_same_logprobs_under_autocast(tied, tiny_llama, tiny_tokenizer):
+    reference = copy.deepcopy(tiny_llama if tied else _untied_llama_with_bias()).requires_grad_(False)
+    lowered = copy.deepcopy(reference)
+    saved = store_frozen_linears_in_bf16(lowered)
+    linears = {n: m for n, m in lowered.named_modules() if isinstance(m, torch.nn.Linear)}
+    kept = {"lm_head"} if tied else set()  # tied to the embeddings, whose lookup autocast never casts
+    assert {n for n, m in linears.items() if m.weight.dtype == torch.float32} == kept
+    assert lowered.get_input_embeddings().weight.dtype == torch.float32
+    assert all(m.bias is None or m.bias.dtype == torch.bfloat16 for n, m in linears.items() if n not in kept)
+    assert (not tied) == any(m.bias is not None for m in linears.values())  # the bias case is covered
+    assert saved == sum(2 * p.numel() for n, m in linears.items() if n not in kept for p in m.parameters())
+    batch = make_batch(tiny_tokenizer.pad_token_id, n=8)
+    if not tied:  # the small model's 64-token vocabulary
+        batch.input_ids.remainder_(64)
+    amp = autocast_for(config(**{"train.precision": "bf16"}), reference)
+    with torch.no_grad(), amp:
+        before, _ = sequence_logprobs(reference, batch, temperature=1.0, share_prompt=True)
+        after, _ = sequence_logprobs(lowered, batch, temperature=1.0, share_prompt=True)
+    assert torch.equal(before, after)  # the same bits: autocast rounded the float32 weights the same way
+
+
+@needs_bf16
+def test_the_full_finetuning_reference_is_bf16_only_when_training_in_bf16(tmp_path):
+    from grpolab.train.inputs import RunInputs
+    from grpolab.train.placement import load_and_place
+
+    for precision, expected in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        cfg = quick_config(tmp_path, "grpo.beta=0.04", "model.finetune=full", f"train.precision={precision}")
+        loaded, _, _ = load_and_place(cfg, RunInputs(None, None, None), DistContext.single())  # type: ignore[arg-type]
+        assert loaded.reference.model.layers[0].mlp.down_proj.weight.dtype == expected
+        assert all(p.dtype == torch.float32 for p in loaded.model.parameters())  # the policy is untouched
+
+
+@needs_bf16
+def test_a_bf16_run_starts_with_zero_kl_to_its_bf16_reference(tmp_path):
+    """Step 1's policy is the reference: the same autocast products give a KL of exactly 0."""
+    from grpolab.api import run_training
+
+    cfg = quick_config(
+        tmp_path, "train.max_steps=1", "eval.every_steps=0", "grpo.beta=0.04", "model.finetune=full",
+        "train.precision=bf16",
+    )  # fmt: skip
+    rows = [row for row in read_metrics(run_training(cfg).run_dir) if "loss/kl" in row]
+    assert len(rows) == 1 and rows[0]["loss/kl"] == 0.0

@@ -11,6 +11,7 @@ from grpolab.models.loading import LoadedModel, attach_adapter, load_model, prep
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Shards, Unsharded, accelerate_fsdp_requested, fsdp_settings, shard_model
 from grpolab.train.inputs import RunInputs
+from grpolab.train.precision import store_frozen_linears_in_bf16, trains_in_bf16
 
 
 def load_and_place(cfg: Config, inputs: RunInputs, ctx: DistContext) -> tuple[LoadedModel, Shards, Shards]:
@@ -31,7 +32,11 @@ def load_and_place(cfg: Config, inputs: RunInputs, ctx: DistContext) -> tuple[Lo
         ctx.sync_parameters(reference)
     shards: Shards = Unsharded(loaded.model)
     reference_shards: Shards = Unsharded(reference)
-    if ctx.enabled and (cfg.distributed.strategy == "fsdp" or accelerate_fsdp_requested()):
+    sharded = ctx.enabled and (cfg.distributed.strategy == "fsdp" or accelerate_fsdp_requested())
+    if reference is not None and not sharded and trains_in_bf16(cfg, reference):
+        # it only ever runs under bf16 autocast: the same products, half the memory (train/precision.py)
+        store_frozen_linears_in_bf16(reference)
+    if sharded:
         settings = fsdp_settings()
         shards = shard_model(loaded.model, ctx, cfg.distributed, settings)
         if reference is not None:

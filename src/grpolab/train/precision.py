@@ -58,9 +58,36 @@ def resolve_precision(precision: str, device: torch.device, weights: torch.dtype
     return "bf16"
 
 
+def trains_in_bf16(cfg: Config, model: Any) -> bool:
+    """Whether train.precision resolves to bf16 for this model's device and weights."""
+    first = next(iter(model.parameters()), None)
+    return first is not None and resolve_precision(cfg.train.precision, first.device, first.dtype) == "bf16"
+
+
 def autocast_for(cfg: Config, model: Any) -> AbstractContextManager[Any]:
     """The context every training forward runs in: bf16 autocast, or nothing (fp32)."""
-    first = next(iter(model.parameters()), None)
-    if first is None or resolve_precision(cfg.train.precision, first.device, first.dtype) == "fp32":
+    if not trains_in_bf16(cfg, model):
         return contextlib.nullcontext()
-    return torch.autocast(device_type=first.device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=next(model.parameters()).device.type, dtype=torch.bfloat16)
+
+
+def store_frozen_linears_in_bf16(model: torch.nn.Module) -> int:
+    """Store a frozen model's float32 linear layers (weight and bias) in bfloat16; returns the bytes
+    saved. For the full fine-tuning KL reference under bf16 autocast, which is its only user.
+
+    Autocast casts each linear layer's float32 weight to bfloat16 on every call, and caches the cast
+    only for weights that require a gradient, so a frozen copy is cast again in every micro-batch
+    while its float32 values are never computed with. Stored in bfloat16, the products are the same
+    bits (both casts round to nearest even), the casts are gone and the weights take half the
+    memory. Weights that another module also uses (an LM head tied to the embeddings) stay float32:
+    the embedding lookup is not autocast, so the residual stream would change dtype."""
+    shared = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)}
+    saved = 0
+    for module in model.modules():
+        if not isinstance(module, torch.nn.Linear) or id(module.weight) in shared:
+            continue
+        for name, param in module.named_parameters(recurse=False):
+            if param.dtype == torch.float32 and not param.requires_grad:
+                setattr(module, name, torch.nn.Parameter(param.detach().to(torch.bfloat16), requires_grad=False))
+                saved += param.numel() * 2
+    return saved
