@@ -76,18 +76,36 @@ def test_hidden_chunks_equal_unchunked_values_and_gradients(chunk):
     torch.testing.assert_close(got[1], head.weight.grad)
 
 
-def test_sequence_logprobs_equal_the_models_own_logits(tiny_llama, tiny_tokenizer):
+@pytest.mark.parametrize("temperature", [0.9, 1.0])  # 1.0 skips the division
+def test_sequence_logprobs_equal_the_models_own_logits(tiny_llama, tiny_tokenizer, temperature):
     batch = padded_batch(tiny_tokenizer.pad_token_id)
     weights = torch.randn(batch.completion_mask.shape)
     twin = copy.deepcopy(tiny_llama)
-    logp, entropy = sequence_logprobs(tiny_llama, batch, temperature=0.9, chunk_tokens=4)
+    logp, entropy = sequence_logprobs(tiny_llama, batch, temperature=temperature, chunk_tokens=4)
     (logp * weights).sum().backward()
-    ref_logp, ref_entropy = full_logits_logprobs(twin, batch, 0.9)
+    ref_logp, ref_entropy = full_logits_logprobs(twin, batch, temperature)
     (ref_logp * weights).sum().backward()
     torch.testing.assert_close(logp, ref_logp)
     torch.testing.assert_close(entropy, ref_entropy)
     for (name, p), q in zip(tiny_llama.named_parameters(), twin.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_a_pass_without_entropies_gives_the_same_logprobs_and_gradients(tiny_llama, tiny_tokenizer):
+    batch = padded_batch(tiny_tokenizer.pad_token_id)
+    weights = torch.randn(batch.completion_mask.shape)
+    twin = copy.deepcopy(tiny_llama)
+    logp, entropy = sequence_logprobs(tiny_llama, batch, temperature=0.9, chunk_tokens=4)
+    only_logp, zeros = sequence_logprobs(twin, batch, temperature=0.9, chunk_tokens=4, entropy=False)
+    assert torch.equal(logp, only_logp) and bool(entropy.abs().sum() > 0) and not zeros.any()
+    (logp * weights).sum().backward()
+    (only_logp * weights).sum().backward()
+    for (name, p), q in zip(tiny_llama.named_parameters(), twin.parameters()):
+        assert torch.equal(p.grad, q.grad), name
+    logits, ids = torch.randn(3, 5, 11), torch.randint(0, 11, (3, 5))  # the full-logits path
+    full, full_entropy = token_logprobs(logits, ids, 0.9)
+    full_only, full_zeros = token_logprobs(logits, ids, 0.9, entropy=False)
+    assert torch.equal(full, full_only) and bool(full_entropy.abs().sum() > 0) and not full_zeros.any()
 
 
 def saved_for_backward(fn) -> list[torch.Size]:

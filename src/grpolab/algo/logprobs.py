@@ -72,8 +72,18 @@ def without_padding_columns(batch: ForwardInputs) -> ForwardInputs:
 CHUNK_TOKENS = 1024  # positions per LM-head chunk: 1024 x 49k float32 logits = 200 MB transient
 
 
+def tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / temperature, without a pass over [.., V] (and its copy kept for backward) at 1.0."""
+    return logits if temperature == 1.0 else logits / temperature
+
+
 def token_logprobs(
-    logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0, chunk_rows: int = 8, entropy_grad: bool = False
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_rows: int = 8,
+    entropy_grad: bool = False,
+    entropy: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [N, T, V], ids [N, T] -> (logp [N, T], entropy [N, T]) at temperature.
 
@@ -84,11 +94,9 @@ def token_logprobs(
         raise ValueError(f"logits {tuple(logits.shape)} and ids {tuple(ids.shape)} disagree")
     logps, entropies = [], []
     for start in range(0, logits.shape[0], chunk_rows):
-        chunk = logits[start : start + chunk_rows].float() / temperature  # [n, T, V]
-        log_probs = torch.log_softmax(chunk, dim=-1)
+        log_probs = torch.log_softmax(tempered(logits[start : start + chunk_rows].float(), temperature), dim=-1)
         logps.append(log_probs.gather(-1, ids[start : start + chunk_rows, :, None]).squeeze(-1))
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropies.append(-(log_probs.exp() * log_probs).sum(-1))
+        entropies.append(_entropy(log_probs, entropy_grad) if entropy else torch.zeros_like(logps[-1]))
     return torch.cat(logps), torch.cat(entropies)
 
 
@@ -98,13 +106,20 @@ def _chunk_logprobs(
     head: Callable[[torch.Tensor], torch.Tensor],
     temperature: float,
     entropy_grad: bool = False,
+    entropy: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """hidden [M, H], ids [M] -> (logp [M], entropy [M], with gradient only if entropy_grad)."""
-    log_probs = torch.log_softmax(head(hidden).float() / temperature, dim=-1)  # [M, V], this chunk only
+    """hidden [M, H], ids [M] -> (logp [M], entropy [M], with gradient only if entropy_grad; zeros
+    without entropy)."""
+    log_probs = torch.log_softmax(tempered(head(hidden).float(), temperature), dim=-1)  # [M, V], this chunk only
     logp = log_probs.gather(-1, ids[:, None]).squeeze(-1)
-    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        entropy = -(log_probs.exp() * log_probs).sum(-1)
-    return logp, entropy
+    return logp, _entropy(log_probs, entropy_grad) if entropy else torch.zeros_like(logp)
+
+
+def _entropy(log_probs: torch.Tensor, grad: bool) -> torch.Tensor:
+    """log_probs [..., V] -> entropy [...]: an exp, a product and a sum over the vocabulary, which
+    passes that only need log-probs (reference, sampler comparison) skip."""
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        return -(log_probs.exp() * log_probs).sum(-1)
 
 
 def hidden_logprobs(
@@ -114,8 +129,10 @@ def hidden_logprobs(
     temperature: float = 1.0,
     chunk_tokens: int = CHUNK_TOKENS,
     entropy_grad: bool = False,
+    entropy: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """hidden [M, H] (one row per predicted position), ids [M] -> (logp [M], entropy [M]).
+    """hidden [M, H] (one row per predicted position), ids [M] -> (logp [M], entropy [M]; zeros
+    without entropy).
 
     head maps [m, H] -> logits [m, V]. With gradients enabled each chunk is checkpointed: its
     logits exist only inside the chunk's forward and, again, inside its backward.
@@ -126,13 +143,13 @@ def hidden_logprobs(
     recompute = torch.is_grad_enabled() and hidden.requires_grad
     for start in range(0, hidden.shape[0], chunk_tokens):
         window = slice(start, start + chunk_tokens)
-        part = (hidden[window], ids[window], head, temperature, entropy_grad)
+        part = (hidden[window], ids[window], head, temperature, entropy_grad, entropy)
         if recompute:
-            logp, entropy = checkpoint(_chunk_logprobs, *part, use_reentrant=False)
+            chunk_logp, chunk_entropy = checkpoint(_chunk_logprobs, *part, use_reentrant=False)
         else:
-            logp, entropy = _chunk_logprobs(*part)
-        logps.append(logp)
-        entropies.append(entropy)
+            chunk_logp, chunk_entropy = _chunk_logprobs(*part)
+        logps.append(chunk_logp)
+        entropies.append(chunk_entropy)
     if not logps:
         return hidden.new_zeros(0), hidden.new_zeros(0)
     return torch.cat(logps), torch.cat(entropies)
@@ -256,6 +273,7 @@ def sequence_logprobs(
     chunk_tokens: int = CHUNK_TOKENS,
     share_prompt: bool = False,
     entropy_grad: bool = False,
+    entropy: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward a collated batch; log-probs [N, C] and entropies [N, C] of its completion tokens.
 
@@ -266,6 +284,7 @@ def sequence_logprobs(
     values (see _shared_prompt_hidden); the same numbers up to float rounding, with (rows - distinct
     prompts) x P fewer positions through the decoder. Ignored where can_share_prompt is False.
     entropy_grad: the entropies carry a gradient (the entropy bonus); otherwise they are constants.
+    entropy: False for a pass that only needs log-probs: the entropies come back as zeros.
     """
     full_width = batch.completion_mask.shape[1]
     batch = without_padding_columns(batch)  # [N, P'+C'], C' <= C: padded back to C at the end
@@ -280,8 +299,10 @@ def sequence_logprobs(
             logits_to_keep=completion_len + 1,
             use_cache=False,
         )
-        logp, entropy = token_logprobs(out.logits[:, :-1, :], targets, temperature, entropy_grad=entropy_grad)
-        return _pad_columns(logp, full_width), _pad_columns(entropy, full_width)
+        logp, entropies = token_logprobs(
+            out.logits[:, :-1, :], targets, temperature, entropy_grad=entropy_grad, entropy=entropy
+        )
+        return _pad_columns(logp, full_width), _pad_columns(entropies, full_width)
     decoder, head = parts
     share = share_prompt and not _cache_off(decoder, decoder.training)  # can_share_prompt, decoder in hand
     rows = shared_prompt_rows(batch) if share else None
@@ -297,11 +318,11 @@ def sequence_logprobs(
         hidden = hidden[:, start : start + completion_len]  # [N, C', H]: the positions that predict completions
     real = batch.attention_mask[:, batch.prompt_length :].bool()  # [N, C']: not padding
     logp_flat, entropy_flat = hidden_logprobs(
-        hidden[real], targets[real], head, temperature, chunk_tokens, entropy_grad
+        hidden[real], targets[real], head, temperature, chunk_tokens, entropy_grad, entropy
     )  # [M] each
     logp = hidden.new_zeros(targets.shape, dtype=torch.float32).masked_scatter(real, logp_flat)
-    entropy = hidden.new_zeros(targets.shape, dtype=torch.float32).masked_scatter(real, entropy_flat)
-    return _pad_columns(logp, full_width), _pad_columns(entropy, full_width)
+    entropies = hidden.new_zeros(targets.shape, dtype=torch.float32).masked_scatter(real, entropy_flat)
+    return _pad_columns(logp, full_width), _pad_columns(entropies, full_width)
 
 
 def _pad_columns(values: torch.Tensor, width: int) -> torch.Tensor:

@@ -66,7 +66,10 @@ def _forward_logprobs(
     model: Any, batch: Batch, parts: list[slice], temperature: float, share_prompt: bool
 ) -> list[torch.Tensor]:
     model.eval()
-    return [sequence_logprobs(model, batch.select(part), temperature, share_prompt=share_prompt)[0] for part in parts]
+    return [
+        sequence_logprobs(model, batch.select(part), temperature, share_prompt=share_prompt, entropy=False)[0]
+        for part in parts
+    ]
 
 
 Compared = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # trainer logp, sampler logp, mask: [n, C] each
@@ -84,7 +87,8 @@ def _mismatch_sample(model: Any, batch: Batch, size: int, temperature: float, sh
     """The first micro-batch against the sampler, in one eval-mode forward."""
     model.eval()
     first = batch.select(slice(0, size))
-    return _against_sampler(sequence_logprobs(model, first, temperature, share_prompt=share_prompt)[0], first)
+    logp = sequence_logprobs(model, first, temperature, share_prompt=share_prompt, entropy=False)[0]
+    return _against_sampler(logp, first)
 
 
 def _dummy_pass(model: Any, batch: Batch, amp: AbstractContextManager[Any]) -> None:

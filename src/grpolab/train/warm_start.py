@@ -85,7 +85,7 @@ def sft_loss(model: Any, batch: Batch) -> torch.Tensor:
 
     batch: collated traces, completion_mask [N, C]; log-probs at temperature 1 (the model's own).
     """
-    logp, _ = sequence_logprobs(model, batch, temperature=1.0)  # [N, C]
+    logp, _ = sequence_logprobs(model, batch, temperature=1.0, entropy=False)  # [N, C]
     mask = batch.completion_mask
     return -(logp * mask).sum() / mask.sum().clamp(min=1.0)
 
