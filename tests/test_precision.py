@@ -12,7 +12,13 @@ from grpolab.algo.logprobs import sequence_logprobs
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Unsharded
 from grpolab.train.optimizer import build_optimizer
-from grpolab.train.precision import autocast_for, native_bf16, resolve_precision, store_frozen_linears_in_bf16
+from grpolab.train.precision import (
+    autocast_for,
+    engine_dtype,
+    native_bf16,
+    resolve_precision,
+    store_frozen_linears_in_bf16,
+)
 from grpolab.train.preflight import PreflightError, check_precision
 from grpolab.train.update import policy_update
 from run_helpers import quick_config, read_metrics
@@ -47,6 +53,25 @@ def test_resolution_auto_keeps_fp32_on_cpu_and_bf16_needs_native_support(monkeyp
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_precision("auto", torch.device("cuda"), torch.float32) == "bf16"
     assert resolve_precision("auto", torch.device("cuda"), torch.float16) == "fp32"
+
+
+def test_the_engine_dtype_follows_the_training_precision_unless_set(monkeypatch):
+    def engine(precision: str, choice: str = "auto", weights: torch.dtype = torch.float32, device=CPU):
+        cfg = config(**{"train.precision": precision, "generation.vllm_dtype": choice})
+        return engine_dtype(cfg, weights, device)
+
+    assert engine("fp32") == torch.float32
+    assert engine("fp32", weights=torch.bfloat16) == torch.bfloat16  # bf16 weights: the engine's too
+    assert engine("fp32", "bfloat16") == torch.bfloat16
+    assert engine("auto") == torch.float32  # auto precision is fp32 on CPU
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})
+    assert engine("bf16") == torch.bfloat16
+    assert engine("bf16", "float32") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert engine("auto", device=torch.device("cuda")) == torch.bfloat16  # GPU: bf16 training, bf16 engine
+    with pytest.raises(Exception, match="vllm_dtype"):
+        config(**{"generation.vllm_dtype": "float64"})
 
 
 def test_preflight_names_the_field_in_one_line(monkeypatch, tmp_path):

@@ -148,3 +148,45 @@ def test_an_auto_sized_kv_cache_holds_a_full_sequence_and_far_less_than_the_fixe
     one_sequence = (engine_max_model_len(trainer.cfg) + 128) * kv_bytes_per_token(trainer.model.config, torch.float32)
     assert one_sequence <= cache < 2**30 // 16  # the tiny model's run fills a few MB, not 2 GiB
     check_run(trainer, steps=2)
+
+
+def _gap_to_engine(trainer: Trainer, model: torch.nn.Module) -> float:
+    """Mean |trainer log-prob - engine log-prob| over tokens the engine samples now, the trainer's
+    side computed in float32 on `model`."""
+    from grpolab.algo.logprobs import sequence_logprobs
+    from grpolab.rollout.types import Rollout, collate
+
+    prompts = [trainer.rollouts.prompt_ids(e) for e in trainer.splits.val[:4]]
+    out = trainer.generator.generate(prompts, SamplingParams(max_new_tokens=12, num_samples=2))
+    rows = [
+        Rollout(i, prompts[i // 2], ids, [1] * len(ids), "", False, logp)
+        for i, (ids, logp) in enumerate(zip(out.completions, out.logprobs))
+    ]
+    batch = collate(rows, trainer.tokenizer.pad_token_id)
+    with torch.no_grad():
+        logp, _ = sequence_logprobs(model, batch, temperature=1.0, entropy=False)
+    mask = batch.completion_mask.bool()
+    return float((logp - batch.sample_logp)[mask].abs().mean())
+
+
+def test_training_in_bf16_samples_from_a_bf16_engine_that_follows_the_policy(tmp_path):
+    import copy
+
+    from grpolab.train.precision import native_bf16
+
+    if not native_bf16(torch.device("cpu")):
+        pytest.skip("this CPU has no native bfloat16")
+    cfg = quick_config(tmp_path, *VLLM, "train.precision=bf16", "optim.lr=1e-2", "grpo.beta=0.04")
+    trainer = GRPOTrainer(args=cfg).trainer
+    try:
+        assert trainer.generator.llm.llm_engine.model_config.dtype == torch.bfloat16  # type: ignore[attr-defined]
+        start = copy.deepcopy(trainer.model)
+        rows = []
+        for _ in range(3):
+            rows.append(trainer.train_step())
+            trainer.state.step += 1
+        assert all(0 < r["mismatch/logp_abs_mean"] < 0.05 for r in rows)  # bf16 rounding, nothing more
+        # the engine holds the trained policy (in bf16), not the one it started from
+        assert _gap_to_engine(trainer, trainer.model) < 0.02 < _gap_to_engine(trainer, start)
+    finally:
+        trainer.generator.close()  # type: ignore[attr-defined]

@@ -44,10 +44,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from grpolab.rollout.generators import engine_kv_cache_gib, engine_max_model_len
     from grpolab.rollout.vllm_backend import VLLMGenerator
     from grpolab.rollout.vllm_server import serve
+    from grpolab.train.precision import engine_dtype
 
     device = pick_device(cfg.train.device)
     config = AutoConfig.from_pretrained(resolve_source(cfg.model.name, cfg.model.cache_dir))
-    dtype = pick_dtype(cfg.model.dtype, device)
+    dtype = engine_dtype(cfg, pick_dtype(cfg.model.dtype, device), device)
     engine = VLLMGenerator.from_config(
         config,
         dtype,

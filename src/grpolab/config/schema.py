@@ -112,6 +112,9 @@ class GenerationConfig(Section):
     vllm_gpu_memory_utilization: float = Field(
         0.3, gt=0.0, le=1.0, description="vLLM on GPU: share of GPU memory for the engine (training keeps the rest)"
     )
+    vllm_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="vLLM's weights and KV cache dtype; auto: bfloat16 when training in bf16, else the weights'"
+    )
     vllm_weight_sync: Literal["auto", "merged", "adapter"] = Field(
         "auto", description="LoRA with backend=vllm: merged weights, or the adapter only; auto: adapter on GPU"
     )

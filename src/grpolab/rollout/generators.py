@@ -77,11 +77,13 @@ def build_generator(
     rank: int = 0,
     barrier: Callable[[], None] | None = None,
     longest_prompt: int | None = None,
+    engine_dtype: torch.dtype | None = None,
 ) -> Generator:
     """The configured backend. rank and barrier matter to vllm_server only: under torchrun every rank
     sends its prompts to the one server, rank 0 alone sends the weights, and all ranks wait at the
     barrier until it has (before the first rollout and after every sync). longest_prompt (tokens)
-    sizes the colocated engine's KV cache under vllm_kv_cache_gib=auto."""
+    sizes the colocated engine's KV cache under vllm_kv_cache_gib=auto; engine_dtype is the colocated
+    engine's (None: the weights')."""
     if cfg.generation.backend == "hf":
         return HFGenerator(model, pad_id, stop_ids)
     if cfg.generation.backend == "vllm_server":
@@ -93,12 +95,14 @@ def build_generator(
     from grpolab.rollout.vllm_backend import VLLMGenerator
 
     g = cfg.generation
+    dtype = engine_dtype or next(model.parameters()).dtype
     return VLLMGenerator(
         model,
         stop_ids,
+        dtype=dtype,
         max_model_len=engine_max_model_len(cfg),
         seed=seed,
-        kv_cache_gib=engine_kv_cache_gib(cfg, model.config, next(model.parameters()).dtype, longest_prompt),
+        kv_cache_gib=engine_kv_cache_gib(cfg, model.config, dtype, longest_prompt),
         gpu_memory_utilization=g.vllm_gpu_memory_utilization,
         adapter_sync=adapter_sync(cfg, model),
     )

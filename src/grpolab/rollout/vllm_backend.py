@@ -41,14 +41,23 @@ class VLLMGenerator:
     """A colocated vLLM engine holding a copy of `model`'s weights: merged for LoRA, or
     (adapter_sync=True) the base weights once and the adapter through vLLM's own LoRA support."""
 
-    def __init__(self, model: Any, stop_ids: list[int], *, adapter_sync: bool = False, **engine: Any) -> None:
-        """`engine`: the keywords of `_start` (max_model_len, seed, kv_cache_gib, gpu_memory_utilization)."""
+    def __init__(
+        self,
+        model: Any,
+        stop_ids: list[int],
+        *,
+        adapter_sync: bool = False,
+        dtype: torch.dtype | None = None,
+        **engine: Any,
+    ) -> None:
+        """dtype: the engine's weights and KV cache (None: the model's); `engine`: the keywords of
+        `_start` (max_model_len, seed, kv_cache_gib, gpu_memory_utilization)."""
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         first = next(model.parameters())
         if adapter_sync and not is_lora(model):
             raise ValueError("adapter_sync needs a LoRA (peft) model")
         self._adapter = _AdapterSlot(lora_rank(model)) if adapter_sync else None
-        self._start(base.config, first.dtype, first.device.type == "cpu", stop_ids, **engine)
+        self._start(base.config, dtype or first.dtype, first.device.type == "cpu", stop_ids, **engine)
         if self._adapter is not None:  # the base weights once; each sync then moves the adapter only
             self.load_weights([(n, t.detach()) for n, t in engine_weights(model, merge_adapters=False)])
         self.sync_weights(model)

@@ -20,6 +20,7 @@ from grpolab.rollout.generators import build_generator
 from grpolab.rollout.sampler import RolloutSampler
 from grpolab.train.inputs import RunInputs
 from grpolab.train.placement import load_and_place
+from grpolab.train.precision import engine_dtype
 from grpolab.train.preflight import prompt_lengths, report_long_prompts
 
 
@@ -52,6 +53,7 @@ def build_parts(cfg: Config, inputs: RunInputs, ctx: DistContext, prompts: list[
     generator = build_generator(
         cfg, loaded.model, loaded.tokenizer.pad_token_id, loaded.stop_ids, seed=cfg.train.seed + ctx.rank,
         rank=ctx.rank, barrier=ctx.barrier, longest_prompt=max(lengths, default=None),
+        engine_dtype=engine_dtype(cfg, next(loaded.model.parameters()).dtype, ctx.device),
     )  # fmt: skip
     rollouts = RolloutSampler(cfg, generator, loaded.tokenizer, loaded.stop_ids, inputs.env_factory)
     return RunParts(
