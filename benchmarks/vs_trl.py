@@ -6,12 +6,13 @@
     python benchmarks/vs_trl.py --model tiny --steps 10 --questions 16 --max-new-tokens 16
 
 Engines: `grpolab` (generation.backend=hf), `grpolab-vllm` (generation.backend=vllm, a colocated
-engine with its weight sync every step), `grpolab-vllm-bf16` (and train.precision=bf16, autocast in
+engine with its weight sync every step), `grpolab-vllm-bf16` (and train.precision=bf16: a bfloat16 engine, autocast in
 the training passes), `grpolab-vllm-async` (the vllm engine with train.max_staleness=1:
 step t+1's rollouts are sampled while step t trains), `grpolab-vllm-async-bf16` (and
 train.precision=bf16, autocast in the training passes) and `trl` (TRL's GRPOTrainer with HF generate). `trl` runs
 twice, in float32 (`bf16=False`) and with `bf16=True` (autocast to bfloat16 on the CPU); both rows
-are printed and TRL's figure, against which grpolab is compared, is the faster of the two.
+are printed and TRL's figure, against which grpolab is compared, is the faster of the two
+(`trl-fp32` or `trl-bf16` runs one of them alone).
 
 Every engine gets the same dataset rows (the default preset's arithmetic questions as chat messages
 plus their "answer" column) and the same reward callable (`numeric` below); grpolab gets them through
@@ -243,7 +244,9 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--beta", type=float, default=0.04)
-    parser.add_argument("--engines", nargs="+", default=["grpolab", "trl"], choices=[*GRPOLAB_ENGINES, "trl"])
+    parser.add_argument(
+        "--engines", nargs="+", default=["grpolab", "trl"], choices=[*GRPOLAB_ENGINES, "trl", *TRL_RUNS]
+    )
     parser.add_argument("--modes", nargs="+", default=["full", "lora"])
     parser.add_argument("--lr-full", type=float, default=1e-6)
     parser.add_argument("--lr-lora", type=float, default=1e-5)
