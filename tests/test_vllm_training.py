@@ -169,7 +169,7 @@ def _gap_to_engine(trainer: Trainer, model: torch.nn.Module) -> float:
     return float((logp - batch.sample_logp)[mask].abs().mean())
 
 
-def test_training_in_bf16_samples_from_a_bf16_engine_that_follows_the_policy(tmp_path):
+def test_training_in_bf16_samples_from_a_bf16_engine_that_follows_the_policy(tmp_path, capfd):
     import copy
 
     from grpolab.train.precision import native_bf16
@@ -188,5 +188,7 @@ def test_training_in_bf16_samples_from_a_bf16_engine_that_follows_the_policy(tmp
         assert all(0 < r["mismatch/logp_abs_mean"] < 0.05 for r in rows)  # bf16 rounding, nothing more
         # the engine holds the trained policy (in bf16), not the one it started from
         assert _gap_to_engine(trainer, trainer.model) < 0.02 < _gap_to_engine(trainer, start)
+        printed = capfd.readouterr()
+        assert "Attempted to load weight" not in printed.out + printed.err  # synced in the engine's dtype
     finally:
         trainer.generator.close()  # type: ignore[attr-defined]

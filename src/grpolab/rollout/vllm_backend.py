@@ -89,6 +89,7 @@ class VLLMGenerator:
         os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
         cache: dict[str, Any] = {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)} if on_cpu else {}
         self.stop_ids = list(stop_ids)
+        self.dtype = dtype
         threads = torch.get_num_threads()
         set_num_threads = torch.set_num_threads  # vLLM's CPU worker replaces it with a no-op
         affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
@@ -136,8 +137,11 @@ class VLLMGenerator:
         return self.load_weights([(name, tensor.detach()) for name, tensor in engine_weights(model)])
 
     def load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> float:
-        """Load (name, tensor) pairs in the engine's checkpoint naming; returns the seconds it took."""
+        """Load (name, tensor) pairs in the engine's checkpoint naming; returns the seconds it took.
+        Tensors come in the engine's dtype: vLLM would round them the same way, but logs a warning
+        per tensor (and a float32 policy's copy would take twice the memory on the way)."""
         started = time.perf_counter()
+        weights = [(name, tensor.to(self.dtype)) for name, tensor in weights]
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
         return time.perf_counter() - started
