@@ -83,7 +83,7 @@ def engines(monkeypatch):
     """Every Trainer built in the test gets a CopyGenerator (listed here) instead of a vLLM engine."""
     built: list[CopyGenerator] = []
 
-    def fake(cfg, model, pad_id, stop_ids, seed, rank=0, barrier=None, longest_prompt=None):
+    def fake(cfg, model, pad_id, stop_ids, seed, rank=0, barrier=None, longest_prompt=None, engine_dtype=None):
         built.append(CopyGenerator(model, stop_ids))
         return built[-1]
 
