@@ -9,8 +9,10 @@ recommends: autograd replays each op in the dtype its forward used. This is TRL'
 (mixed precision through transformers' Trainer). `model.dtype=bfloat16` is different: the weights
 themselves are bfloat16, with no float32 copy, so small updates can round away.
 
-Generation is not autocast: the sampler's log-probs stay float32, so `mismatch/logp_abs_mean`
-measures what bf16 changes in the trainer's log-probs.
+HF generate is not autocast: its log-probs stay float32, so `mismatch/logp_abs_mean` measures what
+bf16 changes in the trainer's log-probs. A vLLM engine follows the training passes into bfloat16
+(`engine_dtype`), and the frozen full fine-tuning reference keeps its linear layers in bfloat16
+(`store_frozen_linears_in_bf16`): both only ever compute in bfloat16 under bf16 training.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def resolve_precision(precision: str, device: torch.device, weights: torch.dtype
     """train.precision -> "fp32" or "bf16" for this device and weights dtype.
 
     auto: bf16 on a CUDA GPU with bfloat16, fp32 elsewhere. On CPU (an EPYC with avx512_bf16) bf16
-    autocast learned the same as fp32 on smollm2_cpu over 3 seeds, but its LoRA passes were only 10%
-    faster for 1.4-1.8 GB more memory (docs/experiments.md), so auto keeps fp32 there.
+    with a bf16 vLLM engine made a SmolLM2 step 0.40-0.50x TRL's, against 0.66x in fp32
+    (docs/performance.md), but its learning figure is one preset's, so on CPU bf16 stays opt-in.
     Raises ValueError (one line) for bf16 where it cannot help: no native bfloat16 on the device, or
     float16 weights (two half types at once)."""
     if precision == "fp32":
