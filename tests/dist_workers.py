@@ -21,7 +21,7 @@ import torch
 
 from grpolab.config.schema import DistributedConfig
 from grpolab.parallel.distributed import DistContext, global_step_totals
-from grpolab.parallel.lifecycle import failure_guard
+from grpolab.parallel.lifecycle import exit_after_distributed_run, failure_guard
 
 HERE = Path(__file__).resolve()
 ADV = [1.0, -0.5, 0.25, -0.75, 0.6, -1.2, 0.3, 0.9]  # one fixed advantage per sequence
@@ -221,6 +221,9 @@ def worker(scenario: str, out: Path) -> None:
                 raise ValueError("boom on rank 1")
             ctx.all_reduce_sum({"never": 1.0})  # rank 0 waits here for a peer that is gone
     ctx.close()
+    # As `grpolab train` does: interpreter finalization after a gloo group can abort a finished rank
+    # (SIGABRT, "terminate called without an active exception"; seen once in CI on the fsdp scenario).
+    exit_after_distributed_run(0)
 
 
 def write_reductions(ctx: DistContext, out: Path) -> None:
