@@ -204,3 +204,56 @@ def test_a_bf16_run_starts_with_zero_kl_to_its_bf16_reference(tmp_path):
     )  # fmt: skip
     rows = [row for row in read_metrics(run_training(cfg).run_dir) if "loss/kl" in row]
     assert len(rows) == 1 and rows[0]["loss/kl"] == 0.0
+
+
+def _lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    lora = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    for name, param in lora.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero: give the adapter a say in the products
+            param.data.normal_(0.0, 0.05)
+    return lora
+
+
+@needs_bf16
+def test_a_lora_base_stored_in_bf16_gives_the_same_logprobs_and_adapter_gradients(tiny_llama, tiny_tokenizer):
+    policy = _lora(tiny_llama)
+    lowered = copy.deepcopy(policy)
+    assert store_frozen_linears_in_bf16(lowered) > 0
+    dtypes = {n: p.dtype for n, p in lowered.named_parameters()}
+    assert all(dtypes[n] == torch.float32 for n in dtypes if "lora_" in n)  # the adapter stays float32
+    assert all(dtypes[n] == torch.bfloat16 for n in dtypes if "base_layer" in n)
+    assert {n for n, p in lowered.named_parameters() if p.requires_grad} == {
+        n for n, p in policy.named_parameters() if p.requires_grad
+    }
+    batch = make_batch(tiny_tokenizer.pad_token_id, n=8)
+    results = []
+    for model in (policy, lowered):
+        with autocast_for(config(**{"train.precision": "bf16"}), model):
+            logp, _ = sequence_logprobs(model, batch, temperature=1.0, share_prompt=True)
+        (logp * batch.completion_mask).sum().backward()  # outside autocast, as the update runs it
+        with torch.no_grad(), autocast_for(config(**{"train.precision": "bf16"}), model), model.disable_adapter():
+            reference, _ = sequence_logprobs(model, batch, temperature=1.0, share_prompt=True)
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        results.append((logp.detach(), reference, grads))
+    (logp_a, ref_a, grads_a), (logp_b, ref_b, grads_b) = results
+    assert torch.equal(logp_a, logp_b) and torch.equal(ref_a, ref_b)  # policy and reference (adapters off)
+    assert grads_a.keys() == grads_b.keys() and all(torch.equal(grads_a[n], grads_b[n]) for n in grads_a)
+    assert any(float(g.abs().max()) > 0 for g in grads_a.values())
+
+
+@needs_bf16
+@pytest.mark.parametrize(("backend", "precision", "expected"), [
+    ("vllm", "bf16", torch.bfloat16), ("vllm", "fp32", torch.float32), ("hf", "bf16", torch.float32),
+])  # fmt: skip
+def test_a_lora_base_is_bf16_only_under_bf16_training_with_a_vllm_sampler(tmp_path, backend, precision, expected):
+    from grpolab.train.inputs import RunInputs
+    from grpolab.train.placement import load_and_place
+
+    cfg = quick_config(tmp_path, "model.finetune=lora", f"train.precision={precision}", f"generation.backend={backend}")
+    loaded, _, _ = load_and_place(cfg, RunInputs(None, None, None), DistContext.single())  # type: ignore[arg-type]
+    dtypes = {n: p.dtype for n, p in loaded.model.named_parameters()}
+    assert {dtypes[n] for n in dtypes if "base_layer" in n} == {expected}
+    assert {dtypes[n] for n in dtypes if "lora_" in n or "embed" in n or "norm" in n} == {torch.float32}

@@ -152,9 +152,10 @@ def test_an_auto_sized_kv_cache_holds_a_full_sequence_and_far_less_than_the_fixe
 
 def _gap_to_engine(trainer: Trainer, model: torch.nn.Module) -> float:
     """Mean |trainer log-prob - engine log-prob| over tokens the engine samples now, the trainer's
-    side computed in float32 on `model`."""
+    side computed on `model` as the training passes compute (train.precision)."""
     from grpolab.algo.logprobs import sequence_logprobs
     from grpolab.rollout.types import Rollout, collate
+    from grpolab.train.precision import autocast_for
 
     prompts = [trainer.rollouts.prompt_ids(e) for e in trainer.splits.val[:4]]
     out = trainer.generator.generate(prompts, SamplingParams(max_new_tokens=12, num_samples=2))
@@ -163,23 +164,28 @@ def _gap_to_engine(trainer: Trainer, model: torch.nn.Module) -> float:
         for i, (ids, logp) in enumerate(zip(out.completions, out.logprobs))
     ]
     batch = collate(rows, trainer.tokenizer.pad_token_id)
-    with torch.no_grad():
+    with torch.no_grad(), autocast_for(trainer.cfg, model):
         logp, _ = sequence_logprobs(model, batch, temperature=1.0, entropy=False)
     mask = batch.completion_mask.bool()
     return float((logp - batch.sample_logp)[mask].abs().mean())
 
 
-def test_training_in_bf16_samples_from_a_bf16_engine_that_follows_the_policy(tmp_path, capfd):
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_training_in_bf16_samples_from_a_bf16_engine_that_follows_the_policy(tmp_path, capfd, finetune):
     import copy
 
     from grpolab.train.precision import native_bf16
 
     if not native_bf16(torch.device("cpu")):
         pytest.skip("this CPU has no native bfloat16")
-    cfg = quick_config(tmp_path, *VLLM, "train.precision=bf16", "optim.lr=1e-2", "grpo.beta=0.04")
+    cfg = quick_config(
+        tmp_path, *VLLM, "train.precision=bf16", "optim.lr=1e-2", "grpo.beta=0.04", f"model.finetune={finetune}"
+    )
     trainer = GRPOTrainer(args=cfg).trainer
     try:
         assert trainer.generator.llm.llm_engine.model_config.dtype == torch.bfloat16  # type: ignore[attr-defined]
+        base = {p.dtype for n, p in trainer.model.named_parameters() if "base_layer" in n}
+        assert base == ({torch.bfloat16} if finetune == "lora" else set())  # LoRA's frozen base (train/placement.py)
         start = copy.deepcopy(trainer.model)
         rows = []
         for _ in range(3):

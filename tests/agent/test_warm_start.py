@@ -21,6 +21,7 @@ from grpolab.rewards.correctness import numeric
 from grpolab.rollout.backend import SamplingParams
 from grpolab.rollout.teacher import TeacherGenerator
 from grpolab.rollout.types import collate
+from grpolab.train.precision import native_bf16, store_frozen_linears_in_bf16
 from grpolab.train.warm_start import WarmStartPlan, sft_loss, teacher_traces, train_on_traces
 
 CALL = '<tool_call>{"name": "calculator", "arguments": {"expression": "12 * 34"}}</tool_call>'
@@ -106,3 +107,23 @@ def test_the_configs_gold_turns_names_are_the_built_ins():
     from grpolab.envs.gold_turns import BUILTIN_GOLD_TURNS
 
     assert set(GOLD_TURNS) == set(BUILTIN_GOLD_TURNS)
+
+
+@pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU has no native bfloat16")
+def test_sft_runs_its_forwards_in_the_precision_given_with_a_frozen_part_stored_in_bf16():
+    """train.precision=bf16 with a LoRA base stored in bfloat16 (train/placement.py): the warm start's
+    forwards run under the same autocast as GRPO's passes; without it a float32 input meets a
+    bfloat16 weight."""
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    model = build_model(tokenizer, seed=0, size="test")
+    model.model.layers[1].requires_grad_(False)
+    assert store_frozen_linears_in_bf16(model.model.layers[1]) > 0
+    data = traces(tokenizer, [{"question": "What is 12 * 34?", "answer": "408"}])
+    plan = WarmStartPlan(steps=3, lr=3e-3, batch_size=1)
+    with pytest.raises(RuntimeError, match="dtype"):
+        train_on_traces(model, data, plan, tokenizer.pad_token_id)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16)
+    report = train_on_traces(model, data, plan, tokenizer.pad_token_id, amp=amp)
+    assert report.steps == 3 and report.losses[-1] < report.losses[0]
+    assert model.model.layers[1].mlp.up_proj.weight.dtype == torch.bfloat16

@@ -10,6 +10,7 @@ from grpolab.config.schema import Config
 from grpolab.models.loading import LoadedModel, attach_adapter, load_model, prepare_model
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Shards, Unsharded, accelerate_fsdp_requested, fsdp_settings, shard_model
+from grpolab.rollout.weight_sync import is_lora
 from grpolab.train.inputs import RunInputs
 from grpolab.train.precision import store_frozen_linears_in_bf16, trains_in_bf16
 
@@ -36,9 +37,20 @@ def load_and_place(cfg: Config, inputs: RunInputs, ctx: DistContext) -> tuple[Lo
     if reference is not None and not sharded and trains_in_bf16(cfg, reference):
         # it only ever runs under bf16 autocast: the same products, half the memory (train/precision.py)
         store_frozen_linears_in_bf16(reference)
+    if frozen_base_in_bf16(cfg, loaded.model, sharded):
+        store_frozen_linears_in_bf16(loaded.model)  # LoRA's frozen base: the same, adapters stay float32
     if sharded:
         settings = fsdp_settings()
         shards = shard_model(loaded.model, ctx, cfg.distributed, settings)
         if reference is not None:
             reference_shards = shard_model(reference, ctx, cfg.distributed, settings)
     return loaded, shards, reference_shards
+
+
+def frozen_base_in_bf16(cfg: Config, model: object, sharded: bool) -> bool:
+    """Whether a LoRA policy's frozen base layers are stored in bfloat16: under bf16 training, with a
+    sampler that holds its own weights (vLLM, colocated or a server). Every read of the base then
+    happens under autocast (training passes, the reference with adapters off, the warm start) or
+    through the weight sync, which casts to the engine's dtype. HF generate reads the weights outside
+    autocast, so with generation.backend=hf the base stays float32; FSDP shards float32 weights."""
+    return not sharded and cfg.generation.backend != "hf" and is_lora(model) and trains_in_bf16(cfg, model)

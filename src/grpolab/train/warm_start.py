@@ -14,9 +14,11 @@ uses), over the trainable parameters only (LoRA: the adapter).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,7 @@ from grpolab.rollout.generators import sync_after_step
 from grpolab.rollout.multi_turn import run_agent_rollouts
 from grpolab.rollout.teacher import TeacherGenerator
 from grpolab.rollout.types import Batch, Rollout, collate
+from grpolab.train.precision import autocast_for
 
 
 class WarmStartError(UserError, ValueError):
@@ -97,9 +100,11 @@ def train_on_traces(
     pad_id: int,
     device: torch.device | str = "cpu",
     log: Callable[[str], None] | None = None,
+    amp: AbstractContextManager[Any] | None = None,
 ) -> WarmStartReport:
     """`plan.steps` AdamW steps (constant lr, gradient norm clipped at 1) on batches drawn in turn from
-    a seeded shuffle of the traces; only parameters with requires_grad change."""
+    a seeded shuffle of the traces; only parameters with requires_grad change. amp: the context the
+    forwards run in (train.precision's autocast; the backward runs outside it)."""
     if not traces:
         raise WarmStartError("warm_start: no trace to train on (warm_start.gold_turns scripted no training row)")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -117,7 +122,8 @@ def train_on_traces(
                 cursor = 0
             picked = [traces[i] for i in order[cursor : cursor + plan.batch_size]]
             cursor += plan.batch_size
-            loss = sft_loss(model, collate(picked, pad_id).to(device))
+            with amp if amp is not None else contextlib.nullcontext():
+                loss = sft_loss(model, collate(picked, pad_id).to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -158,7 +164,8 @@ def warm_start_policy(
     if log is not None:
         log(f"warm start: {len(traces)} gold traces from {len(rows)} training questions, {ws.sft_steps} steps")
     plan = WarmStartPlan(ws.sft_steps, ws.sft_lr, ws.traces_per_step, ws.questions, cfg.train.seed)
-    return train_on_traces(model, traces, plan, sampler.tokenizer.pad_token_id, device, log)
+    amp = autocast_for(cfg, model)  # a LoRA base stored in bf16 (train/placement.py) needs it, as GRPO's passes do
+    return train_on_traces(model, traces, plan, sampler.tokenizer.pad_token_id, device, log, amp)
 
 
 def warm_start_trainer(trainer: Any) -> None:
