@@ -257,3 +257,33 @@ def test_a_lora_base_is_bf16_only_under_bf16_training_with_a_vllm_sampler(tmp_pa
     dtypes = {n: p.dtype for n, p in loaded.model.named_parameters()}
     assert {dtypes[n] for n in dtypes if "base_layer" in n} == {expected}
     assert {dtypes[n] for n in dtypes if "lora_" in n or "embed" in n or "norm" in n} == {torch.float32}
+
+
+def _resident_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0] if line.split() else ""
+        if not head.endswith(":") or not head[:1].isupper():  # a mapping's header line
+            inside = line.endswith(str(path))
+        elif inside and head == "Rss:":
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="no /proc/self/smaps")
+def test_storing_a_loaded_base_in_bf16_releases_the_checkpoint_files_memory(tmp_path):
+    """A float32 checkpoint loads as views of the file's memory map; once the linear layers are
+    bfloat16 copies, nothing may keep the map (and its resident pages) alive."""
+    from transformers import AutoModelForCausalLM
+
+    _untied_llama_with_bias().save_pretrained(tmp_path / "model")
+    file = (tmp_path / "model" / "model.safetensors").resolve()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model", dtype=torch.float32).requires_grad_(False)
+    assert sum(float(p.sum()) for p in model.parameters()) and _resident_kb(file) > 0  # loaded as views of the map
+    store_frozen_linears_in_bf16(model)
+    import gc
+
+    gc.collect()
+    assert _resident_kb(file) == 0
+    assert model.get_input_embeddings().weight.dtype == torch.float32  # kept, in memory of its own

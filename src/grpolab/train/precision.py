@@ -99,7 +99,11 @@ def store_frozen_linears_in_bf16(model: torch.nn.Module) -> int:
     while its float32 values are never computed with. Stored in bfloat16, the products are the same
     bits (both casts round to nearest even), the casts are gone and the weights take half the
     memory. Weights that another module also uses (an LM head tied to the embeddings) stay float32:
-    the embedding lookup is not autocast, so the residual stream would change dtype."""
+    the embedding lookup is not autocast, so the residual stream would change dtype.
+
+    A float32 checkpoint is loaded without a copy: its weights are views of the file's memory map,
+    whose pages stay resident (and count in the process's memory) while any one of them is alive.
+    Copying the few frozen weights that remain float32 lets the whole map go: -0.40 GB on SmolLM2."""
     shared = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)}
     saved = 0
     for module in model.modules():
@@ -109,4 +113,8 @@ def store_frozen_linears_in_bf16(model: torch.nn.Module) -> int:
             if param.dtype == torch.float32 and not param.requires_grad:
                 setattr(module, name, torch.nn.Parameter(param.detach().to(torch.bfloat16), requires_grad=False))
                 saved += param.numel() * 2
+    if saved:  # the frozen weights left (embeddings, norms) get memory of their own, see below
+        for param in model.parameters():
+            if not param.requires_grad:
+                param.data = param.data.clone()
     return saved
