@@ -244,19 +244,53 @@ def test_a_lora_base_stored_in_bf16_gives_the_same_logprobs_and_adapter_gradient
     assert any(float(g.abs().max()) > 0 for g in grads_a.values())
 
 
-@needs_bf16
-@pytest.mark.parametrize(("backend", "precision", "expected"), [
-    ("vllm", "bf16", torch.bfloat16), ("vllm", "fp32", torch.float32), ("hf", "bf16", torch.float32),
-])  # fmt: skip
-def test_a_lora_base_is_bf16_only_under_bf16_training_with_a_vllm_sampler(tmp_path, backend, precision, expected):
+def _placed_lora(tmp_path, *overrides: str):
     from grpolab.train.inputs import RunInputs
     from grpolab.train.placement import load_and_place
 
-    cfg = quick_config(tmp_path, "model.finetune=lora", f"train.precision={precision}", f"generation.backend={backend}")
+    cfg = quick_config(tmp_path, "model.finetune=lora", *overrides)
     loaded, _, _ = load_and_place(cfg, RunInputs(None, None, None), DistContext.single())  # type: ignore[arg-type]
-    dtypes = {n: p.dtype for n, p in loaded.model.named_parameters()}
+    return loaded.model
+
+
+@needs_bf16
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (("generation.backend=vllm", "generation.vllm_weight_sync=adapter", "train.precision=bf16"), torch.bfloat16),
+        (("generation.backend=vllm", "generation.vllm_weight_sync=merged", "train.precision=bf16"), torch.float32),
+        (("generation.backend=vllm", "generation.vllm_weight_sync=adapter", "train.precision=fp32"), torch.float32),
+        (("generation.backend=hf", "train.precision=bf16"), torch.float32),
+    ],
+)
+def test_a_lora_base_is_bf16_only_where_the_engine_applies_the_adapter_itself(tmp_path, settings, expected):
+    dtypes = {n: p.dtype for n, p in _placed_lora(tmp_path, *settings).named_parameters()}
     assert {dtypes[n] for n in dtypes if "base_layer" in n} == {expected}
     assert {dtypes[n] for n in dtypes if "lora_" in n or "embed" in n or "norm" in n} == {torch.float32}
+
+
+@needs_bf16
+def test_a_merged_sync_into_a_bf16_engine_carries_a_young_adapters_small_delta(tmp_path):
+    """A delta far below bfloat16's step must still reach the engine on average: rounding W + delta
+    moves a weight with probability |delta| / step, so the rounded change regresses on delta with a
+    slope near 1. Merged from a base already rounded to bfloat16, the slope would be 0."""
+    from grpolab.rollout.weight_sync import engine_weights
+
+    model = _placed_lora(tmp_path, "generation.backend=vllm", "train.precision=bf16")
+    torch.manual_seed(0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0.0, 1e-5)  # deltas ~1e-5 against weights ~1e-2: ~0.01-0.1 of a bf16 step
+    base = dict(engine_weights(model, merge_adapters=False))
+    merged = dict(engine_weights(model))
+    moved = [name for name in merged if not torch.equal(merged[name], base[name])]  # the adapted layers
+    assert moved
+    num = den = 0.0
+    for name in moved:
+        delta = merged[name].double() - base[name].double()
+        change = merged[name].to(torch.bfloat16).double() - base[name].to(torch.bfloat16).double()
+        num, den = num + float((change * delta).sum()), den + float((delta * delta).sum())
+    assert 0.8 < num / den < 1.2
 
 
 def _resident_kb(path: Path) -> int:

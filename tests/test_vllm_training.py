@@ -170,8 +170,8 @@ def _gap_to_engine(trainer: Trainer, model: torch.nn.Module) -> float:
     return float((logp - batch.sample_logp)[mask].abs().mean())
 
 
-@pytest.mark.parametrize("finetune", ["full", "lora"])
-def test_training_in_bf16_samples_from_a_bf16_engine_that_follows_the_policy(tmp_path, capfd, finetune):
+@pytest.mark.parametrize(("finetune", "sync"), [("full", "merged"), ("lora", "merged"), ("lora", "adapter")])
+def test_training_in_bf16_samples_from_a_bf16_engine_that_follows_the_policy(tmp_path, capfd, finetune, sync):
     import copy
 
     from grpolab.train.precision import native_bf16
@@ -179,13 +179,20 @@ def test_training_in_bf16_samples_from_a_bf16_engine_that_follows_the_policy(tmp
     if not native_bf16(torch.device("cpu")):
         pytest.skip("this CPU has no native bfloat16")
     cfg = quick_config(
-        tmp_path, *VLLM, "train.precision=bf16", "optim.lr=1e-2", "grpo.beta=0.04", f"model.finetune={finetune}"
+        tmp_path,
+        *VLLM,
+        "train.precision=bf16",
+        "optim.lr=1e-2",
+        "grpo.beta=0.04",
+        f"model.finetune={finetune}",
+        f"generation.vllm_weight_sync={sync}",
     )
     trainer = GRPOTrainer(args=cfg).trainer
     try:
         assert trainer.generator.llm.llm_engine.model_config.dtype == torch.bfloat16  # type: ignore[attr-defined]
         base = {p.dtype for n, p in trainer.model.named_parameters() if "base_layer" in n}
-        assert base == ({torch.bfloat16} if finetune == "lora" else set())  # LoRA's frozen base (train/placement.py)
+        # LoRA's frozen base: bf16 where the engine applies the adapter itself, else float32 (train/placement.py)
+        assert base == ({torch.bfloat16 if sync == "adapter" else torch.float32} if finetune == "lora" else set())
         start = copy.deepcopy(trainer.model)
         rows = []
         for _ in range(3):

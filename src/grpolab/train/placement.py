@@ -10,6 +10,7 @@ from grpolab.config.schema import Config
 from grpolab.models.loading import LoadedModel, attach_adapter, load_model, prepare_model
 from grpolab.parallel.distributed import DistContext
 from grpolab.parallel.sharding import Shards, Unsharded, accelerate_fsdp_requested, fsdp_settings, shard_model
+from grpolab.rollout.generators import adapter_sync
 from grpolab.rollout.weight_sync import is_lora
 from grpolab.train.inputs import RunInputs
 from grpolab.train.precision import store_frozen_linears_in_bf16, trains_in_bf16
@@ -49,8 +50,19 @@ def load_and_place(cfg: Config, inputs: RunInputs, ctx: DistContext) -> tuple[Lo
 
 def frozen_base_in_bf16(cfg: Config, model: object, sharded: bool) -> bool:
     """Whether a LoRA policy's frozen base layers are stored in bfloat16: under bf16 training, with a
-    sampler that holds its own weights (vLLM, colocated or a server). Every read of the base then
-    happens under autocast (training passes, the reference with adapters off, the warm start) or
-    through the weight sync, which casts to the engine's dtype. HF generate reads the weights outside
-    autocast, so with generation.backend=hf the base stays float32; FSDP shards float32 weights."""
-    return not sharded and cfg.generation.backend != "hf" and is_lora(model) and trains_in_bf16(cfg, model)
+    colocated vLLM engine that applies the adapter itself (generation.vllm_weight_sync=adapter, auto on
+    a GPU). Every read of the base then happens under autocast (training passes, the reference with
+    adapters off, the warm start) or as the engine's base weights, which are bfloat16 too.
+
+    Not with a merged sync into a bfloat16 engine (auto on CPU): merged from a bfloat16 base, a
+    weight only moves once its adapter delta passes half a bfloat16 step, so a young adapter never
+    reaches the sampler (round(W + delta) carries a small delta on average; round(round(W) + delta)
+    drops it). A smollm2_cpu run learned nothing in 25 steps that way (docs/experiments.md).
+    Not with HF generate either, which reads the weights outside autocast; nor under FSDP."""
+    return (
+        not sharded
+        and cfg.generation.backend == "vllm"
+        and is_lora(model)
+        and adapter_sync(cfg, model)
+        and trains_in_bf16(cfg, model)
+    )
