@@ -11,9 +11,9 @@ themselves are bfloat16, with no float32 copy, so small updates can round away.
 
 HF generate is not autocast: its log-probs stay float32, so `mismatch/logp_abs_mean` measures what
 bf16 changes in the trainer's log-probs. A vLLM engine follows the training passes into bfloat16
-(`engine_dtype`), and the frozen full fine-tuning reference (and, with a vLLM sampler, a LoRA
-policy's frozen base) keeps its linear layers in bfloat16 (`store_frozen_linears_in_bf16`): they only
-ever compute in bfloat16 under bf16 training.
+(`engine_dtype`), and the frozen full fine-tuning reference (and a LoRA policy's frozen base where
+the engine applies the adapter itself, train/placement.py) keeps its linear layers in bfloat16
+(`store_frozen_linears_in_bf16`): they only ever compute in bfloat16 under bf16 training.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def autocast_for(cfg: Config, model: Any) -> AbstractContextManager[Any]:
 def store_frozen_linears_in_bf16(model: torch.nn.Module) -> int:
     """Store a model's frozen float32 linear layers (weight and bias) in bfloat16; returns the bytes
     saved. For what only ever computes under bf16 autocast: the full fine-tuning KL reference, and a
-    LoRA policy's frozen base when the sampler holds its own weights (train/placement.py). Trainable
+    LoRA policy's frozen base when the engine applies the adapter itself (train/placement.py). Trainable
     layers (LoRA's A and B) keep their dtype.
 
     Autocast casts each linear layer's float32 weight to bfloat16 on every call, and caches the cast
