@@ -57,7 +57,7 @@ def frozen_base_in_bf16(cfg: Config, model: object, sharded: bool) -> bool:
     Not with a merged sync into a bfloat16 engine (auto on CPU): merged from a bfloat16 base, a
     weight only moves once its adapter delta passes half a bfloat16 step, so a young adapter never
     reaches the sampler (round(W + delta) carries a small delta on average; round(round(W) + delta)
-    drops it). A smollm2_cpu run learned nothing in 25 steps that way (docs/experiments.md).
+    drops it). smollm2_cpu seed 1 ended at 33% that way, against 48.5-56.5% (docs/experiments.md).
     Not with HF generate either, which reads the weights outside autocast; nor under FSDP."""
     return (
         not sharded
